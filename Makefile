@@ -1,0 +1,53 @@
+# Everything the project needs is installed from here: a fresh Debian 12 machine
+# has none of it. Run as root.
+SHELL    := /bin/bash
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+DEMO_DIR ?= /tmp/tenantfpm-demo
+APT_PKGS := php8.2-cgi php8.2-opcache libcap-dev gcc python3-dev python3-venv
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps run test lint clean
+
+system-deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing system packages:$$missing (apt-get update first)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | system-deps
+	@echo ">> creating $(VENV) and installing tenantfpm with its test tools"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: system-deps $(VENV)/.installed
+
+# The example tenant "hello" under $(DEMO_DIR), a master in the foreground.
+run: setup
+	@set -e; D=$(abspath $(DEMO_DIR)); \
+	mkdir -p $$D/srv/hello $$D/etc/tenants.d $$D/etc/profiles; chmod 755 $$D $$D/srv $$D/srv/hello; \
+	cp examples/hello/index.php $$D/srv/hello/; chmod 644 $$D/srv/hello/index.php; \
+	id tenantfpm-hello >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin tenantfpm-hello; \
+	printf '[paths]\ntenants_dir = "%s/etc/tenants.d"\nprofiles_dir = "%s/etc/profiles"\nrun_dir = "%s/run"\nlog_dir = "%s/log"\nstate_dir = "%s/lib"\n\n[master]\nlog_file = "stderr"\n' $$D $$D $$D $$D $$D > $$D/tenantfpm.toml; \
+	sed "s|@DEMO@|$$D|" examples/hello.toml.in > $$D/hello.toml; \
+	export TENANTFPM_CONFIG=$$D/tenantfpm.toml; \
+	$(BIN)/tenantfpm add --replace $$D/hello.toml; \
+	echo; echo ">> starting the master in the foreground (Ctrl-C stops it). In another shell:"; \
+	echo "     export TENANTFPM_CONFIG=$$D/tenantfpm.toml"; \
+	echo "     $(abspath $(BIN))/tenantfpm request hello /"; \
+	echo "     $(abspath $(BIN))/tenantfpm status hello --full"; echo; \
+	exec $(BIN)/tenantfpm run
+
+test: setup
+	$(BIN)/ruff check tenantfpm tests
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check tenantfpm tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

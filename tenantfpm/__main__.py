@@ -1,0 +1,3 @@
+from tenantfpm.cli import main
+
+main()

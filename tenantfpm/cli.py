@@ -1,0 +1,460 @@
+"""The `tenantfpm` command (SPEC 3). Exit codes: 0 ok, 1 failure, 2 usage, 3 master not running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tenantfpm import fastcgi
+from tenantfpm.client import Client, NotFoundError
+from tenantfpm.config.loader import load_global, load_site
+from tenantfpm.config.model import GlobalConfig
+from tenantfpm.config.tenant import Tenant
+from tenantfpm.errors import ConfigError, MasterNotRunning, TenantFPMError
+from tenantfpm.logs import LINE, parse_timestamp
+from tenantfpm.registry import Registry, validate_for_add
+from tenantfpm.units import format_size, parse_duration
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Ctx:
+    def __init__(self, config: str | None) -> None:
+        self.config_path = config
+        self._conf: GlobalConfig | None = None
+
+    @property
+    def conf(self) -> GlobalConfig:
+        if self._conf is None:
+            self._conf = load_global(self.config_path)
+        return self._conf
+
+    @property
+    def client(self) -> Client:
+        return Client(self.conf.master.control_socket)
+
+    def tenant(self, name: str) -> Tenant:
+        reg = Registry(self.conf)
+        if not reg.path(name).exists():
+            raise NotFoundError(f"no tenant named {name!r} (not in {reg.dir})")
+        return reg.load(name)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def config_option(f: Any) -> Any:
+    return click.option("--config", "config", metavar="FILE", envvar="TENANTFPM_CONFIG",
+                        help="global config file (default /etc/tenantfpm/tenantfpm.toml)")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """tenantfpm: PHP-FPM's process management, every pool an isolated tenant."""
+    ctx.obj = Ctx(config)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def nginx_snippet(tenant: Tenant) -> str:
+    target = (f"unix:{tenant.listen.path}" if tenant.listen.is_unix else str(tenant.listen))
+    return (f"location ~ \\.php$ {{\n"
+            f"    root {tenant.site.root};\n"
+            f"    try_files $uri =404;\n"
+            f"    fastcgi_pass {target};\n"
+            f"    include fastcgi_params;\n"
+            f"    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n"
+            f"}}")
+
+
+@cli.command()
+@pass_ctx
+def run(ctx: Ctx) -> None:
+    """Run the master in the foreground (systemd Type=notify friendly)."""
+    from tenantfpm.master.arbiter import Master
+
+    conf = ctx.conf
+    for d in (conf.paths.run_dir, conf.paths.log_dir, conf.paths.state_dir,
+              conf.paths.tenants_dir):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    if Client(conf.master.control_socket).running():
+        raise TenantFPMError("another master is running (its control socket answers: "
+                             f"{conf.master.control_socket})")
+    asyncio.run(Master(conf).run())
+
+
+@cli.command()
+@click.argument("site", type=click.Path(dir_okay=False))
+@click.option("--replace", is_flag=True, help="update a registered tenant of the same name")
+@pass_ctx
+def add(ctx: Ctx, site: str, replace: bool) -> None:
+    """Validate, register and start a tenant; on failure nothing stays registered."""
+    path = os.path.abspath(site)
+    conf = ctx.conf
+    reg = Registry(conf)
+    registered, _ = reg.load_all()
+    _, tenant, text = validate_for_add(conf, path, list(registered.values()), replace)
+    client = ctx.client
+    if client.running():
+        with err.status(f"waiting for tenant {tenant.name} to start serving "
+                        f"(php-cgi workers starting, up to 30s)..."):
+            result = client.call("POST", "/v1/tenants", {"path": path, "replace": replace})
+        verb = "replaced" if result.get("replaced") else "added"
+        out.print(f"tenant {tenant.name} {verb}: serving on {result['listen']}")
+    else:
+        reg.write(tenant.name, text)
+        out.print(f"tenant {tenant.name} registered in {reg.dir}; the master is not running, "
+                  "it will start the tenant when it starts")
+    out.print(f"\ntry it:  tenantfpm request {tenant.name} /\n\nnginx:\n{nginx_snippet(tenant)}")
+
+
+@cli.command()
+@click.argument("sites", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@pass_ctx
+def check(ctx: Ctx, sites: tuple[str, ...]) -> None:
+    """Validate site files only (like php-fpm -t)."""
+    failed = False
+    for site in sites:
+        try:
+            s = load_site(site, ctx.conf.paths.profiles_dir)
+            out.print(f"{site}: ok (tenant {s.name}, pm {s.pm.mode}, "
+                      f"max_children {s.pm.max_children})")
+        except ConfigError as e:
+            err.print(str(e), markup=False)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("name")
+@pass_ctx
+def remove(ctx: Ctx, name: str) -> None:
+    """Stop a tenant gracefully and unregister it; its logs are kept."""
+    client = ctx.client
+    if client.running():
+        with err.status(f"waiting for tenant {name}'s workers to finish their requests..."):
+            client.call("DELETE", f"/v1/tenants/{name}")
+    else:
+        reg = Registry(ctx.conf)
+        if not reg.path(name).exists():
+            raise NotFoundError(f"no tenant named {name!r}")
+        reg.remove(name)
+    out.print(f"tenant {name} removed (logs kept)")
+
+
+def _mem(n: Any) -> str:
+    return format_size(n) if isinstance(n, int) and n else "-"
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def list_(ctx: Ctx, as_json: bool) -> None:
+    """Tenants with state, pm, workers and memory."""
+    data = ctx.client.call("GET", "/v1/tenants")
+    if as_json:
+        _dump(data)
+        return
+    t = Table(box=None)
+    for col in ("NAME", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL", "MAX", "RSS", "LISTEN"):
+        t.add_column(col)
+    for d in data:
+        t.add_row(d["name"], d["state"], d.get("pm", "-"), str(d.get("active_processes", "-")),
+                  str(d.get("idle_processes", "-")), str(d.get("total_processes", "-")),
+                  str(d.get("max_children", "-")), _mem(d.get("workers_rss")),
+                  d.get("listen", d.get("error", "")))
+    out.print(t)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--full", is_flag=True, help="include every process")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(ctx: Ctx, name: str | None, full: bool, as_json: bool) -> None:
+    """Pool status, PHP-FPM style."""
+    q = "?full=1" if full else ""
+    data = ctx.client.call("GET", f"/v1/tenants/{name}/status{q}" if name else f"/v1/status{q}")
+    if as_json:
+        _dump(data)
+        return
+    for d in data if isinstance(data, list) else [data]:
+        for k, v in d.items():
+            if k != "processes":
+                out.print(f"{k + ':':<24}{'null' if v is None else v}")
+        if d.get("processes"):
+            t = Table(box=None)
+            for col in ("PID", "STATE", "START", "DURATION", "RSS", "CPU"):
+                t.add_column(col)
+            for p in d["processes"]:
+                dur = p["request_duration_ms"]
+                t.add_row(str(p["pid"]), p["state"], f"{p['start_since']}s ago",
+                          f"{dur}ms" if dur is not None else "-", _mem(p["rss"]),
+                          f"{p['cpu_seconds']:.2f}s" if p["cpu_seconds"] is not None else "-")
+            out.print(t)
+        out.print()
+
+
+def _action(ctx: Ctx, name: str, action: str, waiting: str) -> None:
+    with err.status(waiting):
+        result = ctx.client.call("POST", f"/v1/tenants/{name}/{action}")
+    state = result.get("state")
+    out.print(f"tenant {name}: {state}" + (f" ({result['error']})" if result.get("error") else ""))
+    if action != "stop" and state != "running":
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@pass_ctx
+def reload(ctx: Ctx, name: str | None) -> None:
+    """Re-read the tenant's file(s) and replace workers gracefully (all tenants without NAME)."""
+    if name is None:
+        with err.status("reloading every tenant..."):
+            result = ctx.client.call("POST", "/v1/reload")
+        out.print(f"reloaded: {', '.join(result['reloaded']) or 'no tenants'}")
+        return
+    _action(ctx, name, "reload", f"waiting for tenant {name}'s new workers to serve...")
+
+
+@cli.command()
+@click.argument("name")
+@pass_ctx
+def start(ctx: Ctx, name: str) -> None:
+    """Start a stopped tenant."""
+    _action(ctx, name, "start", f"waiting for tenant {name} to serve...")
+
+
+@cli.command()
+@click.argument("name")
+@pass_ctx
+def stop(ctx: Ctx, name: str) -> None:
+    """Stop a tenant gracefully (it stays registered)."""
+    _action(ctx, name, "stop", f"waiting for tenant {name}'s workers to finish...")
+
+
+@cli.command()
+@click.argument("name")
+@pass_ctx
+def restart(ctx: Ctx, name: str) -> None:
+    """Stop then start a tenant."""
+    _action(ctx, name, "restart", f"restarting tenant {name}...")
+
+
+def _log_lines(path: str, since: float | None, grep: re.Pattern[str] | None) -> Iterator[str]:
+    try:
+        f = open(path, errors="replace")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            line = line.rstrip("\n")
+            if since is not None:
+                m = LINE.match(line)
+                if not m or parse_timestamp(m.group(1)) < since:
+                    continue
+            if grep is not None and not grep.search(line):
+                continue
+            yield line
+
+
+def _as_json(line: str) -> dict[str, Any]:
+    m = LINE.match(line)
+    if not m:
+        return {"time": None, "level": None, "message": line}
+    return {"time": m.group(1), "level": m.group(2).lower(), "message": m.group(3)}
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--error", "kind", flag_value="error", default=True, help="error.log (default)")
+@click.option("--slow", "kind", flag_value="slow", help="slow.log")
+@click.option("--access", "kind", flag_value="access", help="access.log")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("--since", metavar="DURATION", help="only lines newer than this, e.g. 10m")
+@click.option("-n", "lines", type=int, metavar="N", help="last N lines")
+@click.option("--grep", metavar="RE", help="only lines matching this regular expression")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines: int | None,
+         grep: str | None, as_json: bool) -> None:
+    """Review a tenant's logs."""
+    reg = Registry(ctx.conf)
+    try:
+        log_dir = reg.load(name).log_dir
+    except (ConfigError, TenantFPMError):
+        log_dir = os.path.join(ctx.conf.paths.log_dir, name)
+    path = os.path.join(log_dir, f"{kind}.log")
+    if not os.path.isdir(log_dir):
+        raise NotFoundError(f"no logs for tenant {name!r} (no directory {log_dir})")
+    try:
+        since_ts = time.time() - parse_duration(since) if since else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    try:
+        pattern = re.compile(grep) if grep else None
+    except re.error as e:
+        raise click.BadParameter(f"invalid regular expression: {e}", param_hint="--grep") from None
+    selected = list(_log_lines(path, since_ts, pattern))
+    if lines is not None:
+        selected = selected[-lines:] if lines > 0 else []
+    if as_json and not follow:
+        _dump([_as_json(x) for x in selected])
+        return
+    for line in selected:
+        click.echo(json.dumps(_as_json(line)) if as_json else line)
+    if not follow:
+        return
+    with open(path, errors="replace") if os.path.exists(path) else open(os.devnull) as f:
+        f.seek(0, os.SEEK_END)
+        while True:
+            line = f.readline()
+            if not line:
+                time.sleep(0.2)
+                if os.path.exists(path) and os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
+                    f = open(path, errors="replace")  # noqa: SIM115 - rotated
+                continue
+            line = line.rstrip("\n")
+            if pattern is None or pattern.search(line):
+                click.echo(json.dumps(_as_json(line)) if as_json else line)
+
+
+@cli.command()
+@click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
+@pass_ctx
+def top(ctx: Ctx, interval: float) -> None:
+    """Live view of every tenant."""
+    from rich.live import Live
+
+    client = ctx.client
+
+    def table() -> Table:
+        t = Table(title=f"tenantfpm - {time.strftime('%H:%M:%S')}")
+        for col in ("TENANT", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL/MAX", "QUEUE",
+                    "MAX REACHED", "RESTARTS", "RSS"):
+            t.add_column(col)
+        for d in client.call("GET", "/v1/status"):
+            t.add_row(d["name"], d["state"], d.get("pm", "-"),
+                      str(d.get("active_processes", "-")), str(d.get("idle_processes", "-")),
+                      f"{d.get('total_processes', '-')}/{d.get('max_children', '-')}",
+                      str(d.get("listen_queue") if d.get("listen_queue") is not None else "-"),
+                      str(d.get("max_children_reached", "-")),
+                      str(d.get("worker_restarts", "-")), _mem(d.get("workers_rss")))
+        return t
+
+    with Live(table(), console=out, refresh_per_second=4) as live:
+        while True:
+            time.sleep(interval)
+            live.update(table())
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("uri")
+@click.option("-X", "method", default="GET", show_default=True)
+@click.option("-d", "data", help="request body")
+@click.option("-H", "headers", multiple=True, metavar="'K: V'", help="request header")
+@click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="FastCGI param")
+@click.option("--docroot", help="document root (default: the tenant's root)")
+@click.option("--timeout", default=30.0, show_default=True)
+@pass_ctx
+def request(ctx: Ctx, name: str, uri: str, method: str, data: str | None,
+            headers: tuple[str, ...], params: tuple[str, ...], docroot: str | None,
+            timeout: float) -> None:
+    """Send one FastCGI request to the tenant's socket and print the response."""
+    tenant = ctx.tenant(name)
+    body = (data or "").encode()
+    hdrs = []
+    for h in headers:
+        k, sep, v = h.partition(":")
+        if not sep:
+            raise click.BadParameter(f"expected 'Key: value', got {h!r}", param_hint="-H")
+        hdrs.append((k, v))
+    p = fastcgi.cgi_params(docroot or tenant.site.root, uri, method.upper(), body, hdrs)
+    for kv in params:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {kv!r}", param_hint="-p")
+        p[k] = v
+    try:
+        resp = fastcgi.request(str(tenant.listen), p, body, timeout=timeout)
+    except OSError as e:
+        raise TenantFPMError(f"cannot reach tenant {name} at {tenant.listen}: "
+                             f"{e.strerror or e}") from None
+    for k, v in resp.headers:
+        click.echo(f"{k}: {v}")
+    if resp.headers:
+        click.echo()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(resp.body)
+    sys.stdout.flush()
+    if resp.stderr:
+        err.print(resp.stderr.decode(errors="replace").rstrip(), markup=False)
+    if not resp.complete:
+        err.print("error: the connection closed without FCGI_END_REQUEST")
+        sys.exit(1)
+    if resp.status >= 500:
+        sys.exit(1)
+
+
+@cli.command(name="reopen-logs")
+@pass_ctx
+def reopen_logs(ctx: Ctx) -> None:
+    """Reopen every log file (after logrotate)."""
+    ctx.client.call("POST", "/v1/reopen-logs")
+    out.print("log files reopened")
+
+
+@cli.command()
+@click.option("--now", is_flag=True, help="immediate stop (SIGTERM semantics)")
+@pass_ctx
+def shutdown(ctx: Ctx, now: bool) -> None:
+    """Stop the master: gracefully, or at once with --now."""
+    client = ctx.client
+    client.call("POST", "/v1/shutdown", {"now": now})
+    with err.status("waiting for the master to stop..."):
+        deadline = time.time() + ctx.conf.master.process_control_timeout + 10
+        while time.time() < deadline and client.running():
+            time.sleep(0.1)
+    out.print("master stopped")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MasterNotRunning as e:
+        err.print(f"tenantfpm: {e}", markup=False)
+        sys.exit(3)
+    except ConfigError as e:
+        err.print(str(e), markup=False)
+        sys.exit(1)
+    except TenantFPMError as e:
+        err.print(f"tenantfpm: {e}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+
+

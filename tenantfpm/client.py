@@ -1,0 +1,59 @@
+"""The CLI's side of the control API: HTTP/JSON over the master's Unix socket."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from typing import Any
+
+from tenantfpm.errors import MasterNotRunning, TenantFPMError
+
+
+class NotFoundError(TenantFPMError):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Client:
+    def __init__(self, control_socket: str, timeout: float = 120.0) -> None:
+        self.path = control_socket
+        self.timeout = timeout
+
+    def call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, url, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = json.loads(resp.read() or b"null")
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise MasterNotRunning(f"the master is not running (no control socket at "
+                                   f"{self.path})") from None
+        except TimeoutError:
+            raise TenantFPMError(f"the master did not answer within {self.timeout:g}s") from None
+        finally:
+            conn.close()
+        if resp.status == 404:
+            raise NotFoundError(data.get("error", "not found"))
+        if resp.status >= 400:
+            raise TenantFPMError(data.get("error", f"HTTP {resp.status}"))
+        return data
+
+    def running(self) -> bool:
+        try:
+            self.call("GET", "/v1/tenants")
+        except MasterNotRunning:
+            return False
+        return True

@@ -1,0 +1,1 @@
+"""Config: the model (types), the rules (cross-field and system), the loader (files)."""

@@ -1,0 +1,264 @@
+"""Reading config files: TOML syntax, profile merge, and errors a user can act on.
+
+Every failure becomes a ConfigError naming the file, the dotted key and, when it
+can be found, the line; nothing is started or written before all of it passes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import os
+import pwd
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tenantfpm.config.model import GlobalConfig, Site
+from tenantfpm.errors import ConfigError, Problem
+
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent.parent / "profiles"
+
+
+def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
+    """Parse one file; syntax errors carry tomllib's line and column."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(path, [Problem("", f"cannot read: {e.strerror}")]) from None
+    try:
+        text = raw.decode()
+        return tomllib.loads(text), text
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [Problem("", f"not UTF-8: {e.reason}")]) from None
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        line = int(m.group(1)) if m else None
+        col = int(m.group(2)) if m else None
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
+        raise ConfigError(path, [Problem("", f"TOML syntax error: {msg}", line, col)]) from None
+
+
+def find_line(text: str, key: str) -> int | None:
+    """Best-effort line of a dotted key in TOML text, for pointing the user at it."""
+    parts = re.sub(r"\[\d+\]", "", key).split(".")
+    if not parts or not parts[0]:
+        return None
+    table: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if s.startswith("["):
+            table = s.strip("[]").strip().split(".")
+            if table == parts:
+                return lineno
+            continue
+        m = re.match(r"^([A-Za-z0-9_.\-\"']+)\s*=", s)
+        if m:
+            k = [x.strip("\"'") for x in m.group(1).split(".")]
+            full = table + k
+            if full == parts[: len(full)] and len(full) >= min(len(parts), len(table) + 1):
+                return lineno
+    return None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _suggest(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Nearest valid key for an unknown one, walking the model along the path."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        current = args[0] if args and isinstance(args[0], type) else ann
+    names = list(getattr(current, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    if not close:
+        return f"; valid keys here: {', '.join(names)}" if names else ""
+    prefix = _loc(loc[:-1])
+    return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+
+
+def validation_problems(model: type[BaseModel], err: ValidationError) -> list[Problem]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc, kind = tuple(e["loc"]), e["type"]
+        # Union members add their type name to the path; drop it.
+        loc = tuple(p for p in loc
+                    if not (isinstance(p, str) and p in {"str", "int", "float", "bool"}))
+        key = _loc(loc)
+        if kind == "extra_forbidden":
+            msg = "unknown key" + _suggest(model, loc)
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if kind not in ("value_error",) and "input" in e and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        problems.append(Problem(key, msg))
+    # union errors repeat per member; keep one per key
+    seen, unique = set(), []
+    for p in problems:
+        if p.key not in seen:
+            seen.add(p.key)
+            unique.append(p)
+    return unique
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Profile below, site above; tables merge key by key, everything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _in_dict(data: dict[str, Any], key: str) -> bool:
+    node: Any = data
+    for part in re.sub(r"\[\d+\]", "", key).split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+class HostSystem:
+    """The real machine, as the rules see it."""
+
+    def user(self, name: str) -> tuple[int, int] | None:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        return pw.pw_uid, pw.pw_gid
+
+    def group(self, name: str) -> int | None:
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            return None
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def is_executable(self, path: str) -> bool:
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_profile(name: str, profiles_dir: str) -> Path | None:
+    if not re.match(r"^[A-Za-z0-9_-]+$", name):
+        return None
+    for d in (Path(profiles_dir), SHIPPED_PROFILES):
+        candidate = d / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def available_profiles(profiles_dir: str) -> list[str]:
+    names = set()
+    for d in (Path(profiles_dir), SHIPPED_PROFILES):
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.toml"))
+    return sorted(names)
+
+
+def load_site(path: str | Path, profiles_dir: str, system: Any = None) -> Site:
+    """site.toml (+ its profile) to a validated Site, or a ConfigError listing every problem."""
+    from tenantfpm.config.rules import site_problems
+
+    path = str(path)
+    data, text = read_toml(path)
+    profile_path: str | None = None
+    profile_text = ""
+    merged = data
+    prof = data.get("profile")
+    if isinstance(prof, str) and prof:
+        found = find_profile(prof, profiles_dir)
+        if found is None:
+            avail = ", ".join(available_profiles(profiles_dir)) or "none"
+            raise ConfigError(path, [Problem("profile", f"no such profile {prof!r} "
+                                                        f"(available: {avail})",
+                                             find_line(text, "profile"))])
+        profile_path = str(found)
+        pdata, profile_text = read_toml(found)
+        for forbidden in ("name", "user", "group", "root", "profile"):
+            if forbidden in pdata:
+                raise ConfigError(profile_path, [Problem(
+                    forbidden, "a profile may not set this key; it belongs in the site file",
+                    find_line(profile_text, forbidden))])
+        merged = merge(pdata, data)
+
+    def locate(problems: list[Problem]) -> None:
+        by_file: dict[str, list[Problem]] = {}
+        for p in problems:
+            in_site = not profile_path or _in_dict(data, p.key) or not _in_dict(merged, p.key)
+            target, src = (path, text) if in_site else (profile_path, profile_text)
+            if p.line is None:
+                p.line = find_line(src, p.key)
+            by_file.setdefault(target, []).append(p)
+        # report the first file with problems; a profile's problems are its own
+        f, ps = next(iter(by_file.items()))
+        raise ConfigError(f, ps)
+
+    try:
+        site = Site.model_validate(merged)
+    except ValidationError as e:
+        locate(validation_problems(Site, e))
+    problems = site_problems(site, system or HostSystem())
+    if problems:
+        locate(problems)
+    return site
+
+
+def load_global(path: str | None) -> GlobalConfig:
+    """The global config; a missing default file means all defaults, a named one must exist."""
+    explicit = path or os.environ.get("TENANTFPM_CONFIG")
+    file = explicit or "/etc/tenantfpm/tenantfpm.toml"
+    if not explicit and not os.path.exists(file):
+        data: dict[str, Any] = {}
+        text = ""
+    else:
+        data, text = read_toml(file)
+    try:
+        conf = GlobalConfig.model_validate(data)
+    except ValidationError as e:
+        ps = validation_problems(GlobalConfig, e)
+        for p in ps:
+            p.line = find_line(text, p.key)
+        raise ConfigError(file, ps) from None
+    paths = conf.paths
+    bad = [Problem(f"paths.{k}", f"must be an absolute path: {v!r}")
+           for k, v in paths.model_dump().items() if not os.path.isabs(v)]
+    if bad:
+        raise ConfigError(file, bad)
+
+    def expand(value: str) -> str:
+        return value.replace("<run_dir>", paths.run_dir).replace("<log_dir>", paths.log_dir)
+
+    master = conf.master.model_copy(update={
+        k: expand(getattr(conf.master, k))
+        for k in ("control_socket", "pid_file", "log_file", "status_listen")
+    })
+    return conf.model_copy(update={"master": master})

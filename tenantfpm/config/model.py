@@ -1,0 +1,135 @@
+"""The shape of site.toml and tenantfpm.toml (SPEC 1-2): types and defaults only.
+
+Cross-field and system rules live in rules.py so they can be tested and reported
+the way PHP-FPM reports them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from tenantfpm.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+IniValue = str | int | float | bool
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Listen(Strict):
+    address: str = ""
+    owner: str = "www-data"
+    group: str = "www-data"
+    mode: str = "0660"
+    backlog: int = 511
+    allowed_clients: list[str] = []
+
+
+class Runtime(Strict):
+    type: Literal["php", "python", "fastcgi"] = "php"
+    command: list[str] = ["/usr/bin/php-cgi"]
+    app: str = ""
+
+
+class PM(Strict):
+    mode: Literal["static", "dynamic", "ondemand"] = "dynamic"
+    max_children: int = 5
+    start_servers: int | None = None
+    min_spare_servers: int = 1
+    max_spare_servers: int = 3
+    max_spawn_rate: int = 32
+    process_idle_timeout: Duration = 10.0
+    max_requests: int = 500
+    max_requests_jitter: int = 0
+    max_worker_memory: Size = 0
+
+    @property
+    def effective_start_servers(self) -> int:
+        """PHP-FPM's default: min_spare + (max_spare - min_spare) / 2."""
+        if self.start_servers is not None:
+            return self.start_servers
+        return self.min_spare_servers + (self.max_spare_servers - self.min_spare_servers) // 2
+
+
+class Limits(Strict):
+    memory: Size = 0
+    cpu: float = 0
+    pids: int = 0
+    open_files: int = 0
+    core_dumps: bool = False
+    request_terminate_timeout: Duration = 0.0
+    request_slowlog_timeout: Duration = 0.0
+    slowlog_trace_depth: int = 20
+
+
+class Bind(Strict):
+    source: str
+    target: str = ""
+    readonly: bool = True
+
+
+class Isolation(Strict):
+    enabled: bool = True
+    network: Literal["host", "none", "isolated"] = "host"
+    hostname: str = ""
+    tmp_size: Size = 64 << 20
+    hide_processes: bool = True
+    binds: list[Bind] = []
+
+
+class Log(Strict):
+    dir: str = ""
+    access: bool = False
+    access_format: str = '%R - %u %t "%m %r" %s'
+    catch_workers_output: bool = True
+
+
+class Site(Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    profile: str = ""
+    user: str
+    group: str = ""
+    root: str
+    chdir: str = ""
+    listen: Listen = Listen()
+    runtime: Runtime = Runtime()
+    pm: PM = PM()
+    limits: Limits = Limits()
+    isolation: Isolation = Isolation()
+    ini: dict[str, IniValue] = {}
+    env: dict[str, str] = {}
+    log: Log = Log()
+
+
+class Paths(Strict):
+    tenants_dir: str = "/etc/tenantfpm/tenants.d"
+    profiles_dir: str = "/etc/tenantfpm/profiles"
+    run_dir: str = "/run/tenantfpm"
+    log_dir: str = "/var/log/tenantfpm"
+    state_dir: str = "/var/lib/tenantfpm"
+
+
+class Master(Strict):
+    control_socket: str = "<run_dir>/control.sock"
+    pid_file: str = "<run_dir>/tenantfpm.pid"
+    log_file: str = "<log_dir>/master.log"
+    log_level: Literal["alert", "error", "warning", "notice", "debug"] = "notice"
+    metrics_listen: str = ""
+    status_listen: str = ""
+    process_max: int = 0
+    process_control_timeout: Duration = 30.0
+    emergency_restart_threshold: int = 10
+    emergency_restart_interval: Duration = 60.0
+    cgroup_parent: str = "tenantfpm"
+
+
+class GlobalConfig(Strict):
+    paths: Paths = Paths()
+    master: Master = Master()

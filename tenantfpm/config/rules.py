@@ -1,0 +1,240 @@
+"""Validation rules beyond types: PHP-FPM's cross-field rules and the system checks.
+
+Pure functions of a parsed Site and a read-only view of the system (users, files),
+so every rule can be unit-tested without touching the machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from tenantfpm.config.model import Site
+from tenantfpm.errors import Problem
+
+INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PYTHON_INI = (
+    "memory_limit", "max_execution_time", "post_max_size", "upload_max_filesize",
+    "display_errors", "date.timezone", "error_log",
+)
+
+
+class System(Protocol):
+    def user(self, name: str) -> tuple[int, int] | None: ...  # (uid, primary gid)
+    def group(self, name: str) -> int | None: ...
+    def is_dir(self, path: str) -> bool: ...
+    def is_executable(self, path: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where a tenant listens: a Unix socket path, or a TCP host and port."""
+
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        host = self.host or ""
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+def parse_listen(address: str) -> ListenAddress:
+    """PHP-FPM's listen syntax minus the bare-port form (ambiguous on multi-homed hosts)."""
+    if address.startswith("/"):
+        if len(address.encode()) > 107:
+            raise ValueError(f"unix socket path is longer than 107 bytes: {address}")
+        return ListenAddress(path=address)
+    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", address) or re.match(
+        r"^([0-9.]+):(\d+)$", address
+    )
+    if not m:
+        raise ValueError(
+            f"invalid listen address {address!r}: use an absolute socket path, "
+            "\"127.0.0.1:9001\" or \"[::1]:9001\""
+        )
+    host, port = m.group(1), int(m.group(2))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"invalid IP address {host!r} in listen address") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range: {port}")
+    return ListenAddress(host=host, port=port)
+
+
+def pm_problems(site: Site) -> list[Problem]:
+    """PHP-FPM's pool rules (fpm_conf.c), with its wording."""
+    pm, p = site.pm, []
+    pool = f"[pool {site.name}]"
+    if pm.max_children < 1:
+        p.append(Problem("pm.max_children",
+                         f"{pool} pm.max_children({pm.max_children}) must be a positive value"))
+        return p
+    if pm.max_requests < 0:
+        p.append(Problem("pm.max_requests",
+                         f"{pool} pm.max_requests({pm.max_requests}) must not be negative"))
+    if pm.max_requests_jitter < 0:
+        p.append(Problem("pm.max_requests_jitter",
+                         f"{pool} pm.max_requests_jitter({pm.max_requests_jitter}) "
+                         "must not be negative"))
+    if pm.mode == "dynamic":
+        lo, hi, mx = pm.min_spare_servers, pm.max_spare_servers, pm.max_children
+        if lo < 1:
+            p.append(Problem("pm.min_spare_servers",
+                             f"{pool} pm.min_spare_servers({lo}) must be a positive value"))
+        if hi < 1:
+            p.append(Problem("pm.max_spare_servers",
+                             f"{pool} pm.max_spare_servers({hi}) must be a positive value"))
+        if p:
+            return p
+        if lo > mx or hi > mx:
+            p.append(Problem("pm.max_spare_servers" if hi > mx else "pm.min_spare_servers",
+                             f"{pool} pm.min_spare_servers({lo}) and pm.max_spare_servers({hi}) "
+                             f"cannot be greater than pm.max_children({mx})"))
+        elif hi < lo:
+            p.append(Problem("pm.max_spare_servers",
+                             f"{pool} pm.max_spare_servers({hi}) must not be less than "
+                             f"pm.min_spare_servers({lo})"))
+        else:
+            start = pm.effective_start_servers
+            if start < lo or start > hi:
+                p.append(Problem("pm.start_servers",
+                                 f"{pool} pm.start_servers({start}) must not be less than "
+                                 f"pm.min_spare_servers({lo}) and not greater than "
+                                 f"pm.max_spare_servers({hi})"))
+        if pm.max_spawn_rate < 1:
+            p.append(Problem("pm.max_spawn_rate",
+                             f"{pool} pm.max_spawn_rate({pm.max_spawn_rate}) "
+                             "must be a positive value"))
+    if pm.mode == "ondemand" and pm.process_idle_timeout <= 0:
+        p.append(Problem("pm.process_idle_timeout",
+                         f"{pool} pm.process_idle_timeout({pm.process_idle_timeout:g}s) "
+                         "must be greater than 0s"))
+    return p
+
+
+def limits_problems(site: Site) -> list[Problem]:
+    lim, p = site.limits, []
+    for key in ("cpu", "pids", "open_files"):
+        if getattr(lim, key) < 0:
+            p.append(Problem(f"limits.{key}", "must not be negative"))
+    if lim.slowlog_trace_depth < 1:
+        p.append(Problem("limits.slowlog_trace_depth", "must be a positive value"))
+    term, slow = lim.request_terminate_timeout, lim.request_slowlog_timeout
+    if term > 0 and slow > term:
+        p.append(Problem("limits.request_slowlog_timeout",
+                         f"'request_slowlog_timeout' ({slow:g}s) can't be greater than "
+                         f"'request_terminate_timeout' ({term:g}s)"))
+    return p
+
+
+def runtime_problems(site: Site, system: System) -> list[Problem]:
+    rt, p = site.runtime, []
+    if not rt.command:
+        return [Problem("runtime.command", "must name the program to run")]
+    prog = rt.command[0]
+    if not os.path.isabs(prog):
+        p.append(Problem("runtime.command", f"program must be an absolute path: {prog!r}"))
+    elif not system.is_executable(prog):
+        p.append(Problem("runtime.command", f"{prog} does not exist or is not executable"))
+    if rt.type == "python":
+        p.append(Problem("runtime.type",
+                         "the python runtime is not available in this version; "
+                         "use \"php\" or \"fastcgi\""))
+        unsupported = sorted(set(site.ini) - set(PYTHON_INI))
+        if unsupported:
+            p.append(Problem("ini", "not supported by the python runtime: "
+                                    f"{', '.join(unsupported)}; "
+                                    f"supported: {', '.join(PYTHON_INI)}"))
+    elif rt.app:
+        p.append(Problem("runtime.app", "only the python runtime takes an app"))
+    for key, value in site.ini.items():
+        if not INI_KEY.match(key):
+            p.append(Problem(f"ini.{key}", "not a valid php.ini directive name"))
+        if isinstance(value, str) and ("\n" in value or "\0" in value):
+            p.append(Problem(f"ini.{key}", "value may not contain a newline or NUL"))
+    for key, value in site.env.items():
+        if not ENV_KEY.match(key):
+            p.append(Problem(f"env.{key}", "not a valid environment variable name"))
+        if "\0" in value:
+            p.append(Problem(f"env.{key}", "value may not contain NUL"))
+    return p
+
+
+def identity_problems(site: Site, system: System) -> list[Problem]:
+    """The worker identity: never root, and every name must resolve now, not at fork."""
+    p = []
+    ident = system.user(site.user)
+    if ident is None:
+        p.append(Problem("user", f"no such user: {site.user!r}"))
+    elif site.user == "root" or ident[0] == 0:
+        p.append(Problem("user", "workers may not run as root (uid 0)"))
+    if site.group:
+        gid = system.group(site.group)
+        if gid is None:
+            p.append(Problem("group", f"no such group: {site.group!r}"))
+        elif gid == 0:
+            p.append(Problem("group", "workers may not run with group root (gid 0)"))
+    elif ident is not None and ident[1] == 0:
+        p.append(Problem("group", f"the primary group of {site.user!r} is root; name a group"))
+    return p
+
+
+def path_problems(site: Site, system: System) -> list[Problem]:
+    p = []
+    for key, value in (("root", site.root), ("chdir", site.chdir), ("log.dir", site.log.dir)):
+        if value and (not os.path.isabs(value) or ".." in value.split("/")):
+            p.append(Problem(key, f"must be an absolute path without '..': {value!r}"))
+    if not p and not system.is_dir(site.root):
+        p.append(Problem("root", f"{site.root} is not a directory"))
+    for i, bind in enumerate(site.isolation.binds):
+        for key in ("source", "target"):
+            value = getattr(bind, key)
+            if value and not os.path.isabs(value):
+                p.append(Problem(f"isolation.binds[{i}].{key}", f"must be absolute: {value!r}"))
+    return p
+
+
+def listen_problems(site: Site, system: System) -> list[Problem]:
+    lst, p = site.listen, []
+    if lst.address:
+        try:
+            addr = parse_listen(lst.address)
+        except ValueError as e:
+            return [Problem("listen.address", str(e))]
+    else:
+        addr = None
+    if not re.match(r"^0?[0-7]{3}$", lst.mode):
+        p.append(Problem("listen.mode", f"must be an octal mode such as \"0660\": {lst.mode!r}"))
+    if lst.backlog < 1:
+        p.append(Problem("listen.backlog", "must be a positive value"))
+    if addr is None or addr.is_unix:
+        if system.user(lst.owner) is None:
+            p.append(Problem("listen.owner", f"no such user: {lst.owner!r}"))
+        if system.group(lst.group) is None:
+            p.append(Problem("listen.group", f"no such group: {lst.group!r}"))
+        if lst.allowed_clients:
+            p.append(Problem("listen.allowed_clients", "only applies to TCP listeners"))
+    for i, client in enumerate(lst.allowed_clients):
+        try:
+            ipaddress.ip_address(client)
+        except ValueError:
+            p.append(Problem(f"listen.allowed_clients[{i}]", f"not an IP address: {client!r}"))
+    return p
+
+
+def site_problems(site: Site, system: System) -> list[Problem]:
+    return (pm_problems(site) + limits_problems(site) + runtime_problems(site, system)
+            + identity_problems(site, system) + path_problems(site, system)
+            + listen_problems(site, system))

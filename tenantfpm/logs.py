@@ -1,0 +1,76 @@
+"""Log files: the master's and each tenant's error.log, in PHP-FPM's line format."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from datetime import datetime
+
+LEVELS = {"alert": 0, "error": 1, "warning": 2, "notice": 3, "debug": 4}
+_TS = "%d-%b-%Y %H:%M:%S"
+LINE = re.compile(r"^\[(\d{2}-\w{3}-\d{4} \d{2}:\d{2}:\d{2})\] (\w+): (.*)$")
+
+
+def timestamp(t: float | None = None) -> str:
+    return time.strftime(_TS, time.localtime(t))
+
+
+def parse_timestamp(s: str) -> float:
+    return datetime.strptime(s, _TS).timestamp()
+
+
+class LogFile:
+    """An append-only log that can be reopened (logrotate, SIGUSR1)."""
+
+    def __init__(self, path: str, level: str = "debug") -> None:
+        self.path = path
+        self.threshold = LEVELS[level]
+        self._f = None
+        self.reopen()
+
+    def reopen(self) -> None:
+        if self.path == "stderr":
+            self._f = sys.stderr
+            return
+        old = self._f
+        os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
+        self._f = open(self.path, "a", buffering=1)  # noqa: SIM115 - held open for the pool's life
+        os.chmod(self.path, 0o640)
+        if old is not None and old is not sys.stderr:
+            old.close()
+
+    def write(self, level: str, message: str) -> None:
+        if LEVELS[level] > self.threshold or self._f is None:
+            return
+        for line in message.splitlines() or [""]:
+            self._f.write(f"[{timestamp()}] {level.upper()}: {line}\n")
+
+    def close(self) -> None:
+        if self._f is not None and self._f is not sys.stderr:
+            self._f.close()
+        self._f = None
+
+
+class TenantLog:
+    """A tenant's error.log: the master's events for it and its workers' output."""
+
+    def __init__(self, name: str, log_dir: str) -> None:
+        self.name = name
+        self.dir = log_dir
+        self.error = LogFile(os.path.join(log_dir, "error.log"))
+
+    def event(self, level: str, message: str) -> None:
+        self.error.write(level, f"[pool {self.name}] {message}")
+
+    def worker_said(self, pid: int, stream: str, line: str) -> None:
+        # escape like FPM does so one worker line stays one log line
+        text = line.replace("\\", "\\\\").replace('"', '\\"')
+        self.error.write("warning", f'[pool {self.name}] child {pid} said into {stream}: "{text}"')
+
+    def reopen(self) -> None:
+        self.error.reopen()
+
+    def close(self) -> None:
+        self.error.close()

@@ -1,0 +1,331 @@
+"""The master process: one asyncio loop that owns every pool.
+
+Like gunicorn's arbiter: signal handlers only note the signal and the loop
+acts on it; SIGCHLD reaps every dead child and hands it to its pool; a timer
+runs each pool's pm tick when it is due. Nothing here blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+
+import prctl
+
+from tenantfpm.config.model import GlobalConfig
+from tenantfpm.config.tenant import Tenant
+from tenantfpm.errors import ConfigError, TenantFPMError
+from tenantfpm.listenq import ListenQueues, Queue
+from tenantfpm.logs import LogFile
+from tenantfpm.master.pool import Pool
+from tenantfpm.registry import Registry
+
+TICK = 0.02  # how often the loop looks for due pools; each pool has its own period
+ADD_TIMEOUT = 30.0
+
+
+class Master:
+    def __init__(self, conf: GlobalConfig) -> None:
+        self.conf = conf
+        m = conf.master
+        self.process_control_timeout = m.process_control_timeout
+        self.emergency_restart_threshold = m.emergency_restart_threshold
+        self.emergency_restart_interval = m.emergency_restart_interval
+        self.registry = Registry(conf)
+        self.pools: dict[str, Pool] = {}
+        self.broken: dict[str, str] = {}  # registered but invalid: name -> error
+        self.mlog = LogFile(m.log_file, m.log_level)
+        self.queues = ListenQueues()
+        self._queue_cache: tuple[float, dict[int, Queue]] = (0.0, {})
+        self.stopping = False
+        self.done = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.busy_names: set[str] = set()  # tenants with an add/remove/reload under way
+
+    # --- Host protocol for pools ------------------------------------------
+
+    def log(self, level: str, message: str) -> None:
+        self.mlog.write(level, message)
+
+    def capacity(self) -> int | None:
+        limit = self.conf.master.process_max
+        if limit <= 0:
+            return None
+        return max(0, limit - sum(len(p.workers) for p in self.pools.values()))
+
+    def listen_queue(self, pool: Pool) -> Queue | None:
+        now = time.monotonic()
+        at, cache = self._queue_cache
+        if now - at > 0.01:
+            families = {p.sock.family for p in self.pools.values() if p.sock is not None}
+            cache = self.queues.read(families)
+            self._queue_cache = (now, cache)
+        return cache.get(pool.sock_key) if pool.sock_key is not None else None
+
+    # --- running ----------------------------------------------------------
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._write_pid_file()
+        prctl.set_child_subreaper(1)
+        for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT,
+                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.loop.add_signal_handler(sig, self._on_signal, sig)
+        from tenantfpm.master.control import ControlServer
+
+        control = ControlServer(self)
+        await control.start()
+        self.log("notice", f"tenantfpm master started, pid {os.getpid()}, control socket "
+                           f"{self.conf.master.control_socket}")
+        self._boot_tenants()
+        self._notify("READY=1\nSTATUS=serving " + f"{len(self.pools)} tenants")
+        ticker = self.loop.create_task(self._ticker())
+        try:
+            await self.done.wait()
+        finally:
+            ticker.cancel()
+            await control.stop()
+            for pool in self.pools.values():
+                pool.close()
+            self.queues.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.conf.master.pid_file)
+            self.log("notice", "exiting, bye-bye!")
+            self.mlog.close()
+
+    def _write_pid_file(self) -> None:
+        path = self.conf.master.pid_file
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        try:
+            with open(path) as f:
+                old = int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            old = 0
+        if old and old != os.getpid() and _alive(old):
+            raise TenantFPMError(f"another master is running (pid {old}, pid file {path})")
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def _boot_tenants(self) -> None:
+        tenants, bad = self.registry.load_all()
+        for name, err in bad.items():
+            self.broken[name] = str(err)
+            self.log("error", f"tenant {name} not started: {err}")
+        for tenant in tenants.values():
+            self._start_pool(tenant, probe=False)
+
+    def _start_pool(self, tenant: Tenant, probe: bool) -> Pool:
+        pool = Pool(self, tenant)
+        self.pools[tenant.name] = pool
+        self.broken.pop(tenant.name, None)
+        pool.start(probe=probe)
+        return pool
+
+    async def _ticker(self) -> None:
+        while True:
+            now = time.monotonic()
+            for pool in list(self.pools.values()):
+                if now >= pool.next_tick:
+                    try:
+                        pool.tick()
+                    except Exception as e:  # a bug in one pool must not stop the others
+                        self.log("error", f"[pool {pool.name}] tick failed: {e!r}")
+                        pool.next_tick = now + 1.0
+            await asyncio.sleep(TICK)
+
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            self._reap()
+        elif sig == signal.SIGUSR1:
+            self.reopen_logs()
+        elif sig in (signal.SIGUSR2, signal.SIGHUP):
+            self.log("notice", "reloading all tenants (signal)")
+            self.loop.create_task(self.reload_all())
+        elif sig == signal.SIGQUIT:
+            self.loop.create_task(self.shutdown(graceful=True))
+        else:
+            self.loop.create_task(self.shutdown(graceful=False))
+
+    def _reap(self) -> None:
+        by_pid = {pid: pool for pool in self.pools.values() for pid in pool.workers}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            pool = by_pid.get(pid)
+            if pool is not None:
+                pool.on_exit(pid, status)
+
+    def _notify(self, message: str) -> None:
+        """systemd Type=notify."""
+        addr = os.environ.get("NOTIFY_SOCKET")
+        if not addr:
+            return
+        if addr.startswith("@"):
+            addr = "\0" + addr[1:]
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX,
+                                                          socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode(), addr)
+
+    # --- operations (control API and signals) -----------------------------
+
+    def reopen_logs(self) -> None:
+        self.mlog.reopen()
+        for pool in self.pools.values():
+            pool.log.reopen()
+        self.log("notice", "log files reopened")
+
+    async def shutdown(self, graceful: bool) -> None:
+        if self.stopping:
+            if not graceful:  # a second, fast stop overrides a graceful one
+                for pool in self.pools.values():
+                    for w in pool.workers.values():
+                        w.signal(signal.SIGKILL)
+            return
+        self.stopping = True
+        self._notify("STOPPING=1")
+        self.log("notice", "shutting down" + (" gracefully" if graceful else " (fast)"))
+        await asyncio.gather(*(p.stop(graceful) for p in self.pools.values()))
+        self.done.set()
+
+    async def reload_all(self) -> None:
+        tenants, bad = self.registry.load_all()
+        for name, err in bad.items():
+            self.log("error", f"tenant {name} not reloaded: {err}")
+        for name in list(self.pools):
+            if name not in tenants and name not in bad:
+                await self.remove(name)
+        for name, tenant in tenants.items():
+            if name in self.pools:
+                await self.pools[name].reload(tenant)
+            else:
+                self._start_pool(tenant, probe=False)
+
+    def others(self, name: str) -> list[Tenant]:
+        return [p.tenant for n, p in self.pools.items() if n != name]
+
+    async def add(self, path: str, replace: bool) -> dict[str, object]:
+        """Validate, register atomically, start, wait until it serves; undo all on failure."""
+        from tenantfpm.registry import validate_for_add
+
+        everyone = [p.tenant for p in self.pools.values()]
+        site, tenant, text = validate_for_add(self.conf, path, everyone, replace)
+        name = site.name
+        if name in self.busy_names:
+            raise TenantFPMError(f"tenant {name} is being changed by another command")
+        self.busy_names.add(name)
+        try:
+            previous = self.registry.read_text(name)
+            self.registry.write(name, text)
+            old = self.pools.get(name)
+            if old is not None:
+                old_tenant = old.tenant
+                ok = await old.reload(tenant)
+                pool = old
+                settled = True
+            else:
+                pool = self._start_pool(tenant, probe=True)
+                settled = await pool.wait_settled(ADD_TIMEOUT)
+                ok = pool.state == "running"
+            if not ok:
+                reason = pool.error or ("did not start serving within "
+                                        f"{ADD_TIMEOUT:g}s" if not settled else pool.state)
+                self.registry.restore(name, previous)
+                if old is not None and pool.tenant is not old_tenant:
+                    await pool.reload(old_tenant)
+                else:
+                    await pool.stop(graceful=False)
+                    pool.close()
+                    self.pools.pop(name, None)
+                self.log("error", f"add {name}: {reason}; registration undone")
+                raise TenantFPMError(f"tenant {name} failed to start: {reason}\n"
+                                     "nothing was registered" + (" (the previous "
+                                     "configuration is back)" if old is not None else ""))
+            self.log("notice", f"tenant {name} {'replaced' if old else 'added'}")
+            return {"name": name, "listen": str(tenant.listen), "replaced": old is not None,
+                    "root": site.root, "state": pool.state}
+        finally:
+            self.busy_names.discard(name)
+
+    async def remove(self, name: str) -> None:
+        pool = self.pools.get(name)
+        if pool is None and name not in self.broken and not self.registry.path(name).exists():
+            raise NotFound(f"no tenant named {name!r}")
+        if pool is not None:
+            await pool.stop(graceful=True)
+            pool.close()
+            self.pools.pop(name, None)
+        self.broken.pop(name, None)
+        self.registry.remove(name)
+        self.log("notice", f"tenant {name} removed")
+
+    def pool(self, name: str) -> Pool:
+        pool = self.pools.get(name)
+        if pool is None:
+            if name in self.broken:
+                raise TenantFPMError(f"tenant {name} is registered but invalid: "
+                                     f"{self.broken[name]}")
+            raise NotFound(f"no tenant named {name!r}")
+        return pool
+
+    async def reload_one(self, name: str) -> dict[str, object]:
+        try:
+            tenant = self.registry.load(name)
+        except ConfigError as e:
+            if name not in self.pools and name not in self.broken:
+                raise NotFound(f"no tenant named {name!r}") from None
+            raise TenantFPMError(f"not reloaded, the running configuration stays: {e}") from None
+        if name not in self.pools:
+            pool = self._start_pool(tenant, probe=True)
+        else:
+            pool = self.pools[name]
+            self.registry.conflicts(tenant, self.others(name), str(self.registry.path(name)))
+            await pool.reload(tenant)
+        await pool.wait_settled(ADD_TIMEOUT)
+        return {"name": name, "state": pool.state, "generation": pool.generation}
+
+    async def start_one(self, name: str) -> dict[str, object]:
+        pool = self.pool(name)
+        if pool.state not in ("stopped", "failed"):
+            return {"name": name, "state": pool.state}
+        if pool.state == "failed":
+            await pool.stop(graceful=False)
+        pool.start(probe=True)
+        await pool.wait_settled(ADD_TIMEOUT)
+        return {"name": name, "state": pool.state, "error": pool.error}
+
+    async def stop_one(self, name: str) -> dict[str, object]:
+        pool = self.pool(name)
+        if pool.state != "stopped":
+            await pool.stop(graceful=True)
+        return {"name": name, "state": pool.state}
+
+    def list(self) -> list[dict[str, object]]:
+        out = [p.status() for p in self.pools.values()]
+        out += [{"name": n, "state": "failed", "error": e} for n, e in self.broken.items()]
+        return sorted(out, key=lambda d: str(d["name"]))
+
+
+class NotFound(TenantFPMError):
+    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"tenantfpm" in f.read()
+    except OSError:
+        return False

@@ -1,0 +1,122 @@
+"""The control API: HTTP/JSON on a 0600 Unix socket, the only way the CLI talks
+to the master. Errors come back as {"error": "..."} with a status code the CLI
+maps to its exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tenantfpm.errors import ConfigError, TenantFPMError
+
+if TYPE_CHECKING:
+    from tenantfpm.master.arbiter import Master
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    from tenantfpm.master.arbiter import NotFound
+
+    try:
+        return await handler(request)
+    except NotFound as e:
+        return _error(404, str(e))
+    except ConfigError as e:
+        return _error(422, str(e))
+    except TenantFPMError as e:
+        return _error(409, str(e))
+
+
+class ControlServer:
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.path = master.conf.master.control_socket
+        app = web.Application(middlewares=[errors])
+        r = app.router
+        r.add_get("/v1/tenants", self.list)
+        r.add_post("/v1/tenants", self.add)
+        r.add_delete("/v1/tenants/{name}", self.remove)
+        r.add_get("/v1/status", self.status_all)
+        r.add_get("/v1/tenants/{name}/status", self.status)
+        r.add_post("/v1/tenants/{name}/{action:reload|start|stop|restart}", self.action)
+        r.add_post("/v1/reload", self.reload_all)
+        r.add_post("/v1/reopen-logs", self.reopen_logs)
+        r.add_post("/v1/shutdown", self.shutdown)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        old = os.umask(0o177)  # 0600 from the first moment
+        try:
+            await web.UnixSite(self.runner, self.path).start()
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def list(self, request: web.Request) -> web.Response:
+        return web.json_response(self.master.list())
+
+    async def status_all(self, request: web.Request) -> web.Response:
+        full = request.query.get("full") == "1"
+        return web.json_response([p.status(full) for p in self.master.pools.values()]
+                                 + [{"name": n, "state": "failed", "error": e}
+                                    for n, e in self.master.broken.items()])
+
+    async def status(self, request: web.Request) -> web.Response:
+        pool = self.master.pool(request.match_info["name"])
+        pool.sample()
+        return web.json_response(pool.status(full=request.query.get("full") == "1"))
+
+    async def add(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        result = await self.master.add(str(body["path"]), bool(body.get("replace")))
+        return web.json_response(result)
+
+    async def remove(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        await self.master.remove(name)
+        return web.json_response({"name": name, "removed": True})
+
+    async def action(self, request: web.Request) -> web.Response:
+        name, action = request.match_info["name"], request.match_info["action"]
+        m = self.master
+        if action == "reload":
+            result = await m.reload_one(name)
+        elif action == "start":
+            result = await m.start_one(name)
+        elif action == "stop":
+            result = await m.stop_one(name)
+        else:
+            await m.stop_one(name)
+            result = await m.start_one(name)
+        return web.json_response(result)
+
+    async def reload_all(self, request: web.Request) -> web.Response:
+        await self.master.reload_all()
+        return web.json_response({"reloaded": sorted(self.master.pools)})
+
+    async def reopen_logs(self, request: web.Request) -> web.Response:
+        self.master.reopen_logs()
+        return web.json_response({"reopened": True})
+
+    async def shutdown(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        graceful = not body.get("now")
+        self.master.loop.call_soon(lambda: self.master.loop.create_task(
+            self.master.shutdown(graceful)))
+        return web.json_response({"shutdown": "graceful" if graceful else "now"})

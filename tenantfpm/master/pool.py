@@ -1,0 +1,509 @@
+"""One tenant's pool: its socket, its workers, and the effects of the pm's decisions.
+
+The decisions themselves come from tenantfpm.pm (pure); this module forks,
+signals, reaps, samples /proc and logs. Everything runs on the master's event
+loop: no threads, no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import signal
+import socket
+import time
+from typing import Any, Protocol
+
+from tenantfpm import pm, procfs, runtimes
+from tenantfpm.config.tenant import Tenant
+from tenantfpm.listen import close_listener, open_listener
+from tenantfpm.listenq import Queue, key_of
+from tenantfpm.logs import TenantLog
+from tenantfpm.master.worker import Worker, describe_exit
+from tenantfpm.sandbox.spawn import Plan, spawn
+
+START_GRACE = 5.0  # a worker dying this soon, before ever accepting, failed to start
+START_FAILURES = 3  # consecutive start failures that mark the tenant failed
+RETRY_MAX = 60.0
+LOG_LINE_LIMIT = 1024  # FPM's log_limit default
+CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
+
+
+class Host(Protocol):
+    """What a pool needs from the master."""
+
+    loop: asyncio.AbstractEventLoop
+    process_control_timeout: float
+    emergency_restart_threshold: int
+    emergency_restart_interval: float
+
+    def capacity(self) -> int | None: ...
+    def listen_queue(self, pool: Pool) -> Queue | None: ...
+    def log(self, level: str, message: str) -> None: ...
+
+
+class Pool:
+    def __init__(self, host: Host, tenant: Tenant) -> None:
+        self.host = host
+        self.tenant = tenant
+        self.log = TenantLog(tenant.name, tenant.log_dir)
+        self.state = "stopped"
+        self.error: str | None = None
+        self.sock: socket.socket | None = None
+        self.sock_key: int | None = None
+        self.workers: dict[int, Worker] = {}
+        self.generation = 0
+        self.pm_state = pm.PoolState()
+        self.start_time = time.time()
+        self.next_tick = 0.0
+        self.start_failures = 0
+        self.retry_delay = 1.0
+        self.next_retry: float | None = None
+        self.crashes: collections.deque[float] = collections.deque()
+        self.changed = asyncio.Event()  # set on any state change, for waiters
+        self.ondemand_armed = False
+        self.ondemand_handle: asyncio.TimerHandle | None = None
+        # counters (status)
+        self.max_children_reached = 0
+        self.worker_restarts = 0
+        self.max_active = 0
+        self.listen_queue: int | None = None
+        self.max_listen_queue: int | None = None
+        self.listen_queue_len: int | None = None
+
+    # --- lifecycle -------------------------------------------------------
+
+    @property
+    def pm(self) -> Any:
+        return self.tenant.site.pm
+
+    @property
+    def name(self) -> str:
+        return self.tenant.name
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        self.state = state
+        self.error = error
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def start(self, probe: bool = False) -> None:
+        """Open the socket, write runtime files, spawn the first workers.
+
+        `probe`: an ondemand pool spawns one worker anyway, so that an explicit
+        add/start proves the runtime serves; at master boot it does not, so a
+        host with a thousand ondemand tenants does not start a thousand workers.
+        """
+        self._set_state("starting")
+        self.start_time = time.time()
+        self.start_failures = 0
+        self.pm_state = pm.PoolState()
+        site = self.tenant.site
+        if not site.isolation.enabled:
+            self.log.event("warning", "isolation.enabled = false: workers run with the "
+                                      "tenant's uid/gid only, no sandbox")
+        else:
+            self.log.event("warning", "namespace sandbox and cgroup limits are not applied "
+                                      "by this version: workers run with the tenant's "
+                                      "uid/gid only")
+        try:
+            if self.sock is None:
+                self._open_socket()
+            runtimes.prepare(self.tenant)
+        except OSError as e:
+            self._fail(f"cannot start: {e}")
+            return
+        self.log.event("notice", f"starting: pm {site.pm.mode}, max_children "
+                                 f"{site.pm.max_children}, listening on {self.tenant.listen}")
+        self.generation += 1
+        n = pm.initial_workers(site.pm)
+        if site.pm.mode == "ondemand":
+            self._arm_ondemand()
+            if probe:
+                n = 1
+        self.spawn(n)
+        if n == 0:
+            self._set_state("running")
+
+    def _open_socket(self) -> None:
+        lst = self.tenant.site.listen
+        self.sock = open_listener(self.tenant.listen, owner=lst.owner, group=lst.group,
+                                  mode=lst.mode, backlog=lst.backlog,
+                                  allowed_clients=lst.allowed_clients)
+        self.sock_key = key_of(self.sock)
+
+    def _close_socket(self) -> None:
+        self._disarm_ondemand()
+        if self.sock is not None:
+            close_listener(self.sock, self.tenant.listen)
+            self.sock = None
+            self.sock_key = None
+
+    def _fail(self, reason: str) -> None:
+        """Back off instead of respawning in a hot loop; retried with a growing delay."""
+        self.log.event("error", f"failed: {reason}; retrying in {self.retry_delay:g}s")
+        self.host.log("error", f"[pool {self.name}] failed: {reason}")
+        self._set_state("failed", reason)
+        self.next_retry = time.monotonic() + self.retry_delay
+        self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+        for w in list(self.workers.values()):
+            self.retire(w, "failed")
+
+    async def wait_settled(self, timeout: float) -> bool:
+        """Until the pool serves (running) or gave up (failed); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.state not in ("running", "failed", "stopped"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    async def reload(self, tenant: Tenant) -> bool:
+        """New generation first, then the old one retires; the socket never closes.
+
+        True when the new configuration serves; False when it could not start
+        (the old generation keeps serving, or the pool failed).
+        """
+        old = self.tenant
+        self.tenant = tenant
+        if tenant.listen != old.listen or tenant.site.listen != old.site.listen:
+            self.log.event("notice", "listen settings changed: restarting the pool")
+            self.tenant = old
+            await self.stop(graceful=True)
+            self.tenant = tenant
+            self.log = TenantLog(tenant.name, tenant.log_dir)
+            self.start(probe=True)
+            return await self.wait_settled(30.0) and self.state == "running"
+        if tenant.log_dir != old.log_dir:
+            self.log.close()
+            self.log = TenantLog(tenant.name, tenant.log_dir)
+        self.log.event("notice", "reloading: starting a new generation of workers")
+        self._set_state("reloading")
+        try:
+            runtimes.prepare(tenant)
+        except OSError as e:
+            self._fail(f"cannot reload: {e}")
+            return False
+        old_gen = self.generation
+        self.generation += 1
+        self.pm_state = pm.PoolState()
+        n = pm.initial_workers(tenant.site.pm)
+        if tenant.site.pm.mode == "ondemand":
+            self._arm_ondemand()
+        else:
+            self._disarm_ondemand()
+        self.spawn(n)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and any(
+            w.generation == self.generation and w.starting for w in self.workers.values()
+        ):
+            await asyncio.sleep(0.02)
+            self.sample()
+        if self.state != "reloading":
+            return False  # failed while starting: _fail() already took over
+        if n and not any(w.generation == self.generation and w.seen_idle
+                         for w in self.workers.values()):
+            self.log.event("error", "the new generation did not start serving; "
+                                    "keeping the old one")
+            for w in list(self.workers.values()):
+                if w.generation == self.generation:
+                    self.retire(w, "reload")
+            self.tenant = old
+            self._set_state("running")
+            return False
+        for w in list(self.workers.values()):
+            if w.generation <= old_gen:
+                self.retire(w, "reload")
+        if self.state == "reloading":
+            self._set_state("running")
+            self.log.event("notice", f"reloaded: generation {self.generation}")
+        return True
+
+    async def stop(self, graceful: bool = True) -> None:
+        self._set_state("stopping")
+        self.log.event("notice", "stopping" + ("" if graceful else " (fast)"))
+        self._disarm_ondemand()
+        for w in list(self.workers.values()):
+            if graceful:
+                self.retire(w, "stop")
+            else:
+                w.retiring = "stop"
+                w.signal(signal.SIGQUIT)  # php-cgi: immediate
+                w.kill_at = time.monotonic() + 1.0
+        while self.workers:
+            await self.changed.wait()
+        self._close_socket()
+        self._set_state("stopped")
+        self.log.event("notice", "stopped")
+
+    def close(self) -> None:
+        self._close_socket()
+        self.log.close()
+
+    # --- workers ---------------------------------------------------------
+
+    def spawn(self, n: int) -> None:
+        if self.sock is None:
+            return
+        for _ in range(n):
+            site = self.tenant.site
+            limit = site.pm.max_requests
+            if limit and site.pm.max_requests_jitter:
+                limit += random.randint(0, site.pm.max_requests_jitter)
+            argv, env = runtimes.command(self.tenant, limit)
+            plan = Plan(argv=argv, env=env, cwd=self.tenant.cwd, uid=self.tenant.uid,
+                        gid=self.tenant.gid, listen_fd=self.sock.fileno(),
+                        open_files=site.limits.open_files, core_dumps=site.limits.core_dumps,
+                        catch_output=site.log.catch_workers_output)
+            try:
+                child = spawn(plan)
+            except OSError as e:
+                self.log.event("error", f"fork() failed: {e.strerror}")
+                return
+            now = time.monotonic()
+            w = Worker(pid=child.pid, generation=self.generation, started=now,
+                       max_requests=limit, stdout=child.stdout, stderr=child.stderr,
+                       errpipe=child.errpipe, last_activity=now, wall_started=time.time())
+            self.workers[w.pid] = w
+            for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
+                if fd is not None:
+                    self.host.loop.add_reader(fd, self._on_output, w, fd, stream)
+            self.log.event("notice", f"child {w.pid} started")
+
+    def retire(self, w: Worker, reason: str) -> None:
+        """Graceful: php-cgi finishes its request on SIGTERM; escalate after the timeout."""
+        if w.retiring is not None:
+            return
+        w.retiring = reason
+        w.kill_at = time.monotonic() + self.host.process_control_timeout
+        w.signal(signal.SIGTERM)
+
+    def _on_output(self, w: Worker, fd: int, stream: str) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_output(w, fd, stream)
+            return
+        self._log_output(w, stream, data)
+
+    def _log_output(self, w: Worker, stream: str, data: bytes) -> None:
+        buf = w.partial.get(stream, b"") + data
+        *lines, rest = buf.split(b"\n")
+        w.partial[stream] = rest[-LOG_LINE_LIMIT:] if len(rest) > LOG_LINE_LIMIT else rest
+        for line in lines:
+            text = line[:LOG_LINE_LIMIT].decode(errors="replace").rstrip("\r")
+            if text:
+                w.last_output = text
+                self.log.worker_said(w.pid, stream, text)
+
+    def _drain(self, w: Worker) -> None:
+        """Everything the worker wrote before it died, then close its pipes."""
+        for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
+            if fd is None:
+                continue
+            for _ in range(64):  # bounded: a grandchild may still hold the pipe
+                if fd not in (w.stdout, w.stderr):
+                    break
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self._log_output(w, stream, data)
+            if fd in (w.stdout, w.stderr):
+                self._close_output(w, fd, stream)
+
+    def _close_output(self, w: Worker, fd: int, stream: str) -> None:
+        self.host.loop.remove_reader(fd)
+        rest = w.partial.pop(stream, b"")
+        if rest:
+            text = rest.decode(errors="replace")
+            w.last_output = text
+            self.log.worker_said(w.pid, stream, text)
+        os.close(fd)
+        if stream == "stdout":
+            w.stdout = None
+        else:
+            w.stderr = None
+
+    def on_exit(self, pid: int, status: int) -> None:
+        """A worker was reaped: log it, account for it, replace it if the pm wants."""
+        w = self.workers.pop(pid, None)
+        if w is None:
+            return
+        self._drain(w)
+        exec_error = w.exec_error()
+        os.close(w.errpipe)
+        now = time.monotonic()
+        lived = now - w.started
+        text, code, sig = describe_exit(status)
+        expected = w.retiring is not None
+        level = "notice" if expected or code == 0 else "warning"
+        self.log.event(level, f"child {pid} {text} after {lived:.6f} seconds from start")
+        self.changed.set()
+        self.changed = asyncio.Event()
+        if expected:
+            if w.retiring == "memory" and pm.respawn_on_exit(self.pm) and self._serving():
+                self.worker_restarts += 1
+                self.spawn(1)
+            return
+        # unexpected exit
+        if not w.seen_idle and lived < START_GRACE:
+            reason = (exec_error or (f"worker {text}: {w.last_output}" if w.last_output
+                                     else f"worker {text} before accepting connections"))
+            self.start_failures += 1
+            self.log.event("error", f"child {pid} failed to start: {reason}")
+            if self.start_failures >= START_FAILURES or exec_error:
+                self._fail(reason)
+                return
+        if sig in CRASH_SIGNALS and self._crash_storm(now):
+            return
+        if pm.respawn_on_exit(self.pm) and self._serving():
+            self.worker_restarts += 1
+            self.spawn(1)
+
+    def _crash_storm(self, now: float) -> bool:
+        """emergency_restart_threshold SIGSEGV/SIGBUS within the interval: restart this pool."""
+        threshold = self.host.emergency_restart_threshold
+        if threshold <= 0:
+            return False
+        self.crashes.append(now)
+        while self.crashes and now - self.crashes[0] > self.host.emergency_restart_interval:
+            self.crashes.popleft()
+        if len(self.crashes) < threshold:
+            return False
+        self.crashes.clear()
+        msg = (f"{threshold} children have received SIGSEGV or SIGBUS within "
+               f"{self.host.emergency_restart_interval:g} seconds, restarting the pool")
+        self.log.event("alert", msg)
+        self.host.log("alert", f"[pool {self.name}] {msg}")
+        self.host.loop.create_task(self.reload(self.tenant))
+        return True
+
+    def _serving(self) -> bool:
+        return self.state in ("starting", "running", "reloading")
+
+    # --- observation and the pm tick --------------------------------------
+
+    def sample(self) -> None:
+        """Look at every worker through /proc: idle in accept() or busy, RSS, CPU."""
+        now = time.monotonic()
+        for w in self.workers.values():
+            s = procfs.sample(w.pid)
+            if s is None:
+                continue
+            w.rss, w.cpu_seconds = s.rss, s.cpu_seconds
+            if s.idle:
+                if not w.seen_idle:
+                    w.seen_idle = True
+                    self.start_failures = 0
+                    self.retry_delay = 1.0
+                    if self.state == "starting":
+                        self._set_state("running")
+                        self.log.event("notice", "ready: serving")
+                if not w.idle or (w.activity >= 0 and s.activity != w.activity):
+                    w.last_activity = now  # it did something since the last look
+                w.idle = True
+                w.busy_since = None
+            elif w.seen_idle:
+                if w.idle or w.busy_since is None:
+                    w.busy_since = now
+                w.idle = False
+                w.last_activity = now
+            w.activity = s.activity
+        active = sum(1 for w in self.workers.values() if w.seen_idle and not w.idle)
+        self.max_active = max(self.max_active, active)
+        q = self.host.listen_queue(self)
+        if q is not None:
+            self.listen_queue = q.pending
+            self.listen_queue_len = q.backlog
+            self.max_listen_queue = max(self.max_listen_queue or 0, q.pending)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.state == "failed":
+            if self.next_retry is not None and now >= self.next_retry and not self.workers:
+                self.next_retry = None
+                self.log.event("notice", "retrying start")
+                self.start(probe=True)
+            return
+        self.sample()
+        for w in list(self.workers.values()):
+            if w.kill_at is not None and now >= w.kill_at:
+                self.log.event("warning", f"child {w.pid} did not exit after "
+                                          f"process_control_timeout, killing it")
+                w.signal(signal.SIGKILL)
+                w.kill_at = None
+            limit = self.pm.max_worker_memory
+            if (limit and w.retiring is None and w.idle and w.rss is not None
+                    and w.rss > limit):
+                self.log.event("notice", f"child {w.pid} uses {w.rss >> 20}M, over "
+                                         f"pm.max_worker_memory: recycling it")
+                self.retire(w, "memory")
+        if self.state not in ("running", "starting", "reloading"):
+            return
+        self._apply(pm.tick(self.pm, self._views(), self.pm_state, now,
+                            pending=self.listen_queue or 0, capacity=self.host.capacity()))
+        self.next_tick = now + pm.tick_interval(self.pm, self.pm_state)
+        if self.state == "starting":
+            self.next_tick = now + 0.02
+
+    def _views(self) -> list[pm.WorkerView]:
+        return [pm.WorkerView(w.pid, w.idle, w.starting, w.last_activity)
+                for w in self.workers.values() if w.retiring is None]
+
+    def _apply(self, d: pm.Decision) -> None:
+        if d.max_children_reached:
+            self.max_children_reached += 1
+        if d.message:
+            self.log.event("warning", d.message)
+        for pid in d.retire:
+            w = self.workers.get(pid)
+            if w is not None:
+                self.retire(w, "idle")
+        if d.spawn:
+            self.spawn(d.spawn)
+
+    # --- ondemand: the socket becoming readable means a connection waits --
+
+    def _arm_ondemand(self) -> None:
+        if self.sock is not None and not self.ondemand_armed:
+            self.host.loop.add_reader(self.sock.fileno(), self._on_pending)
+            self.ondemand_armed = True
+
+    def _disarm_ondemand(self) -> None:
+        if self.ondemand_armed and self.sock is not None:
+            self.host.loop.remove_reader(self.sock.fileno())
+        self.ondemand_armed = False
+        if self.ondemand_handle is not None:
+            self.ondemand_handle.cancel()
+            self.ondemand_handle = None
+
+    def _on_pending(self) -> None:
+        # level-triggered: look, act, then stay deaf briefly so a queued
+        # connection that a starting worker will take does not spin the loop
+        self._disarm_ondemand()
+        if self._serving():
+            self.sample()
+            pending = self.listen_queue if self.listen_queue else 1
+            self._apply(pm.on_connection(self.pm, self._views(), self.pm_state, pending,
+                                         self.host.capacity()))
+            self.ondemand_handle = self.host.loop.call_later(0.01, self._arm_ondemand)
+
+    # --- status ----------------------------------------------------------
+
+    def status(self, full: bool = False) -> dict[str, Any]:
+        from tenantfpm.status import pool_status
+
+        return pool_status(self, full)

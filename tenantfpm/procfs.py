@@ -1,0 +1,55 @@
+"""What the kernel says about a worker, read from /proc without touching the data path."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+# accept / accept4 syscall numbers: a worker blocked in one of them on fd 0 is idle
+_ACCEPT = {"x86_64": (43, 288), "aarch64": (202, 242)}.get(platform.machine(), (43, 288))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Sample:
+    idle: bool  # blocked in accept(0, ...)
+    activity: int  # context switches: changes whenever the worker did anything
+    rss: int  # bytes
+    cpu_seconds: float
+
+
+def read_syscall(pid: int) -> tuple[int, int] | None:
+    """(syscall number, first argument) the process is blocked in; None while running."""
+    with open(f"/proc/{pid}/syscall") as f:
+        parts = f.read().split()
+    if not parts or parts[0] == "running" or parts[0] == "-1" or len(parts) < 2:
+        return None
+    return int(parts[0]), int(parts[1], 16)
+
+
+def is_idle_in_accept(pid: int) -> bool:
+    call = read_syscall(pid)
+    return call is not None and call[0] in _ACCEPT and call[1] == 0
+
+
+def sample(pid: int) -> Sample | None:
+    """One look at a worker; None when it is gone."""
+    try:
+        idle = is_idle_in_accept(pid)
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    rss_pages = int(fields[21])
+    activity = 0
+    for line in status.splitlines():
+        if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+            activity += int(line.split()[1])
+    return Sample(idle=idle, activity=activity, rss=rss_pages * PAGE,
+                  cpu_seconds=(utime + stime) / CLK_TCK)

@@ -1,0 +1,15 @@
+"""Any program that accepts FastCGI connections on its inherited fd 0."""
+
+from __future__ import annotations
+
+import os
+
+from tenantfpm.config.tenant import Tenant
+
+
+def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+    rt = tenant.site.runtime
+    argv = [os.path.realpath(rt.command[0]), *rt.command[1:]]
+    env = dict(tenant.site.env)
+    env.setdefault("PHP_FCGI_MAX_REQUESTS", str(max_requests))
+    return argv, env

@@ -1,0 +1,84 @@
+"""Status documents (SPEC 4) built from what the master measured.
+
+Fields nothing measures are null: php-cgi keeps no request counter the master
+can read, so `accepted_conn` and per-process `requests` are null for php pools.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tenantfpm.master.pool import Pool
+
+
+def process_status(pool: Pool, now: float) -> list[dict[str, Any]]:
+    out = []
+    for w in sorted(pool.workers.values(), key=lambda w: w.pid):
+        if w.starting:
+            state = "Starting"
+        elif w.retiring:
+            state = "Finishing"
+        else:
+            state = "Idle" if w.idle else "Running"
+        duration = (round((now - w.busy_since) * 1000) if w.busy_since is not None
+                    and not w.idle else None)
+        out.append({
+            "pid": w.pid,
+            "state": state,
+            "start_time": int(w.wall_started),
+            "start_since": int(time.time() - w.wall_started),
+            "requests": None,
+            "max_requests": w.max_requests or None,
+            "request_duration_ms": duration,
+            "request_method": None,
+            "request_uri": None,
+            "script": None,
+            "rss": w.rss,
+            "cpu_seconds": w.cpu_seconds,
+            "generation": w.generation,
+        })
+    return out
+
+
+def pool_status(pool: Pool, full: bool = False) -> dict[str, Any]:
+    now = time.monotonic()
+    site = pool.tenant.site
+    live = [w for w in pool.workers.values() if w.retiring is None]
+    idle = sum(1 for w in live if w.seen_idle and w.idle)
+    active = sum(1 for w in live if w.seen_idle and not w.idle)
+    doc: dict[str, Any] = {
+        "name": pool.name,
+        "state": pool.state,
+        "pm": site.pm.mode,
+        "runtime": site.runtime.type,
+        "listen": str(pool.tenant.listen),
+        "user": site.user,
+        "start_time": int(pool.start_time),
+        "start_since": int(time.time() - pool.start_time),
+        "accepted_conn": None,
+        "listen_queue": pool.listen_queue,
+        "max_listen_queue": pool.max_listen_queue,
+        "listen_queue_len": pool.listen_queue_len,
+        "idle_processes": idle,
+        "active_processes": active,
+        "total_processes": len(pool.workers),
+        "max_active_processes": pool.max_active,
+        "max_children": site.pm.max_children,
+        "max_children_reached": pool.max_children_reached,
+        "slow_requests": None,
+        "terminated_requests": None,
+        "worker_restarts": pool.worker_restarts,
+        "oom_kills": None,
+        "memory_current": None,
+        "memory_limit": None,
+        "workers_rss": sum(w.rss or 0 for w in pool.workers.values()),
+        "sandbox": "uid/gid" if site.isolation.enabled else "disabled",
+        "log_dir": pool.tenant.log_dir,
+    }
+    if pool.error:
+        doc["error"] = pool.error
+    if full:
+        doc["processes"] = process_status(pool, now)
+    return doc
