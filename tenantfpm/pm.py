@@ -76,6 +76,7 @@ def tick(pm: PM, workers: list[WorkerView], state: PoolState, now: float,
         if candidates:
             d.retire = [candidates[0].pid]
         state.spawn_rate = 1
+        state.warned_max_children = False
         return d
     if len(idle) < pm.min_spare_servers:
         if room <= 0:
@@ -90,9 +91,9 @@ def tick(pm: PM, workers: list[WorkerView], state: PoolState, now: float,
         if state.spawn_rate < pm.max_spawn_rate:
             state.spawn_rate = min(state.spawn_rate * 2, pm.max_spawn_rate)
         return d
+    # enough spare workers again: a later starvation is a new episode
     state.spawn_rate = 1
-    if live < pm.max_children:
-        state.warned_max_children = False
+    state.warned_max_children = False
     return d
 
 

@@ -53,3 +53,26 @@ def sample(pid: int) -> Sample | None:
             activity += int(line.split()[1])
     return Sample(idle=idle, activity=activity, rss=rss_pages * PAGE,
                   cpu_seconds=(utime + stime) / CLK_TCK)
+
+
+def serving_connection(pid: int, exe: str) -> bool:
+    """Has the worker exec'd `exe` and accepted a connection (a socket besides fd 0)?
+
+    A fresh worker that takes a queued connection at once is never seen idle in
+    accept(); this tells it apart from one still starting up.
+    """
+    try:
+        if os.readlink(f"/proc/{pid}/exe") != exe:
+            return False
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        if fd == "0":
+            continue
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                return True
+        except OSError:
+            continue
+    return False

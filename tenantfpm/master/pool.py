@@ -269,7 +269,8 @@ class Pool:
             now = time.monotonic()
             w = Worker(pid=child.pid, generation=self.generation, started=now,
                        max_requests=limit, stdout=child.stdout, stderr=child.stderr,
-                       errpipe=child.errpipe, last_activity=now, wall_started=time.time())
+                       errpipe=child.errpipe, last_activity=now, wall_started=time.time(),
+                       exe=argv[0])
             self.workers[w.pid] = w
             for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
                 if fd is not None:
@@ -404,14 +405,9 @@ class Pool:
             if s is None:
                 continue
             w.rss, w.cpu_seconds = s.rss, s.cpu_seconds
+            if not w.seen_idle and (s.idle or procfs.serving_connection(w.pid, w.exe)):
+                self._started(w)
             if s.idle:
-                if not w.seen_idle:
-                    w.seen_idle = True
-                    self.start_failures = 0
-                    self.retry_delay = 1.0
-                    if self.state == "starting":
-                        self._set_state("running")
-                        self.log.event("notice", "ready: serving")
                 if not w.idle or (w.activity >= 0 and s.activity != w.activity):
                     w.last_activity = now  # it did something since the last look
                 w.idle = True
@@ -429,6 +425,15 @@ class Pool:
             self.listen_queue = q.pending
             self.listen_queue_len = q.backlog
             self.max_listen_queue = max(self.max_listen_queue or 0, q.pending)
+
+    def _started(self, w: Worker) -> None:
+        """The worker's runtime is up and taking connections."""
+        w.seen_idle = True
+        self.start_failures = 0
+        self.retry_delay = 1.0
+        if self.state == "starting":
+            self._set_state("running")
+            self.log.event("notice", "ready: serving")
 
     def tick(self) -> None:
         now = time.monotonic()

@@ -18,6 +18,7 @@ class Worker:
     stderr: int | None
     errpipe: int
     wall_started: float = 0.0
+    exe: str = ""  # what it execs: /proc/PID/exe once it has
     seen_idle: bool = False  # reached accept() at least once: the runtime started
     idle: bool = False
     last_activity: float = 0.0

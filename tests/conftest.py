@@ -1,0 +1,38 @@
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+class FakeSystem:
+    """The machine as config rules see it, without touching it."""
+
+    users = {"alice": (1001, 1001), "bob": (1002, 1002), "root": (0, 0), "www-data": (33, 33),
+             "toor": (0, 1000)}
+    groups = {"alice": 1001, "bob": 1002, "root": 0, "www-data": 33}
+
+    def user(self, name):
+        return self.users.get(name)
+
+    def group(self, name):
+        return self.groups.get(name)
+
+    def is_dir(self, path):
+        return path.startswith("/srv/")
+
+    def is_executable(self, path):
+        return path in ("/usr/bin/php-cgi", "/usr/bin/true")
+
+
+@pytest.fixture
+def fake_system():
+    return FakeSystem()
+
+
+@pytest.fixture
+def write_site(tmp_path: Path):
+    def write(body: str, name: str = "site.toml") -> Path:
+        p = tmp_path / name
+        p.write_text(textwrap.dedent(body).lstrip())
+        return p
+    return write

@@ -1,0 +1,170 @@
+"""A real master with real php-cgi workers, driven through the CLI.
+
+Each test gets its own master and directory tree; users are made once per
+session. Everything is removed afterwards, even on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tenantfpm import fastcgi
+
+BIN = str(Path(sys.executable).with_name("tenantfpm"))
+USERS = ["tfpmt-a", "tfpmt-b", "tfpmt-c"]
+
+PHP = {
+    "index.php": '<?php printf("hello pid=%d uid=%d\\n", getmypid(), posix_getuid());',
+    "sleep.php": '<?php usleep((int)($_GET["ms"] ?? 500) * 1000); '
+                 'printf("slept pid=%d\\n", getmypid());',
+    "stderr.php": '<?php file_put_contents("php://stderr", "note from php\\n"); echo "ok";',
+}
+
+if os.geteuid() != 0:
+    pytest.skip("integration tests need root", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def users():
+    made = []
+    for u in USERS:
+        try:
+            pwd.getpwnam(u)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", u], check=True)
+            made.append(u)
+    yield USERS
+    for u in USERS:
+        subprocess.run(["pkill", "-KILL", "-u", u], check=False)
+    for u in made:
+        subprocess.run(["userdel", u], check=False)
+
+
+class Env:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.config = base / "tenantfpm.toml"
+        self.config.write_text(textwrap.dedent(f"""
+            [paths]
+            tenants_dir = "{base}/tenants.d"
+            profiles_dir = "{base}/profiles"
+            run_dir = "{base}/run"
+            log_dir = "{base}/log"
+            state_dir = "{base}/lib"
+            [master]
+            log_file = "{base}/log/master.log"
+            log_level = "debug"
+            process_control_timeout = "3s"
+            emergency_restart_threshold = 3
+            emergency_restart_interval = "20s"
+        """))
+        self.env = {**os.environ, "TENANTFPM_CONFIG": str(self.config)}
+        self.master: subprocess.Popen[bytes] | None = None
+
+    def start_master(self) -> None:
+        self.master = subprocess.Popen([BIN, "run"], env=self.env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sock = self.base / "run" / "control.sock"
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if sock.exists() and self.cli("list", check=False).returncode == 0:
+                return
+            if self.master.poll() is not None:
+                raise RuntimeError(f"master died: {self.master.stderr.read().decode()}")
+            time.sleep(0.05)
+        raise RuntimeError("master did not come up")
+
+    def stop_master(self) -> None:
+        if self.master is None:
+            return
+        if self.master.poll() is None:
+            self.master.send_signal(signal.SIGQUIT)
+            try:
+                self.master.wait(15)
+            except subprocess.TimeoutExpired:
+                self.master.kill()
+                self.master.wait()
+        self.master = None
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60
+            ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([BIN, *args], env=self.env, capture_output=True, text=True,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"tenantfpm {' '.join(args)} -> {r.returncode}\n"
+                                 f"{r.stdout}\n{r.stderr}")
+        return r
+
+    def site(self, name: str, user: str, body: str = "", root: Path | None = None) -> Path:
+        if root is None:
+            root = self.base / "srv" / name
+            root.mkdir(parents=True, exist_ok=True)
+            for fname, code in PHP.items():
+                (root / fname).write_text(code)
+            for p in (self.base / "srv", root):
+                p.chmod(0o755)
+        path = self.base / f"{name}.toml"
+        path.write_text(f'name = "{name}"\nuser = "{user}"\nroot = "{root}"\n'
+                        + textwrap.dedent(body))
+        return path
+
+    def socket(self, name: str) -> str:
+        return str(self.base / "run" / f"{name}.sock")
+
+    def request(self, name: str, uri: str, timeout: float = 20) -> fastcgi.Response:
+        root = str(self.base / "srv" / name)
+        return fastcgi.request(self.socket(name), fastcgi.cgi_params(root, uri), timeout=timeout)
+
+    def status(self, name: str) -> dict:
+        return json.loads(self.cli("status", name, "--full", "--json").stdout)
+
+    def log(self, name: str) -> str:
+        p = self.base / "log" / name / "error.log"
+        return p.read_text() if p.exists() else ""
+
+    def wait_for(self, what: str, predicate, timeout: float = 15.0, interval: float = 0.1):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+    def load(self, name: str, uri: str, n: int, concurrency: int) -> list[fastcgi.Response]:
+        with ThreadPoolExecutor(concurrency) as ex:
+            return list(ex.map(lambda _: self.request(name, uri), range(n)))
+
+
+@pytest.fixture
+def env(users):
+    base = Path(tempfile.mkdtemp(prefix="tfpm-", dir="/tmp"))
+    base.chmod(0o755)
+    e = Env(base)
+    try:
+        e.start_master()
+        yield e
+    finally:
+        e.stop_master()
+        for u in USERS:
+            subprocess.run(["pkill", "-KILL", "-u", u], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def body_ok(r: fastcgi.Response) -> bool:
+    return r.complete and r.status == 200

@@ -1,0 +1,147 @@
+"""Registering tenants through the CLI: atomic add, remove, bad input, status, logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+from tests.integration.conftest import body_ok
+
+
+def serve_loop(env, name):
+    stop, results, errors = threading.Event(), [], []
+
+    def loop():
+        while not stop.is_set():
+            try:
+                results.append(env.request(name, "/"))
+            except OSError as e:
+                errors.append(e)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    return stop, t, results, errors
+
+
+def test_add_remove_one_tenant_while_another_serves(env, users):
+    env.cli("add", str(env.site("a", users[0], '[pm]\nmode = "static"\nmax_children = 2\n')))
+    stop, t, results, errors = serve_loop(env, "a")
+    try:
+        env.cli("add", str(env.site("b", users[1])))
+        assert "hello pid=" in env.cli("request", "b", "/").stdout
+        env.cli("remove", "b")
+        env.cli("add", str(env.site("c", users[2], "[pm]\nmax_children = 0\n")), check=False)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors and len(results) > 5 and all(body_ok(r) for r in results)
+    assert not (env.base / "tenants.d" / "b.toml").exists()
+    assert not (env.base / "run" / "b.sock").exists()
+    assert (env.base / "log" / "b" / "error.log").exists()  # logs are kept
+    names = [t["name"] for t in json.loads(env.cli("list", "--json").stdout)]
+    assert names == ["a"]
+
+
+def test_invalid_site_is_rejected_and_nothing_registered(env, users):
+    bad = env.site("bad", users[0], "[pm]\nmax_children = 5\nmin_spare_servers = 4\n"
+                                    "max_spare_servers = 8\n")
+    r = env.cli("add", str(bad), check=False)
+    assert r.returncode == 1
+    assert "pm.min_spare_servers(4) and pm.max_spare_servers(8) cannot be greater than " \
+           "pm.max_children(5)" in r.stderr
+    assert f"{bad}:7: pm.max_spare_servers:" in r.stderr and "Traceback" not in r.stderr
+    assert not list((env.base / "tenants.d").glob("*.toml"))
+    assert env.cli("check", str(bad), check=False).returncode == 1
+
+
+def test_duplicate_user_is_rejected(env, users):
+    env.cli("add", str(env.site("one", users[0])))
+    r = env.cli("add", str(env.site("two", users[0])), check=False)
+    assert r.returncode == 1 and "already runs tenant 'one'" in r.stderr
+    assert not (env.base / "tenants.d" / "two.toml").exists()
+
+
+def test_runtime_that_never_serves_is_undone(env, users):
+    env.cli("add", str(env.site("ok", users[0], '[pm]\nmode = "static"\nmax_children = 1\n')))
+    site = env.site("broken", users[1], '[runtime]\ntype = "fastcgi"\ncommand = ["/bin/false"]\n')
+    r = env.cli("add", str(site), check=False)
+    assert r.returncode == 1
+    assert "failed to start" in r.stderr and "exited with code 1" in r.stderr
+    assert "nothing was registered" in r.stderr
+    assert not (env.base / "tenants.d" / "broken.toml").exists()
+    assert body_ok(env.request("ok", "/"))
+
+
+def test_registered_tenant_that_fails_at_boot_shows_failed(env, users):
+    env.stop_master()
+    site = env.site("later", users[1], '[runtime]\ntype = "fastcgi"\ncommand = ["/bin/false"]\n')
+    env.cli("add", str(site))  # master down: registered only
+    env.start_master()
+    st = env.wait_for("failed", lambda: (s := env.status("later"))["state"] == "failed" and s)
+    assert "exited with code 1" in st["error"]
+    assert "retrying in" in env.log("later")
+
+
+def test_missing_script_is_a_404_not_a_crash(env, users):
+    env.cli("add", str(env.site("m", users[0])))
+    r = env.request("m", "/missing.php")
+    assert r.complete and r.status == 404
+    assert body_ok(env.request("m", "/"))
+
+
+def test_status_json_shape(env, users):
+    env.cli("add", str(env.site("s", users[0], '[pm]\nmode = "static"\nmax_children = 2\n')))
+    st = env.wait_for("ready", lambda: (s := env.status("s"))["idle_processes"] == 2 and s)
+    ints = ("start_time", "start_since", "idle_processes", "active_processes",
+            "total_processes", "max_active_processes", "max_children_reached",
+            "worker_restarts", "listen_queue", "max_listen_queue", "listen_queue_len")
+    for k in ints:
+        assert isinstance(st[k], int), k
+    for k in ("accepted_conn", "slow_requests", "terminated_requests", "oom_kills",
+              "memory_current", "memory_limit"):
+        assert k in st and st[k] is None, k  # not measured for php pools yet: null
+    assert st["name"] == "s" and st["state"] == "running" and st["pm"] == "static"
+    assert st["listen_queue_len"] == 511
+    p = st["processes"][0]
+    assert p["state"] == "Idle" and isinstance(p["rss"], int) and p["rss"] > 1 << 20
+    assert isinstance(p["cpu_seconds"], float) and p["request_duration_ms"] is None
+    many = json.loads(env.cli("status", "--json").stdout)
+    assert [d["name"] for d in many] == ["s"]
+
+
+def test_cli_exit_codes(env, users):
+    assert env.cli("status", "nope", check=False).returncode == 1
+    assert env.cli("frobnicate", check=False).returncode == 2
+    env.stop_master()
+    r = env.cli("list", check=False)
+    assert r.returncode == 3 and "not running" in r.stderr
+
+
+def test_logs_command_filters(env, users):
+    env.cli("add", str(env.site("lg", users[0], '[pm]\nmode = "static"\nmax_children = 2\n')))
+    env.wait_for("ready", lambda: env.status("lg")["idle_processes"] == 2)
+    lines = env.cli("logs", "lg", "-n", "1").stdout.splitlines()
+    assert len(lines) == 1
+    started = env.cli("logs", "lg", "--grep", "child \\d+ started").stdout.splitlines()
+    assert len(started) == 2
+    data = json.loads(env.cli("logs", "lg", "--json", "--since", "10m").stdout)
+    assert data and {"time", "level", "message"} <= set(data[0])
+    assert env.cli("logs", "lg", "--since", "bogus", check=False).returncode == 2
+
+
+def test_sigusr1_reopens_logs_and_sigquit_stops_gracefully(env, users):
+    env.cli("add", str(env.site("sig", users[0], '[pm]\nmode = "static"\nmax_children = 1\n')))
+    log = env.base / "log" / "sig" / "error.log"
+    log.rename(log.with_suffix(".old"))
+    env.master.send_signal(signal.SIGUSR1)
+    env.wait_for("new error.log", log.exists)
+    results = []
+    t = threading.Thread(target=lambda: results.append(env.request("sig", "/sleep.php?ms=1500")))
+    t.start()
+    env.wait_for("busy", lambda: env.status("sig")["active_processes"] == 1)
+    env.master.send_signal(signal.SIGQUIT)
+    t.join()
+    assert env.master.wait(15) == 0
+    assert body_ok(results[0])  # the running request finished
+    assert not (env.base / "run" / "sig.sock").exists()
