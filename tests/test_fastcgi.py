@@ -1,3 +1,4 @@
+import contextlib
 import struct
 
 import pytest
@@ -14,10 +15,8 @@ def test_pairs_round_trip(pairs):
 
 @given(st.binary(max_size=200))
 def test_pairs_decoder_never_crashes_on_garbage(data):
-    try:
+    with contextlib.suppress(fastcgi.ProtocolError):
         list(fastcgi.decode_pairs(data))
-    except fastcgi.ProtocolError:
-        pass
 
 
 @given(st.binary(max_size=200_000), st.integers(min_value=1, max_value=4096))
