@@ -86,6 +86,10 @@ class Pool:
     def _set_state(self, state: str, error: str | None = None) -> None:
         self.state = state
         self.error = error
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Wake everyone awaiting a change; later waiters get a fresh event."""
         self.changed.set()
         self.changed = asyncio.Event()
 
@@ -352,8 +356,7 @@ class Pool:
         expected = w.retiring is not None
         level = "notice" if expected or code == 0 else "warning"
         self.log.event(level, f"child {pid} {text} after {lived:.6f} seconds from start")
-        self.changed.set()
-        self.changed = asyncio.Event()
+        self._wake_waiters()
         if expected:
             if w.retiring == "memory" and pm.respawn_on_exit(self.pm) and self._serving():
                 self.worker_restarts += 1
