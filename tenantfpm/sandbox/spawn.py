@@ -85,16 +85,15 @@ def spawn(plan: Plan) -> Spawned:
     try:
         pid = os.fork()
         if pid == 0:
-            _child(plan, out_w, err_w, errpipe_w)
-            os._exit(127)  # not reached
+            _child(plan, out_w, err_w, errpipe_w)  # never returns
     except BaseException:
         for fd in (out_r, out_w, err_r, err_w, errpipe_r, errpipe_w):
             if fd is not None:
                 os.close(fd)
         raise
     finally:
-        if "pid" not in locals() or pid != 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        # only the parent gets here: the child always execs or _exits
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     for fd in (out_w, err_w, errpipe_w):
         if fd is not None:
             os.close(fd)
