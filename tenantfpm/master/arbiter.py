@@ -127,6 +127,7 @@ class Master:
 
     async def _ticker(self) -> None:
         while True:
+            self._reap()  # safety net: a SIGCHLD lost to a race must not strand a dead worker
             now = time.monotonic()
             for pool in list(self.pools.values()):
                 if now >= pool.next_tick:
