@@ -152,7 +152,7 @@ class Master:
             self.loop.create_task(self.shutdown(graceful=False))
 
     def _reap(self) -> None:
-        by_pid = {pid: pool for pool in self.pools.values() for pid in pool.workers}
+        by_pid: dict[int, Pool] | None = None  # built only once a child was reaped
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -160,6 +160,8 @@ class Master:
                 return
             if pid == 0:
                 return
+            if by_pid is None:
+                by_pid = {p: pool for pool in self.pools.values() for p in pool.workers}
             pool = by_pid.get(pid)
             if pool is not None:
                 pool.on_exit(pid, status)
