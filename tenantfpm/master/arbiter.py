@@ -152,7 +152,6 @@ class Master:
             self.loop.create_task(self.shutdown(graceful=False))
 
     def _reap(self) -> None:
-        by_pid: dict[int, Pool] | None = None  # built only once a child was reaped
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -160,9 +159,9 @@ class Master:
                 return
             if pid == 0:
                 return
-            if by_pid is None:
-                by_pid = {p: pool for pool in self.pools.values() for p in pool.workers}
-            pool = by_pid.get(pid)
+            # looked up per child, never from a map built earlier in this loop:
+            # on_exit() may spawn a replacement that dies and is reaped right here
+            pool = next((p for p in self.pools.values() if pid in p.workers), None)
             if pool is not None:
                 pool.on_exit(pid, status)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import random
 import signal
@@ -27,6 +28,7 @@ from tenantfpm.sandbox.spawn import Plan, spawn
 START_GRACE = 5.0  # a worker dying this soon, before ever accepting, failed to start
 START_FAILURES = 3  # consecutive start failures that mark the tenant failed
 RETRY_MAX = 60.0
+STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
 
@@ -240,8 +242,20 @@ class Pool:
                 w.retiring = "stop"
                 w.signal(signal.SIGQUIT)  # php-cgi: immediate
                 w.kill_at = time.monotonic() + 1.0
+        # SIGKILL comes at process_control_timeout (tick); past that and a margin,
+        # a worker still listed is stuck in the kernel or was lost: say so, move on
+        deadline = time.monotonic() + self.host.process_control_timeout + STOP_MARGIN
         while self.workers:
-            await self.changed.wait()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for w in list(self.workers.values()):
+                    self.log.event("error", f"child {w.pid} still not reaped "
+                                            f"{self.host.process_control_timeout + STOP_MARGIN:g}s "
+                                            "after stop; no longer tracked")
+                    self._forget(w)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
         self._close_socket()
         self._set_state("stopped")
         self.log.event("notice", "stopped")
@@ -342,21 +356,27 @@ class Pool:
         else:
             w.stderr = None
 
-    def on_exit(self, pid: int, status: int) -> None:
-        """A worker was reaped: log it, account for it, replace it if the pm wants."""
-        w = self.workers.pop(pid, None)
-        if w is None:
-            return
+    def _forget(self, w: Worker) -> str:
+        """Stop tracking a worker: its output is drained, its pipes closed."""
+        self.workers.pop(w.pid, None)
         self._drain(w)
         exec_error = w.exec_error()
         os.close(w.errpipe)
+        self._wake_waiters()
+        return exec_error
+
+    def on_exit(self, pid: int, status: int) -> None:
+        """A worker was reaped: log it, account for it, replace it if the pm wants."""
+        w = self.workers.get(pid)
+        if w is None:
+            return
+        exec_error = self._forget(w)
         now = time.monotonic()
         lived = now - w.started
         text, code, sig = describe_exit(status)
         expected = w.retiring is not None
         level = "notice" if expected or code == 0 else "warning"
         self.log.event(level, f"child {pid} {text} after {lived:.6f} seconds from start")
-        self._wake_waiters()
         if expected:
             if w.retiring == "memory" and pm.respawn_on_exit(self.pm) and self._serving():
                 self.worker_restarts += 1
