@@ -37,7 +37,12 @@ class Client:
             headers = {"Content-Type": "application/json"} if payload else {}
             conn.request(method, url, body=payload, headers=headers)
             resp = conn.getresponse()
-            data = json.loads(resp.read() or b"null")
+            raw = resp.read()
+            try:
+                data = json.loads(raw or b"null")
+            except ValueError:
+                raise TenantFPMError(f"the master answered HTTP {resp.status}: "
+                                     f"{raw[:300].decode(errors='replace')}") from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise MasterNotRunning(f"the master is not running (no control socket at "
                                    f"{self.path})") from None

@@ -174,7 +174,10 @@ def request(address: str, params: dict[str, str], body: bytes = b"",
         s.sendall(msg)
         reader = RecordReader()
         while resp.app_status is None:
-            data = s.recv(65536)
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:  # the worker died mid-request: incomplete
+                break
             if not data:
                 break
             for rec in reader.feed(data):

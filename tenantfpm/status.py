@@ -42,10 +42,22 @@ def process_status(pool: Pool, now: float) -> list[dict[str, Any]]:
     return out
 
 
+def _sandbox(pool: Pool) -> dict[str, Any] | str:
+    iso = pool.tenant.site.isolation
+    if not iso.enabled:
+        return "disabled"
+    return {"namespaces": ["mount", "ipc", "uts", "cgroup"] + (["pid"] if iso.hide_processes
+                                                              else []),
+            "network": iso.network,
+            "address": pool.box.link.tenant_address if pool.box.link else None,
+            "uid": pool.tenant.uid, "gid": pool.tenant.gid}
+
+
 def pool_status(pool: Pool, full: bool = False) -> dict[str, Any]:
     now = time.monotonic()
     site = pool.tenant.site
     live = [w for w in pool.workers.values() if w.retiring is None]
+    usage = pool.cgroup.usage() if pool.cgroup else None
     idle = sum(1 for w in live if w.seen_idle and w.idle)
     active = sum(1 for w in live if w.seen_idle and not w.idle)
     doc: dict[str, Any] = {
@@ -70,11 +82,14 @@ def pool_status(pool: Pool, full: bool = False) -> dict[str, Any]:
         "slow_requests": None,
         "terminated_requests": None,
         "worker_restarts": pool.worker_restarts,
-        "oom_kills": None,
-        "memory_current": None,
-        "memory_limit": None,
+        "oom_kills": pool.oom_kills,
+        "memory_current": usage.memory_current if usage else None,
+        "memory_limit": usage.memory_limit if usage else None,
+        "cgroup_cpu_seconds": usage.cpu_seconds if usage else None,
+        "pids_current": usage.pids_current if usage else None,
         "workers_rss": sum(w.rss or 0 for w in pool.workers.values()),
-        "sandbox": "uid/gid" if site.isolation.enabled else "disabled",
+        "sandbox": _sandbox(pool),
+        "cgroup": pool.cgroup.describe() if pool.cgroup else None,
         "log_dir": pool.tenant.log_dir,
     }
     if pool.error:

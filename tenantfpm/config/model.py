@@ -6,15 +6,34 @@ the way PHP-FPM reports them.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from tenantfpm.units import parse_duration, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 IniValue = str | int | float | bool
+
+
+def _private_subnet(value: str) -> str:
+    net = ipaddress.IPv4Network(value)  # ValueError: reported with the key
+    if not net.is_private or net.prefixlen > 30:
+        raise ValueError("must be a private IPv4 range of /30 or wider, e.g. 10.213.0.0/16")
+    return str(net)
+
+
+def _relative_cgroup(value: str) -> str:
+    parts = value.strip("/").split("/")
+    if not value.strip("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("must be a relative cgroup path like 'tenantfpm', without '..'")
+    return value.strip("/")
+
+
+Subnet = Annotated[str, AfterValidator(_private_subnet)]
+CgroupPath = Annotated[str, AfterValidator(_relative_cgroup)]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
@@ -127,7 +146,8 @@ class Master(Strict):
     process_control_timeout: Duration = 30.0
     emergency_restart_threshold: int = 10
     emergency_restart_interval: Duration = 60.0
-    cgroup_parent: str = "tenantfpm"
+    cgroup_parent: CgroupPath = "tenantfpm"
+    isolated_subnet: Subnet = "10.213.0.0/16"  # network = "isolated": one /30 per tenant
 
 
 class GlobalConfig(Strict):

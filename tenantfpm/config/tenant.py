@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ class Tenant:
     run_dir: str  # per-tenant generated files (php.ini)
     uid: int
     gid: int
+    group_name: str = ""
 
     @property
     def name(self) -> str:
@@ -42,4 +44,12 @@ def resolve(site: Site, conf: GlobalConfig) -> Tenant:
         run_dir=os.path.join(conf.paths.run_dir, "tenants", site.name),
         uid=ident[0],
         gid=gid,
+        group_name=site.group or _group_name(gid),
     )
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

@@ -16,6 +16,7 @@ import time
 
 import prctl
 
+from tenantfpm import cgroups
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.errors import ConfigError, TenantFPMError
@@ -23,6 +24,7 @@ from tenantfpm.listenq import ListenQueues, Queue
 from tenantfpm.logs import LogFile
 from tenantfpm.master.pool import Pool
 from tenantfpm.registry import Registry
+from tenantfpm.sandbox import namespaces
 
 TICK = 0.02  # how often the loop looks for due pools; each pool has its own period
 ADD_TIMEOUT = 30.0
@@ -35,6 +37,8 @@ class Master:
         self.process_control_timeout = m.process_control_timeout
         self.emergency_restart_threshold = m.emergency_restart_threshold
         self.emergency_restart_interval = m.emergency_restart_interval
+        self.isolated_subnet = m.isolated_subnet
+        self.cgroups: cgroups.Driver | None = None
         self.registry = Registry(conf)
         self.pools: dict[str, Pool] = {}
         self.broken: dict[str, str] = {}  # registered but invalid: name -> error
@@ -57,6 +61,13 @@ class Master:
             return None
         return max(0, limit - sum(len(p.workers) for p in self.pools.values()))
 
+    def link_index(self, pool: Pool) -> int:
+        """The lowest /30 of isolated_subnet no other pool holds."""
+        if pool.box.link_index is not None:
+            return pool.box.link_index
+        used = {p.box.link_index for p in self.pools.values() if p is not pool}
+        return next(i for i in range(len(used) + 1) if i not in used)
+
     def listen_queue(self, pool: Pool) -> Queue | None:
         now = time.monotonic()
         at, cache = self._queue_cache
@@ -72,6 +83,8 @@ class Master:
         self.loop = asyncio.get_running_loop()
         self._write_pid_file()
         prctl.set_child_subreaper(1)
+        namespaces.isolate_master_mounts()
+        self.cgroups = self._detect_cgroups()
         for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT,
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
@@ -91,11 +104,26 @@ class Master:
             await control.stop()
             for pool in self.pools.values():
                 pool.close()
+            if self.cgroups is not None:
+                self.cgroups.cleanup()
             self.queues.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.conf.master.pid_file)
             self.log("notice", "exiting, bye-bye!")
             self.mlog.close()
+
+    def _detect_cgroups(self) -> cgroups.Driver | None:
+        try:
+            driver = cgroups.detect(self.conf.master.cgroup_parent)
+        except OSError as e:
+            self.log("error", f"cgroups: cannot detect the hierarchy: {e}; [limits] unavailable")
+            return None
+        missing = driver.check()
+        for problem in missing:
+            self.log("warning", f"cgroups: {problem}")
+        self.log("notice", f"cgroups: v{driver.version}, tenants under "
+                           f"{self.conf.master.cgroup_parent}/")
+        return driver
 
     def _write_pid_file(self) -> None:
         path = self.conf.master.pid_file

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -32,6 +33,13 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _error(422, str(e))
     except TenantFPMError as e:
         return _error(409, str(e))
+    except web.HTTPException:
+        raise
+    except Exception as e:  # a bug: the master keeps running, the caller gets the reason
+        master = request.app["master"]
+        master.log("error", f"internal error in {request.method} {request.path}: "
+                            f"{''.join(traceback.format_exception(e)).strip()}")
+        return _error(500, f"internal error: {e!r} (details in the master log)")
 
 
 class ControlServer:
@@ -39,6 +47,7 @@ class ControlServer:
         self.master = master
         self.path = master.conf.master.control_socket
         app = web.Application(middlewares=[errors])
+        app["master"] = master
         r = app.router
         r.add_get("/v1/tenants", self.list)
         r.add_post("/v1/tenants", self.add)

@@ -17,13 +17,14 @@ import socket
 import time
 from typing import Any, Protocol
 
-from tenantfpm import pm, procfs, runtimes
+from tenantfpm import cgroups, pm, procfs, runtimes
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.listen import close_listener, open_listener
 from tenantfpm.listenq import Queue, key_of
 from tenantfpm.logs import TenantLog
 from tenantfpm.master.worker import Worker, describe_exit
-from tenantfpm.sandbox.spawn import Plan, spawn
+from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
+from tenantfpm.sandbox.tenant import TenantSandbox
 
 START_GRACE = 5.0  # a worker dying this soon, before ever accepting, failed to start
 START_FAILURES = 3  # consecutive start failures that mark the tenant failed
@@ -41,7 +42,11 @@ class Host(Protocol):
     emergency_restart_threshold: int
     emergency_restart_interval: float
 
+    cgroups: cgroups.Driver | None
+    isolated_subnet: str
+
     def capacity(self) -> int | None: ...
+    def link_index(self, pool: Pool) -> int: ...
     def listen_queue(self, pool: Pool) -> Queue | None: ...
     def log(self, level: str, message: str) -> None: ...
 
@@ -64,6 +69,11 @@ class Pool:
         self.retry_delay = 1.0
         self.next_retry: float | None = None
         self.crashes: collections.deque[float] = collections.deque()
+        self.box = TenantSandbox(tenant)
+        self.sandbox: Sandbox | None = None  # the planned sequence; None: isolation disabled
+        self.cgroup: cgroups.TenantCgroup | None = None
+        self.oom_base = 0  # the cgroup's oom_kill count when this master took it over
+        self.oom_seen = 0
         self.changed = asyncio.Event()  # set on any state change, for waiters
         self.ondemand_armed = False
         self.ondemand_handle: asyncio.TimerHandle | None = None
@@ -107,17 +117,11 @@ class Pool:
         self.start_failures = 0
         self.pm_state = pm.PoolState()
         site = self.tenant.site
-        if not site.isolation.enabled:
-            self.log.event("warning", "isolation.enabled = false: workers run with the "
-                                      "tenant's uid/gid only, no sandbox")
-        else:
-            self.log.event("warning", "namespace sandbox and cgroup limits are not applied "
-                                      "by this version: workers run with the tenant's "
-                                      "uid/gid only")
         try:
             if self.sock is None:
                 self._open_socket()
             runtimes.prepare(self.tenant)
+            self._isolate(self.tenant)
         except OSError as e:
             self._fail(f"cannot start: {e}")
             return
@@ -132,6 +136,45 @@ class Pool:
         self.spawn(n)
         if n == 0:
             self._set_state("running")
+
+    def _isolate(self, tenant: Tenant) -> None:
+        """The tenant's cgroup with its limits, and its sandbox's shared pieces and plan."""
+        site = tenant.site
+        driver = self.host.cgroups
+        if driver is None:
+            if site.limits.memory or site.limits.cpu or site.limits.pids:
+                raise OSError("[limits] are set but no cgroup hierarchy is usable")
+        else:
+            if self.cgroup is None:
+                cg = driver.tenant(tenant.name)
+                cg.create()
+                self.cgroup = cg
+                self.oom_base = self.oom_seen = cg.usage().oom_kills or 0
+            self.cgroup.apply(cgroups.Limits(memory=site.limits.memory or None,
+                                             cpu=site.limits.cpu or None,
+                                             pids=site.limits.pids or None))
+        limits = (f"memory {site.limits.memory >> 20}M" if site.limits.memory else "memory -",
+                  f"cpu {site.limits.cpu:g}" if site.limits.cpu else "cpu -",
+                  f"pids {site.limits.pids}" if site.limits.pids else "pids -")
+        where = f"cgroup v{driver.version} {self.cgroup.describe()}" if (
+            driver and self.cgroup) else "no cgroup"
+        if not site.isolation.enabled:
+            self.sandbox = None
+            self.log.event("warning", "isolation.enabled = false: workers run with the "
+                                      "tenant's uid/gid only, no namespaces, no private "
+                                      f"filesystem view; {where}: {', '.join(limits)}")
+            return
+        self.sandbox = self.box.prepare(tenant, self.host.link_index(self),
+                                        self.host.isolated_subnet)
+        iso = site.isolation
+        net = {"host": "host network", "none": "own network: loopback only",
+               "isolated": "own network: loopback and eth0 "
+                           f"{self.box.link.tenant_address if self.box.link else '?'}"}
+        self.log.event("notice", "sandbox: namespaces mount, ipc, uts, cgroup"
+                                 f"{', pid' if iso.hide_processes else ''}; "
+                                 f"{net[iso.network]}; pivot_root into a tmpfs root; "
+                                 f"uid {tenant.uid} gid {tenant.gid}, no capabilities, "
+                                 f"no_new_privs; {where}: {', '.join(limits)}")
 
     def _open_socket(self) -> None:
         lst = self.tenant.site.listen
@@ -193,6 +236,7 @@ class Pool:
         self._set_state("reloading")
         try:
             runtimes.prepare(tenant)
+            self._isolate(tenant)
         except OSError as e:
             self._fail(f"cannot reload: {e}")
             return False
@@ -240,7 +284,7 @@ class Pool:
                 self.retire(w, "stop")
             else:
                 w.retiring = "stop"
-                w.signal(signal.SIGQUIT)  # php-cgi: immediate
+                w.signal(signal.SIGTERM)  # a php-cgi that is PID 1 ignores SIGQUIT
                 w.kill_at = time.monotonic() + 1.0
         # SIGKILL comes at process_control_timeout (tick); past that and a margin,
         # a worker still listed is stuck in the kernel or was lost: say so, move on
@@ -261,7 +305,15 @@ class Pool:
         self.log.event("notice", "stopped")
 
     def close(self) -> None:
+        """The pool is gone for good (removed, or the master exits): release everything."""
         self._close_socket()
+        self.box.release()
+        if self.cgroup is not None:
+            try:
+                self.cgroup.remove()
+            except OSError as e:
+                self.log.event("error", f"{e}")
+            self.cgroup = None
         self.log.close()
 
     # --- workers ---------------------------------------------------------
@@ -278,7 +330,9 @@ class Pool:
             plan = Plan(argv=argv, env=env, cwd=self.tenant.cwd, uid=self.tenant.uid,
                         gid=self.tenant.gid, listen_fd=self.sock.fileno(),
                         open_files=site.limits.open_files, core_dumps=site.limits.core_dumps,
-                        catch_output=site.log.catch_workers_output)
+                        catch_output=site.log.catch_workers_output,
+                        cgroup_procs=self.cgroup.join_files() if self.cgroup else [],
+                        sandbox=self.sandbox)
             try:
                 child = spawn(plan)
             except OSError as e:
@@ -374,6 +428,8 @@ class Pool:
         now = time.monotonic()
         lived = now - w.started
         text, code, sig = describe_exit(status)
+        if sig == signal.SIGKILL and self._oom_killed(pid):
+            text = "killed by the OOM killer"
         expected = w.retiring is not None
         level = "notice" if expected or code == 0 else "warning"
         self.log.event(level, f"child {pid} {text} after {lived:.6f} seconds from start")
@@ -396,6 +452,27 @@ class Pool:
         if pm.respawn_on_exit(self.pm) and self._serving():
             self.worker_restarts += 1
             self.spawn(1)
+
+    def _oom_killed(self, pid: int) -> bool:
+        """The oom_kill count moved since the last look: the OOM killer sent that SIGKILL."""
+        if self.cgroup is None:
+            return False
+        count = self.cgroup.usage().oom_kills
+        if count is None or count <= self.oom_seen:
+            return False
+        self.oom_seen = count
+        limit = self.tenant.site.limits.memory
+        self.log.event("error", f"worker {pid} killed by the OOM killer: tenant memory limit "
+                                f"{limit >> 20 if limit else '(none)'}{'M' if limit else ''} "
+                                "reached")
+        return True
+
+    @property
+    def oom_kills(self) -> int | None:
+        if self.cgroup is None:
+            return None
+        count = self.cgroup.usage().oom_kills
+        return None if count is None else count - self.oom_base
 
     def _crash_storm(self, now: float) -> bool:
         """emergency_restart_threshold SIGSEGV/SIGBUS within the interval: restart this pool."""

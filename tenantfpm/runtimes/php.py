@@ -7,6 +7,7 @@ import re
 
 from tenantfpm.config.model import IniValue
 from tenantfpm.config.tenant import Tenant
+from tenantfpm.sandbox.rootfs import INI_TARGET
 
 
 def ini_value(value: IniValue) -> str:
@@ -42,6 +43,8 @@ def write_ini(tenant: Tenant) -> str:
         with open(base) as f:
             parts.append(f.read())
     parts.append(f"\n; tenantfpm overrides for tenant {tenant.name}\n[PHP]\n")
+    if tenant.site.isolation.enabled:  # the distribution's session dir is not in the sandbox
+        parts.append("session.save_path = /tmp\n")
     for k, v in tenant.site.ini.items():
         parts.append(f"{k} = {ini_value(v)}\n")
     os.makedirs(tenant.run_dir, mode=0o755, exist_ok=True)
@@ -57,7 +60,8 @@ def write_ini(tenant: Tenant) -> str:
 def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
     rt = tenant.site.runtime
     binary = os.path.realpath(rt.command[0])  # through /etc/alternatives
-    argv = [binary, "-c", ini_path(tenant)]
+    ini = INI_TARGET if tenant.site.isolation.enabled else ini_path(tenant)
+    argv = [binary, "-c", ini]
     for k, v in tenant.site.ini.items():
         argv += ["-d", f"{k}={ini_value(v)}"]
     argv += rt.command[1:]

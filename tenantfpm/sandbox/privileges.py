@@ -1,9 +1,10 @@
-"""Dropping to the tenant's identity: the last step before exec."""
+"""Dropping to the tenant's identity: the last steps before exec."""
 
 from __future__ import annotations
 
 import os
 import resource
+import select
 import signal
 
 import prctl
@@ -16,6 +17,11 @@ def set_rlimits(open_files: int, core_dumps: bool) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def drop_capability_bounding_set() -> None:
+    """Needs CAP_SETPCAP, so before setuid; afterwards nothing can ever regain a capability."""
+    prctl.capbset.limit()
+
+
 def drop_to(uid: int, gid: int) -> None:
     """Groups first, then gid, then uid: after setuid nothing else can be dropped."""
     os.setgroups([gid])
@@ -25,6 +31,21 @@ def drop_to(uid: int, gid: int) -> None:
         raise OSError("identity did not change")
 
 
-def die_with_master() -> None:
-    """A worker must not outlive a master that died without cleaning up."""
+def no_new_privs() -> None:
+    """setuid binaries and file capabilities no longer raise privileges across exec."""
+    prctl.set_no_new_privs(1)
+
+
+def die_with_master(lifeline: int) -> None:
+    """A worker must not outlive a master that died without cleaning up.
+
+    Set after setuid: changing credentials clears PDEATHSIG. `lifeline` is the
+    write end of a pipe whose read end only the master holds; if the master
+    died before PDEATHSIG was set, the pipe is broken and the worker gives up.
+    """
     prctl.set_pdeathsig(signal.SIGKILL)
+    p = select.poll()
+    p.register(lifeline, select.POLLOUT)
+    for _fd, ev in p.poll(0):
+        if ev & select.POLLERR:
+            raise OSError("the master is gone")

@@ -10,12 +10,24 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from tenantfpm.sandbox import privileges
+from tenantfpm.sandbox import namespaces, privileges, rootfs
 
 _ALL_SIGNALS = set(signal.Signals)
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
+WORKER_PID_ENV = "TENANTFPM_WORKER_PID"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The per-tenant part of the sequence, planned by the master once per (re)start."""
+
+    hostname: str
+    root: rootfs.RootSpec
+    steps: list[rootfs.Step]
+    pid_namespace: bool = True
+    netns: str | None = None  # handle of the tenant's network namespace; None: the host's
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class Plan:
     open_files: int = 0
     core_dumps: bool = False
     catch_output: bool = True
+    cgroup_procs: list[str] = field(default_factory=list)  # files to write "0" into
+    sandbox: Sandbox | None = None
 
 
 @dataclass
@@ -55,19 +69,42 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
         os.dup2(err_w if err_w is not None else devnull, 2, inheritable=True)
         os.closerange(3, errpipe_w)
         os.closerange(errpipe_w + 1, _MAX_FD)
+        # the host's pid, for logs and correlation; getmypid() says 1 in a PID namespace
+        env = {**plan.env, WORKER_PID_ENV: os.readlink("/proc/self")}
+        step = "cgroup"
+        for path in plan.cgroup_procs:
+            with open(path, "w") as f:
+                f.write("0")
+        box = plan.sandbox
+        if box is not None:
+            if box.netns:
+                step = "network namespace"
+                namespaces.join_network(box.netns)
+            step = "namespaces"
+            namespaces.enter_worker_namespaces(box.hostname)
+            step = "filesystem"
+            rootfs.build(box.root, box.steps)
         step = "rlimits"
         privileges.set_rlimits(plan.open_files, plan.core_dumps)
-        step = "pdeathsig"
-        privileges.die_with_master()
+        if box is not None:
+            step = "capabilities"
+            privileges.drop_capability_bounding_set()
         step = "setuid"
         privileges.drop_to(plan.uid, plan.gid)
+        if box is not None:
+            step = "no_new_privs"
+            privileges.no_new_privs()
+        step = "pdeathsig"
+        privileges.die_with_master(errpipe_w)
         step = "chdir"
         os.chdir(plan.cwd)
         step = "exec"
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        os.execve(plan.argv[0], plan.argv, plan.env)
+        os.execve(plan.argv[0], plan.argv, env)
     except BaseException as e:
         reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        if getattr(e, "filename", None):
+            reason += f": {e.filename}"
         try:
             os.write(errpipe_w, f"{step}: {reason}".encode()[:512])
         finally:
@@ -83,7 +120,7 @@ def spawn(plan: Plan) -> Spawned:
     errpipe_r, errpipe_w = os.pipe()  # both close-on-exec (PEP 446)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
     try:
-        pid = os.fork()
+        pid = namespaces.fork(plan.sandbox is not None and plan.sandbox.pid_namespace)
         if pid == 0:
             _child(plan, out_w, err_w, errpipe_w)  # never returns
     except BaseException:

@@ -6,6 +6,8 @@ session. Everything is removed afterwards, even on failure.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import pwd
@@ -27,9 +29,12 @@ BIN = str(Path(sys.executable).with_name("tenantfpm"))
 USERS = ["tfpmt-a", "tfpmt-b", "tfpmt-c"]
 
 PHP = {
-    "index.php": '<?php printf("hello pid=%d uid=%d\\n", getmypid(), posix_getuid());',
+    "index.php": '<?php printf("hello pid=%s uid=%d\\n", getenv("TENANTFPM_WORKER_PID"), '
+                 'posix_getuid());',
     "sleep.php": '<?php usleep((int)($_GET["ms"] ?? 500) * 1000); '
-                 'printf("slept pid=%d\\n", getmypid());',
+                 'printf("slept pid=%s\\n", getenv("TENANTFPM_WORKER_PID"));',
+    "crash.php": '<?php $a = []; $r = &$a; for ($i = 0; $i < 1000000; $i++) '
+                 '{ $r[0] = []; $r = &$r[0]; } unset($r); echo strlen(serialize($a));',
     "stderr.php": '<?php file_put_contents("php://stderr", "note from php\\n"); echo "ok";',
 }
 
@@ -58,6 +63,7 @@ class Env:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.config = base / "tenantfpm.toml"
+        self.cgroup_parent = f"tenantfpm-test-{base.name}"
         self.config.write_text(textwrap.dedent(f"""
             [paths]
             tenants_dir = "{base}/tenants.d"
@@ -71,6 +77,7 @@ class Env:
             process_control_timeout = "3s"
             emergency_restart_threshold = 3
             emergency_restart_interval = "20s"
+            cgroup_parent = "{self.cgroup_parent}"
         """))
         self.env = {**os.environ, "TENANTFPM_CONFIG": str(self.config)}
         self.master: subprocess.Popen[bytes] | None = None
@@ -156,14 +163,37 @@ def env(users):
     base = Path(tempfile.mkdtemp(prefix="tfpm-", dir="/tmp"))
     base.chmod(0o755)
     e = Env(base)
+    clean_exit = False
     try:
         e.start_master()
         yield e
+        clean_exit = e.master is None or e.master.poll() is None
     finally:
         e.stop_master()
         for u in USERS:
             subprocess.run(["pkill", "-KILL", "-u", u], check=False)
+        left = remove_cgroups(e.cgroup_parent)
         shutil.rmtree(base, ignore_errors=True)
+    assert not (clean_exit and left), f"the master left cgroups behind: {left}"
+
+
+def remove_cgroups(parent: str) -> list[str]:
+    """Whatever a test's master left under its cgroup parent, killed and removed."""
+    found = sorted(glob.glob(f"/sys/fs/cgroup/*/{parent}") + glob.glob(f"/sys/fs/cgroup/{parent}"))
+    for top in found:
+        for d in sorted((p for p, _, _ in os.walk(top)), key=len, reverse=True):
+            procs = Path(d, "cgroup.procs")
+            for _ in range(50):
+                pids = procs.read_text().split() if procs.exists() else []
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                time.sleep(0.05)
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+    return found
 
 
 def body_ok(r: fastcgi.Response) -> bool:

@@ -91,16 +91,20 @@ def test_missing_script_is_a_404_not_a_crash(env, users):
 
 
 def test_status_json_shape(env, users):
-    env.cli("add", str(env.site("s", users[0], '[pm]\nmode = "static"\nmax_children = 2\n')))
+    env.cli("add", str(env.site("s", users[0], '[pm]\nmode = "static"\nmax_children = 2\n'
+                                '[limits]\nmemory = "96M"\n')))
     st = env.wait_for("ready", lambda: (s := env.status("s"))["idle_processes"] == 2 and s)
     ints = ("start_time", "start_since", "idle_processes", "active_processes",
             "total_processes", "max_active_processes", "max_children_reached",
-            "worker_restarts", "listen_queue", "max_listen_queue", "listen_queue_len")
+            "worker_restarts", "listen_queue", "max_listen_queue", "listen_queue_len",
+            "oom_kills", "memory_current", "memory_limit")
     for k in ints:
         assert isinstance(st[k], int), k
-    for k in ("accepted_conn", "slow_requests", "terminated_requests", "oom_kills",
-              "memory_current", "memory_limit"):
+    for k in ("accepted_conn", "slow_requests", "terminated_requests"):
         assert k in st and st[k] is None, k  # not measured for php pools yet: null
+    assert st["memory_limit"] == 96 << 20 and st["oom_kills"] == 0
+    # the cgroup's own figure (pages charged to the tenant), not made up and within the cap
+    assert 1 << 20 < st["memory_current"] <= st["memory_limit"]
     assert st["name"] == "s" and st["state"] == "running" and st["pm"] == "static"
     assert st["listen_queue_len"] == 511
     p = st["processes"][0]

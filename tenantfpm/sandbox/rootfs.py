@@ -1,0 +1,194 @@
+"""The worker's filesystem view: a tmpfs root assembled from binds, then pivot_root.
+
+`plan()` decides (pure: it asks a `Probe` what the host has and returns a
+list of steps the tests can read); `build()` carries the steps out in the
+worker's own mount namespace. The master plans once per tenant start or
+reload; each worker only executes.
+
+What the tenant sees (SPEC 6): read-only /usr, /lib*, /bin, /sbin and the /etc
+pieces a runtime needs; an /etc/passwd and /etc/group naming only root and the
+tenant; its root read-write at the same path as on the host (so nginx's
+SCRIPT_FILENAME needs no rewriting); its own /tmp; /dev with five nodes; its
+own /proc. Everything else of the host is absent, not merely unreadable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tenantfpm.sandbox import linux
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# what php-cgi, libc's resolver, TLS and timezone handling read from /etc
+ETC_ENTRIES = ("php", "ssl", "ca-certificates", "ca-certificates.conf", "alternatives",
+               "localtime", "timezone", "resolv.conf", "hosts", "host.conf", "nsswitch.conf",
+               "gai.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "mime.types",
+               "protocols", "services", "os-release", "debian_version", "ImageMagick-6",
+               "fonts")
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2"}
+INI_TARGET = "/etc/tenantfpm/php.ini"  # where a tenant's generated php.ini appears inside
+NOLOGIN = "/usr/sbin/nologin"
+RO = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+
+
+class Probe(Protocol):
+    def kind(self, path: str) -> str | None:
+        """"dir", "file", "link:<target>", or None when absent."""
+
+
+class HostProbe:
+    def kind(self, path: str) -> str | None:
+        if os.path.islink(path):
+            return "link:" + os.readlink(path)
+        if os.path.isdir(path):
+            return "dir"
+        if os.path.exists(path):
+            return "file"
+        return None
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str  # mkdir | touch | symlink | write | mount | bind | pivot | seal
+    target: str  # path inside the sandbox
+    source: str | None = None
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    readonly: bool = False
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    new_root: str  # an empty host directory the tmpfs root is mounted on
+    tenant_root: str
+    user: str
+    uid: int
+    gid: int
+    group: str
+    tmp_source: str | None = None  # the tenant's shared /tmp (a tmpfs the master mounted)
+    tmp_size: int = 64 << 20  # used when there is no shared one
+    ini_source: str | None = None
+    hide_processes: bool = True
+    binds: list[tuple[str, str, bool]] = field(default_factory=list)  # source, target, ro
+
+
+def passwd(spec: RootSpec) -> str:
+    return (f"root:x:0:0:root:/root:{NOLOGIN}\n"
+            f"{spec.user}:x:{spec.uid}:{spec.gid}::{spec.tenant_root}:{NOLOGIN}\n")
+
+
+def group(spec: RootSpec) -> str:
+    return f"root:x:0:\n{spec.group}:x:{spec.gid}:\n"
+
+
+def _mirror(path: str, probe: Probe, readonly: bool, allow_links: bool) -> list[Step]:
+    """Make `path` exist inside as it does on the host: a symlink, a dir or a file bind."""
+    kind = probe.kind(path)
+    if kind is None:
+        return []
+    if kind.startswith("link:"):
+        target = kind[5:]
+        resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+        if allow_links or resolved.startswith(("/usr/", "/etc/")):
+            return [Step("symlink", path, source=target)]
+        kind = probe.kind(resolved)  # e.g. resolv.conf -> /run/...: bind what it points at
+        if kind not in ("dir", "file"):
+            return []
+        return [Step("mkdir" if kind == "dir" else "touch", path),
+                Step("bind", path, source=resolved, readonly=readonly)]
+    return [Step("mkdir" if kind == "dir" else "touch", path),
+            Step("bind", path, source=path, readonly=readonly)]
+
+
+def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
+    probe = probe or HostProbe()
+    steps = [Step("mount", "/", source="tmpfs", fstype="tmpfs",
+                  flags=linux.MS_NOSUID | linux.MS_NODEV, data="size=1m,nr_inodes=4096,mode=755")]
+    for d in SYSTEM_DIRS:
+        steps += _mirror(d, probe, readonly=True, allow_links=True)
+    steps.append(Step("mkdir", "/etc"))
+    for name in ETC_ENTRIES:
+        steps += _mirror(f"/etc/{name}", probe, readonly=True, allow_links=False)
+    steps += [Step("write", "/etc/passwd", content=passwd(spec)),
+              Step("write", "/etc/group", content=group(spec))]
+    if spec.ini_source:
+        steps += [Step("mkdir", os.path.dirname(INI_TARGET)), Step("touch", INI_TARGET),
+                  Step("bind", INI_TARGET, source=spec.ini_source, readonly=True)]
+    # /tmp before the tenant root: a root that lives under /tmp must not be hidden by it
+    steps.append(Step("mkdir", "/tmp"))
+    if spec.tmp_source:
+        steps.append(Step("bind", "/tmp", source=spec.tmp_source))
+    else:
+        steps.append(Step("mount", "/tmp", source="tmpfs", fstype="tmpfs",
+                          flags=linux.MS_NOSUID | linux.MS_NODEV,
+                          data=f"size={spec.tmp_size},mode=1777"))
+    steps += [Step("mkdir", "/dev"),
+              Step("mount", "/dev", source="tmpfs", fstype="tmpfs",
+                   flags=linux.MS_NOSUID | linux.MS_NOEXEC, data="size=64k,nr_inodes=64,mode=755")]
+    for node in DEV_NODES:
+        dev = f"/dev/{node}"
+        steps += [Step("touch", dev), Step("bind", dev, source=dev)]
+    steps += [Step("symlink", f"/dev/{name}", source=target) for name, target in DEV_LINKS.items()]
+    steps += [Step("mkdir", "/proc"),
+              Step("mount", "/proc", source="proc", fstype="proc",
+                   flags=linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                   data="hidepid=2" if spec.hide_processes else None)]
+    steps += [Step("mkdir", spec.tenant_root),
+              Step("bind", spec.tenant_root, source=spec.tenant_root)]
+    for source, target, readonly in spec.binds:
+        kind = probe.kind(source)
+        if kind is None:
+            raise FileNotFoundError(f"isolation.binds: {source} does not exist")
+        steps += [Step("touch" if kind == "file" else "mkdir", target),
+                  Step("bind", target, source=source, readonly=readonly)]
+    steps += [Step("pivot", "/"), Step("seal", "/")]
+    return steps
+
+
+def build(spec: RootSpec, steps: list[Step]) -> None:
+    """Carry out the plan; the caller is root in a fresh mount namespace."""
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing leaks out
+    root = spec.new_root
+
+    def inside(p: str) -> str:
+        return os.path.join(root, p.lstrip("/"))
+
+    for s in steps:
+        t = inside(s.target)
+        if s.op == "mkdir":
+            os.makedirs(t, mode=0o755, exist_ok=True)
+        elif s.op == "touch":
+            os.makedirs(os.path.dirname(t), mode=0o755, exist_ok=True)
+            os.close(os.open(t, os.O_CREAT | os.O_WRONLY, 0o644))
+        elif s.op == "symlink":
+            os.symlink(s.source or "", t)
+        elif s.op == "write":
+            fd = os.open(t, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, s.content.encode())
+            finally:
+                os.close(fd)
+        elif s.op == "mount":
+            linux.mount(s.source, t, s.fstype, s.flags, s.data)
+        elif s.op == "bind":
+            assert s.source is not None
+            linux.mount(s.source, t, None, linux.MS_BIND | linux.MS_REC)
+            flags = linux.MS_NOSUID | (linux.MS_NODEV if not s.target.startswith("/dev/") else 0)
+            if s.readonly:
+                flags |= linux.MS_RDONLY
+            linux.mount(None, t, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
+        elif s.op == "pivot":
+            os.chdir(root)
+            linux.pivot_root(".", ".")  # the old root ends up stacked under "/" ...
+            linux.umount2(".", linux.MNT_DETACH)  # ... and is detached here
+            os.chdir("/")
+        elif s.op == "seal":  # no more files in the tmpfs root: make it read-only
+            linux.mount(None, "/", None, linux.MS_REMOUNT | linux.MS_BIND | RO)
+        else:
+            raise ValueError(f"unknown step {s.op}")
