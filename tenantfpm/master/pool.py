@@ -174,7 +174,7 @@ class Pool:
                                  f"{', pid' if iso.hide_processes else ''}; "
                                  f"{net[iso.network]}; pivot_root into a tmpfs root; "
                                  f"uid {tenant.uid} gid {tenant.gid}, no capabilities, "
-                                 f"no_new_privs; {where}: {', '.join(limits)}")
+                                 f"no_new_privs, seccomp; {where}: {', '.join(limits)}")
 
     def _open_socket(self) -> None:
         lst = self.tenant.site.listen

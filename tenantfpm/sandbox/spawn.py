@@ -12,7 +12,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from tenantfpm.sandbox import namespaces, privileges, rootfs
+from tenantfpm.sandbox import namespaces, privileges, rootfs, seccomp
 
 _ALL_SIGNALS = set(signal.Signals)
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
@@ -94,6 +94,8 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
         if box is not None:
             step = "no_new_privs"
             privileges.no_new_privs()
+            step = "seccomp"
+            seccomp.install()
         step = "pdeathsig"
         privileges.die_with_master(errpipe_w)
         step = "chdir"

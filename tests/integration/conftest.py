@@ -18,6 +18,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +38,16 @@ PHP = {
                  '{ $r[0] = []; $r = &$r[0]; } unset($r); echo strlen(serialize($a));',
     "stderr.php": '<?php file_put_contents("php://stderr", "note from php\\n"); echo "ok";',
 }
+
+# run a command without a shell; its exit code and output, for the escape attempts
+PHP_HELPERS = """
+function run(array $cmd): string {
+    $p = proc_open($cmd, [1 => ["pipe", "w"], 2 => ["pipe", "w"]], $pipes);
+    if (!is_resource($p)) { return "proc_open failed"; }
+    $out = stream_get_contents($pipes[1]) . stream_get_contents($pipes[2]);
+    return "rc=" . proc_close($p) . " " . trim($out);
+}
+"""
 
 if os.geteuid() != 0:
     pytest.skip("integration tests need root", allow_module_level=True)
@@ -81,6 +92,7 @@ class Env:
         """))
         self.env = {**os.environ, "TENANTFPM_CONFIG": str(self.config)}
         self.master: subprocess.Popen[bytes] | None = None
+        self.probes = 0
 
     def start_master(self) -> None:
         self.master = subprocess.Popen([BIN, "run"], env=self.env,
@@ -153,13 +165,21 @@ class Env:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
+    def php(self, name: str, code: str, timeout: float = 30) -> fastcgi.Response:
+        """Run `code` as tenant `name`'s PHP, through its socket, in its sandbox."""
+        self.probes += 1
+        script = self.base / "srv" / name / f"probe{self.probes}.php"
+        script.write_text("<?php\n" + PHP_HELPERS + textwrap.dedent(code))
+        return self.request(name, f"/{script.name}", timeout=timeout)
+
     def load(self, name: str, uri: str, n: int, concurrency: int) -> list[fastcgi.Response]:
         with ThreadPoolExecutor(concurrency) as ex:
             return list(ex.map(lambda _: self.request(name, uri), range(n)))
 
 
-@pytest.fixture
-def env(users):
+@contextlib.contextmanager
+def running_env() -> Iterator[Env]:
+    """A master in its own directory tree and cgroup parent; all of it gone afterwards."""
     base = Path(tempfile.mkdtemp(prefix="tfpm-", dir="/tmp"))
     base.chmod(0o755)
     e = Env(base)
@@ -175,6 +195,12 @@ def env(users):
         left = remove_cgroups(e.cgroup_parent)
         shutil.rmtree(base, ignore_errors=True)
     assert not (clean_exit and left), f"the master left cgroups behind: {left}"
+
+
+@pytest.fixture
+def env(users):
+    with running_env() as e:
+        yield e
 
 
 def remove_cgroups(parent: str) -> list[str]:
