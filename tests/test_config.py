@@ -194,3 +194,17 @@ def test_tenants_may_not_share_user_or_listen(tmp_path):
         Registry(conf).conflicts(b, [a], "b.toml")
     text = str(e.value)
     assert "already used by tenant 'a'" in text and "already runs tenant 'a'" in text
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("isolated_subnet", "8.8.0.0/16", "private IPv4 range"),
+    ("isolated_subnet", "10.0.0.0/31", "private IPv4 range"),
+    ("isolated_subnet", "10.0.0.300/16", "Octet 300 (> 255) not permitted"),
+    ("cgroup_parent", "../escape", "without '..'"),
+])
+def test_global_master_network_and_cgroup_keys(tmp_path, key, value, message):
+    g = tmp_path / "g.toml"
+    g.write_text(f'[master]\n{key} = "{value}"\n')
+    with pytest.raises(ConfigError) as e:
+        load_global(str(g))
+    assert f"g.toml:2: master.{key}" in str(e.value) and message in str(e.value)

@@ -1,0 +1,105 @@
+"""Network modes, attempted from inside the tenant's PHP: host, none, isolated."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import body_ok
+
+
+@contextlib.contextmanager
+def serving(address: str, answer: bytes) -> Iterator[int]:
+    """A TCP server on `address` that answers every connection with `answer`; its port."""
+    srv = socket.socket()
+    srv.bind((address, 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(answer)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
+@pytest.fixture
+def listener():
+    """The host's loopback, answering "pong"."""
+    with serving("127.0.0.1", b"pong") as port:
+        yield port
+
+
+CONNECT = """
+$s = @stream_socket_client("tcp://%s:%d", $errno, $errstr, 2);
+echo json_encode($s ? fread($s, 4) : "error $errno $errstr");
+"""
+
+
+def connect_from(env, tenant: str, host: str, port: int) -> str:
+    r = env.php(tenant, CONNECT % (host, port))
+    assert body_ok(r), r.stdout
+    return json.loads(r.body)
+
+
+def interfaces_of(env, tenant: str) -> list[str]:
+    r = env.php(tenant, 'echo json_encode(array_keys(net_get_interfaces()));')
+    return sorted(json.loads(r.body))
+
+
+def test_host_network_reaches_host_loopback(env, users, listener):
+    env.cli("add", str(env.site("h", users[0], '[pm]\nmode = "static"\nmax_children = 1\n')))
+    assert connect_from(env, "h", "127.0.0.1", listener) == "pong"
+
+
+def test_none_has_only_its_own_loopback(env, users, listener):
+    env.cli("add", str(env.site("n", users[0], '[pm]\nmode = "static"\nmax_children = 2\n'
+                                '[isolation]\nnetwork = "none"\n')))
+    assert interfaces_of(env, "n") == ["lo"]
+    assert connect_from(env, "n", "127.0.0.1", listener).startswith("error 111")  # refused
+    # both workers share the tenant's namespace: one's listener is the other's loopback
+    r = env.php("n", """
+        $srv = stream_socket_server("tcp://127.0.0.1:0");
+        $name = stream_socket_get_name($srv, false);
+        $c = stream_socket_client("tcp://$name");
+        $s = stream_socket_accept($srv);
+        fwrite($s, "self");
+        echo fread($c, 4);
+    """)
+    assert r.body == b"self"
+    st = env.status("n")
+    assert st["sandbox"]["network"] == "none"
+
+
+def test_isolated_gets_a_veth_and_no_host_loopback(env, users, listener):
+    env.cli("add", str(env.site("i", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'
+                                '[isolation]\nnetwork = "isolated"\n')))
+    address = env.status("i")["sandbox"]["address"]
+    assert address == "10.213.0.2"
+    assert interfaces_of(env, "i") == ["eth0", "lo"]
+    assert connect_from(env, "i", "127.0.0.1", listener).startswith("error 111")
+    # the host end of the veth is reachable: a server bound there answers
+    with serving("10.213.0.1", b"veth") as port:
+        assert connect_from(env, "i", "10.213.0.1", port) == "veth"
+    # a second isolated tenant gets the next /30
+    env.cli("add", str(env.site("j", users[1], '[pm]\nmode = "static"\nmax_children = 1\n'
+                                '[isolation]\nnetwork = "isolated"\n')))
+    assert env.status("j")["sandbox"]["address"] == "10.213.0.6"
