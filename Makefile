@@ -43,11 +43,11 @@ run: setup
 	exec $(BIN)/tenantfpm run
 
 test: setup
-	$(BIN)/ruff check tenantfpm tests
+	$(BIN)/ruff check tenantfpm tests bench
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check tenantfpm tests
+	$(BIN)/ruff check tenantfpm tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -162,6 +162,19 @@ def _mem(n: Any) -> str:
     return format_size(n) if isinstance(n, int) and n else "-"
 
 
+def _text(v: Any) -> str:
+    return "null" if v is None else str(v)
+
+
+def _memory(d: dict[str, Any]) -> str:
+    """The cgroup's figure (and its limit) where there is one, else the workers' RSS."""
+    cur = d.get("memory_current")
+    if cur is None:
+        return _mem(d.get("workers_rss")) + " rss" if d.get("workers_rss") else "-"
+    limit = d.get("memory_limit")
+    return _mem(cur) + (f"/{_mem(limit)}" if limit else "")
+
+
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -172,12 +185,12 @@ def list_(ctx: Ctx, as_json: bool) -> None:
         _dump(data)
         return
     t = Table(box=None)
-    for col in ("NAME", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL", "MAX", "RSS", "LISTEN"):
+    for col in ("NAME", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL", "MAX", "MEMORY", "LISTEN"):
         t.add_column(col)
     for d in data:
         t.add_row(d["name"], d["state"], d.get("pm", "-"), str(d.get("active_processes", "-")),
                   str(d.get("idle_processes", "-")), str(d.get("total_processes", "-")),
-                  str(d.get("max_children", "-")), _mem(d.get("workers_rss")),
+                  str(d.get("max_children", "-")), _memory(d),
                   d.get("listen", d.get("error", "")))
     out.print(t)
 
@@ -196,8 +209,12 @@ def status(ctx: Ctx, name: str | None, full: bool, as_json: bool) -> None:
         return
     for d in data if isinstance(data, list) else [data]:
         for k, v in d.items():
-            if k != "processes":
-                out.print(f"{k + ':':<24}{'null' if v is None else v}")
+            if k == "processes":
+                continue
+            if isinstance(v, dict):
+                v = ", ".join(f"{a}={'+'.join(map(str, b)) if isinstance(b, list) else _text(b)}"
+                              for a, b in v.items())
+            out.print(f"{k + ':':<24}{_text(v)}", markup=False)
         if d.get("processes"):
             t = Table(box=None)
             for col in ("PID", "STATE", "START", "DURATION", "RSS", "CPU"):
@@ -347,7 +364,7 @@ def top(ctx: Ctx, interval: float) -> None:
     def table() -> Table:
         t = Table(title=f"tenantfpm - {time.strftime('%H:%M:%S')}")
         for col in ("TENANT", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL/MAX", "QUEUE",
-                    "MAX REACHED", "RESTARTS", "RSS"):
+                    "MAX REACHED", "RESTARTS", "OOM", "MEMORY"):
             t.add_column(col)
         for d in client.call("GET", "/v1/status"):
             t.add_row(d["name"], d["state"], d.get("pm", "-"),
@@ -355,7 +372,9 @@ def top(ctx: Ctx, interval: float) -> None:
                       f"{d.get('total_processes', '-')}/{d.get('max_children', '-')}",
                       str(d.get("listen_queue") if d.get("listen_queue") is not None else "-"),
                       str(d.get("max_children_reached", "-")),
-                      str(d.get("worker_restarts", "-")), _mem(d.get("workers_rss")))
+                      str(d.get("worker_restarts", "-")),
+                      str(d["oom_kills"]) if d.get("oom_kills") is not None else "-",
+                      _memory(d))
         return t
 
     with Live(table(), console=out, refresh_per_second=4) as live:

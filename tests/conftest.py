@@ -23,6 +23,9 @@ class FakeSystem:
     def is_executable(self, path):
         return path in ("/usr/bin/php-cgi", "/usr/bin/true")
 
+    def exists(self, path):
+        return path.startswith(("/srv/", "/run/mysqld"))
+
 
 @pytest.fixture
 def fake_system():

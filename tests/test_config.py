@@ -208,3 +208,22 @@ def test_global_master_network_and_cgroup_keys(tmp_path, key, value, message):
     with pytest.raises(ConfigError) as e:
         load_global(str(g))
     assert f"g.toml:2: master.{key}" in str(e.value) and message in str(e.value)
+
+
+def test_isolation_binds_are_checked(write_site, fake_system):
+    e = error_of(write_site, fake_system, """
+[[isolation.binds]]
+source = "/run/mysqld"
+[[isolation.binds]]
+source = "/var/nope"
+[[isolation.binds]]
+source = "/srv/x"
+target = "/proc/1"
+[[isolation.binds]]
+source = "run/rel"
+""")
+    text = str(e)
+    assert "isolation.binds[1].source: /var/nope does not exist" in text
+    assert "isolation.binds[2].target: cannot mount over /proc/1" in text
+    assert "isolation.binds[3].source: must be an absolute path" in text
+    assert "binds[0]" not in text

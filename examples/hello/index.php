@@ -1,5 +1,6 @@
 <?php
-// The example tenant: proves the request went through tenantfpm's php-cgi worker.
+// The example tenant: proves the request went through tenantfpm's sandboxed php-cgi worker.
 header('Content-Type: text/plain');
-printf("Hello from tenant %s: PHP %s, pid %d, uid %d\n",
-       getenv('TENANT') ?: '?', PHP_VERSION, getmypid(), posix_getuid());
+printf("Hello from tenant %s: PHP %s, worker pid %s on the host (%d inside its sandbox), uid %d\n",
+       getenv('TENANT') ?: '?', PHP_VERSION, getenv('TENANTFPM_WORKER_PID') ?: '?', getmypid(),
+       posix_getuid());

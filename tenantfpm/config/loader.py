@@ -165,6 +165,9 @@ class HostSystem:
     def is_executable(self, path: str) -> bool:
         return os.path.isfile(path) and os.access(path, os.X_OK)
 
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
 
 def find_profile(name: str, profiles_dir: str) -> Path | None:
     if not re.match(r"^[A-Za-z0-9_-]+$", name):

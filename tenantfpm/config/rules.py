@@ -28,6 +28,7 @@ class System(Protocol):
     def group(self, name: str) -> int | None: ...
     def is_dir(self, path: str) -> bool: ...
     def is_executable(self, path: str) -> bool: ...
+    def exists(self, path: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -199,10 +200,26 @@ def path_problems(site: Site, system: System) -> list[Problem]:
     if not p and not system.is_dir(site.root):
         p.append(Problem("root", f"{site.root} is not a directory"))
     for i, bind in enumerate(site.isolation.binds):
-        for key in ("source", "target"):
-            value = getattr(bind, key)
-            if value and not os.path.isabs(value):
-                p.append(Problem(f"isolation.binds[{i}].{key}", f"must be absolute: {value!r}"))
+        p += bind_problems(f"isolation.binds[{i}]", bind.source, bind.target, system)
+    return p
+
+
+RESERVED_TARGETS = ("/proc", "/dev", "/etc/passwd", "/etc/group", "/etc/tenantfpm")
+
+
+def bind_problems(key: str, source: str, target: str, system: System) -> list[Problem]:
+    """An extra mount in the sandbox: from an existing host path, not over what it relies on."""
+    p = []
+    for name, value in (("source", source), ("target", target)):
+        if value and (not os.path.isabs(value) or ".." in value.split("/")):
+            p.append(Problem(f"{key}.{name}", f"must be an absolute path without '..': {value!r}"))
+    if p:
+        return p
+    if not system.exists(source):
+        p.append(Problem(f"{key}.source", f"{source} does not exist"))
+    where = os.path.normpath(target or source)
+    if where == "/" or any(where == r or where.startswith(r + "/") for r in RESERVED_TARGETS):
+        p.append(Problem(f"{key}.target", f"cannot mount over {where}: the sandbox provides it"))
     return p
 
 

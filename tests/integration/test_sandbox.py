@@ -1,0 +1,84 @@
+"""The sandbox's features as a hosting provider uses them (the attacks are in test_escapes)."""
+
+from __future__ import annotations
+
+import glob
+import json
+
+from tests.integration.conftest import body_ok
+
+STATIC1 = '[pm]\nmode = "static"\nmax_children = 1\n'
+
+
+def test_extra_binds_read_only_by_default(env, users):
+    shared = env.base / "mysqld"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "hello").write_text("from the host\n")
+    (shared / "hello").chmod(0o666)
+    env.cli("add", str(env.site("b", users[0], STATIC1 + f"""
+[[isolation.binds]]
+source = "{shared}"
+target = "/run/mysqld"
+""")))
+    got = json.loads(env.php("b", """
+        echo json_encode([file_get_contents("/run/mysqld/hello"),
+                          @file_put_contents("/run/mysqld/hello", "changed")]);
+    """).body)
+    assert got == ["from the host\n", False]
+    env.cli("add", "--replace", str(env.site("b", users[0], STATIC1 + f"""
+[[isolation.binds]]
+source = "{shared}"
+target = "/run/mysqld"
+readonly = false
+""")))
+    assert env.php("b", 'echo file_put_contents("/run/mysqld/hello", "changed");').body == b"7"
+    assert (shared / "hello").read_text() == "changed"
+
+
+def test_disabled_isolation_says_so(env, users):
+    env.cli("add", str(env.site("open", users[0], STATIC1 + '[isolation]\nenabled = false\n')))
+    assert env.status("open")["sandbox"] == "disabled"
+    assert "isolation.enabled = false" in env.log("open")
+    uid_and_passwd = env.php("open", 'echo getmypid() > 1 ? "host" : "ns", " ", '
+                                     'count(file("/etc/passwd")) > 2 ? "full" : "short";').body
+    assert uid_and_passwd == b"host full"
+
+
+def test_limits_follow_reload_and_the_cgroup_goes_with_the_tenant(env, users):
+    env.cli("add", str(env.site("lim", users[0], STATIC1 + '[limits]\nmemory = "128M"\n')))
+    assert env.status("lim")["memory_limit"] == 128 << 20
+    env.php("lim", 'session_start(); $_SESSION["n"] = 42; echo session_id();')
+    env.cli("add", "--replace", str(env.site("lim", users[0], STATIC1 + """
+[limits]
+memory = "96M"
+pids = 20
+""")))
+    st = env.status("lim")
+    assert st["memory_limit"] == 96 << 20
+    assert (env.php("lim", 'echo count(glob("/tmp/sess_*"));').body == b"1")  # /tmp survived
+    cgroup_dirs = glob.glob(f"/sys/fs/cgroup/*/{env.cgroup_parent}/lim")
+    assert cgroup_dirs
+    env.cli("remove", "lim")
+    assert not [d for d in cgroup_dirs if glob.glob(d)]
+
+
+def test_missing_bind_source_is_a_config_error(env, users):
+    gone = env.base / "vanishing"
+    site = env.site("badbind", users[0], STATIC1 + f'[[isolation.binds]]\nsource = "{gone}"\n')
+    r = env.cli("add", str(site), check=False)
+    assert r.returncode == 1 and f"isolation.binds[0].source: {gone} does not exist" in r.stderr
+    gone.mkdir()
+    env.cli("add", str(site))
+    assert body_ok(env.request("badbind", "/"))
+
+
+def test_a_failing_sandbox_step_is_named(env, users):
+    # a working directory outside the tenant's root exists on the host, not in the sandbox
+    outside = env.base / "elsewhere"
+    outside.mkdir()
+    site = env.site("cd", users[0])
+    site.write_text(site.read_text() + f'chdir = "{outside}"\n' + STATIC1)
+    r = env.cli("add", str(site), check=False)
+    assert r.returncode == 1
+    assert f"failed to start: chdir: No such file or directory: {outside}" in r.stderr
