@@ -29,6 +29,7 @@ from tenantfpm.sandbox.tenant import TenantSandbox
 START_GRACE = 5.0  # a worker dying this soon, before ever accepting, failed to start
 START_FAILURES = 3  # consecutive start failures that mark the tenant failed
 RETRY_MAX = 60.0
+OOM_ATTRIBUTION_DELAY = 1.0  # seconds a moved oom_kill count waits for a worker's reaping
 STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
@@ -74,6 +75,7 @@ class Pool:
         self.cgroup: cgroups.TenantCgroup | None = None
         self.oom_base = 0  # the cgroup's oom_kill count when this master took it over
         self.oom_seen = 0
+        self.oom_pending_since: float | None = None
         self.changed = asyncio.Event()  # set on any state change, for waiters
         self.ondemand_armed = False
         self.ondemand_handle: asyncio.TimerHandle | None = None
@@ -453,6 +455,10 @@ class Pool:
             self.worker_restarts += 1
             self.spawn(1)
 
+    def _oom_limit(self) -> str:
+        limit = self.tenant.site.limits.memory
+        return f"{limit >> 20}M" if limit else "(none: the host's)"
+
     def _oom_killed(self, pid: int) -> bool:
         """The oom_kill count moved since the last look: the OOM killer sent that SIGKILL."""
         if self.cgroup is None:
@@ -460,12 +466,28 @@ class Pool:
         count = self.cgroup.usage().oom_kills
         if count is None or count <= self.oom_seen:
             return False
-        self.oom_seen = count
-        limit = self.tenant.site.limits.memory
+        self.oom_seen += 1  # this worker; any other kill is told by _watch_oom()
+        self.oom_pending_since = None
         self.log.event("error", f"worker {pid} killed by the OOM killer: tenant memory limit "
-                                f"{limit >> 20 if limit else '(none)'}{'M' if limit else ''} "
-                                "reached")
+                                f"{self._oom_limit()} reached")
         return True
+
+    def _watch_oom(self, now: float) -> None:
+        """OOM kills of processes that are not workers (what PHP started), once their
+        worker had its chance to be reaped first."""
+        if self.cgroup is None:
+            return
+        count = self.cgroup.usage().oom_kills
+        if count is None or count <= self.oom_seen:
+            self.oom_pending_since = None
+            return
+        if self.oom_pending_since is None:
+            self.oom_pending_since = now
+        elif now - self.oom_pending_since >= OOM_ATTRIBUTION_DELAY:
+            n, self.oom_seen, self.oom_pending_since = count - self.oom_seen, count, None
+            self.log.event("error", f"the OOM killer killed {n} process(es) started by the "
+                                    f"tenant's workers: tenant memory limit {self._oom_limit()} "
+                                    "reached")
 
     @property
     def oom_kills(self) -> int | None:
@@ -544,6 +566,7 @@ class Pool:
                 self.start(probe=True)
             return
         self.sample()
+        self._watch_oom(now)
         for w in list(self.workers.values()):
             if w.kill_at is not None and now >= w.kill_at:
                 self.log.event("warning", f"child {w.pid} did not exit after "

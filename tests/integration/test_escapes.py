@@ -279,6 +279,15 @@ def test_memory_exhaustion_kills_only_that_worker(arena):
     arena.wait_for("hog serving again", lambda: body_ok(arena.request("hog", "/")))
 
 
+def test_memory_exhaustion_by_a_child_process_is_told_apart(arena):
+    out = php(arena, "echo run(['/usr/bin/python3', '-c', 'x = bytearray(200 << 20)']);",
+              tenant="hog")
+    assert out.strip() == "rc=9"  # proc_close: the child died of SIGKILL; the worker answered
+    arena.wait_for("the child's OOM kill in the log", lambda: (
+        "the OOM killer killed 1 process(es) started by the tenant's workers: tenant memory "
+        "limit 64M reached" in arena.log("hog")))
+
+
 def test_fork_bomb_is_contained_by_the_pids_limit(arena):
     before = len([p for p in os.listdir("/proc") if p.isdigit()])
     stop, served = threading.Event(), []
