@@ -41,6 +41,13 @@ def main() -> None:
     user = "nobody"
     pwd.getpwnam(user)
     base = tempfile.mkdtemp(prefix="tfpm-bench-")
+    try:
+        run(base, user, args.n)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run(base: str, user: str, n: int) -> None:
     os.chmod(base, 0o755)
     root = os.path.join(base, "srv")
     os.makedirs(root, mode=0o755)
@@ -57,18 +64,19 @@ def main() -> None:
     tenant = resolve(load_site(site_file, "/nonexistent"), conf)
     driver = cgroups.detect(conf.master.cgroup_parent)
     cg = driver.tenant(tenant.name)
-    cg.create()
     box = TenantSandbox(tenant)
-    sock = open_listener(tenant.listen, owner="root", group="root", mode="0666", backlog=511,
-                         allowed_clients=[])
+    sock = None
     try:
+        cg.create()
+        sock = open_listener(tenant.listen, owner="root", group="root", mode="0666",
+                             backlog=511, allowed_clients=[])
         runtimes.prepare(tenant)
         sandbox = box.prepare(tenant, 0, conf.master.isolated_subnet)
         params = fastcgi.cgi_params(root, "/index.php")
         results: dict[str, tuple[list[float], list[float]]] = {"plain": ([], []),
                                                                "sandbox": ([], [])}
-        print(f"{args.n} samples each, alternating; php-cgi {os.path.realpath('/usr/bin/php-cgi')}")
-        for i in range(args.n):
+        print(f"{n} samples each, alternating; php-cgi {os.path.realpath('/usr/bin/php-cgi')}")
+        for i in range(n):
             for name in ("plain", "sandbox"):
                 t_iso = sandbox if name == "sandbox" else None
                 argv, env = runtimes.command(tenant if t_iso else _no_isolation(tenant), 0)
@@ -88,7 +96,7 @@ def main() -> None:
                 results[name][0].append((t1 - t0) * 1000)
                 results[name][1].append((t2 - t0) * 1000)
             if (i + 1) % 50 == 0:
-                print(f"  {i + 1}/{args.n}", flush=True)
+                print(f"  {i + 1}/{n}", flush=True)
         print(f"{'':10}{'spawn() median':>16}{'p90':>8}{'first answer median':>22}{'p90':>8}")
         for name, (calls, firsts) in results.items():
             print(f"{name:10}{statistics.median(calls):>13.2f} ms{_p90(calls):>8.2f}"
@@ -96,11 +104,11 @@ def main() -> None:
         ratio = statistics.median(results["sandbox"][1]) / statistics.median(results["plain"][1])
         print(f"sandboxed / plain, first answer: {ratio:.2f}x")
     finally:
-        close_listener(sock, tenant.listen)
+        if sock is not None:
+            close_listener(sock, tenant.listen)
         box.release()
         cg.remove()
         driver.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _no_isolation(tenant):
