@@ -8,7 +8,10 @@ DEMO_DIR ?= /tmp/tenantfpm-demo
 APT_PKGS := php8.2-cgi php8.2-opcache libcap-dev gcc python3-dev python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps run test lint clean
+VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static
+VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py
+
+.PHONY: setup system-deps run test lint clean vm-deps vm-test
 
 system-deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -48,6 +51,19 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check tenantfpm tests bench
+
+# The integration suite inside a throwaway VM on Debian's kernel (cgroup v2), booted by
+# virtme-ng over a read-only view of this machine; see README "Tests on a cgroup v2 kernel".
+vm-deps: setup
+	@missing=""; for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing the VM's kernel and emulator:$$missing (apt-get update first)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@test -x $(BIN)/vng || { echo ">> installing virtme-ng into $(VENV)"; $(BIN)/pip install -q 'virtme-ng>=1.30'; }
+
+vm-test: vm-deps
+	$(BIN)/python tests/vm/run.py $(VM_TESTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -110,6 +110,8 @@ def test_status_json_shape(env, users):
     p = st["processes"][0]
     assert p["state"] == "Idle" and isinstance(p["rss"], int) and p["rss"] > 1 << 20
     assert isinstance(p["cpu_seconds"], float) and p["request_duration_ms"] is None
+    one = json.loads(env.cli("status", "s", "--full", "--json").stdout)
+    assert one.keys() == st.keys() and one["processes"][0].keys() == p.keys()
     many = json.loads(env.cli("status", "--json").stdout)
     assert [d["name"] for d in many] == ["s"]
 

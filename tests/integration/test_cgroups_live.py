@@ -1,0 +1,113 @@
+"""Tenant limits read back from the kernel's own cgroup files, on whichever hierarchy runs.
+
+On this machine that is cgroup v1; `make vm-test` runs the same tests on a
+cgroup v2 kernel. The expectations name the files of each version, so a driver
+that wrote the wrong file, or a limit the kernel did not take, fails here.
+Control calls go through the API in-process to stay quick under emulation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tenantfpm import cgroups
+from tests.integration.conftest import body_ok, running_env
+
+SITE = """
+[pm]
+mode = "static"
+max_children = 1
+[limits]
+memory = "64M"
+cpu = 0.5
+pids = 20
+[ini]
+memory_limit = "-1"
+max_execution_time = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def live(users):
+    with running_env() as env:
+        env.add(env.site("lim", users[0], SITE))
+        yield env
+
+
+def driver(env) -> cgroups.Driver:
+    return cgroups.detect(env.cgroup_parent)
+
+
+def files(env) -> dict[str, Path]:
+    """Where each figure lives for tenant "lim" on this kernel."""
+    d = driver(env)
+    if isinstance(d, cgroups.V2Driver):
+        t = Path(d.parent_path, "lim")
+        return {"memory": t / "memory.max", "pids": t / "pids.max", "cpu": t / "cpu.max",
+                "procs": t / "cgroup.procs", "oom": t / "memory.events",
+                "cpu.stat": t / "cpu.stat", "pids.events": t / "pids.events"}
+    m = {c: Path(p, d.parent, "lim") for c, p in d.mounts.items()}
+    return {"memory": m["memory"] / "memory.limit_in_bytes", "pids": m["pids"] / "pids.max",
+            "cpu": m["cpu"] / "cpu.cfs_quota_us", "procs": m["memory"] / "cgroup.procs",
+            "oom": m["memory"] / "memory.oom_control", "cpu.stat": m["cpu"] / "cpu.stat",
+            "pids.events": m["pids"] / "pids.events"}
+
+
+def keyed(path: Path) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in path.read_text().splitlines())}
+
+
+def test_limits_are_in_the_kernel(live):
+    f = files(live)
+    assert int(f["memory"].read_text()) == 64 << 20
+    assert f["pids"].read_text().strip() == "20"
+    cpu = f["cpu"].read_text().split()
+    assert cpu[0] == "50000"  # v2 "50000 100000"; v1 quota 50000 of the 100000 us period
+    st = live.status("lim")
+    assert st["memory_limit"] == 64 << 20 and isinstance(st["memory_current"], int)
+    procs = {int(p) for p in f["procs"].read_text().split()}
+    assert {p["pid"] for p in st["processes"]} <= procs  # the workers run in the tenant's cgroup
+
+
+def test_cpu_quota_throttles(live):
+    before = keyed(files(live)["cpu.stat"]).get("nr_throttled", 0)
+    r = live.php("lim", '$t = microtime(true); while (microtime(true) - $t < 1.5) {} echo "spun";',
+                 timeout=60)
+    assert body_ok(r)
+    assert keyed(files(live)["cpu.stat"])["nr_throttled"] > before
+
+
+def test_pids_limit_refuses_forks(live):
+    r = live.php("lim", """
+        $p = proc_open(["/bin/sh", "-c", "for i in $(seq 40); do sleep 3 & done; wait"],
+                       [2 => ["pipe", "w"]], $pipes);
+        echo stream_get_contents($pipes[2]);
+        proc_close($p);
+    """, timeout=120)
+    assert body_ok(r) and b"fork" in r.body.lower()  # sh: "Cannot fork"
+    assert keyed(files(live)["pids.events"])["max"] > 0
+
+
+def test_oom_kill_is_counted_from_the_kernel(live):
+    f = files(live)
+    before = keyed(f["oom"]).get("oom_kill", 0)
+    r = live.php("lim", '$s = str_repeat("x", 200 << 20); echo strlen($s);', timeout=120)
+    assert not r.complete
+    assert keyed(f["oom"])["oom_kill"] == before + 1
+    live.wait_for("the OOM kill logged and counted", lambda: (
+        "killed by the OOM killer: tenant memory limit 64M reached" in live.log("lim")
+        and live.status("lim")["oom_kills"] == before + 1), timeout=30)
+    live.wait_for("a replacement worker", lambda: body_ok(live.request("lim", "/")), timeout=60)
+
+
+def test_cgroup_removed_with_the_tenant(live):
+    f = files(live)
+    assert f["procs"].exists()
+    live.api("DELETE", "/v1/tenants/lim")
+    deadline = time.time() + 10
+    while f["procs"].exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not f["procs"].parent.exists()

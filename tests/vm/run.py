@@ -1,0 +1,62 @@
+"""`make vm-test`: the integration tests named on the command line, inside a throwaway VM.
+
+virtme-ng boots Debian's kernel (cgroup v2, unlike this host's v1) under
+qemu over a read-only view of this machine's filesystem, with writable
+overlays that vanish with the VM; tests/vm/inside.sh runs pytest there. No
+KVM here (the CPU does not expose virtualisation to this VM), so the guest is
+fully emulated and every wait in the tests is stretched (TENANTFPM_TEST_SLOWDOWN).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SLOWDOWN = "25"
+LIMIT = 25 * 60  # seconds for the whole VM run
+
+
+def kernel() -> str:
+    found = sorted(glob.glob("/boot/vmlinuz-*-amd64"),
+                   key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p)])
+    if not found:
+        raise SystemExit("no /boot/vmlinuz-*-amd64: `make vm-deps` installs linux-image-amd64")
+    return found[-1]
+
+
+def main() -> int:
+    tests = sys.argv[1:] or ["tests/integration"]
+    venv_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    with tempfile.TemporaryDirectory(prefix="tfpm-vm-") as out:
+        result = Path(out, "rc")
+        inner = (f"TENANTFPM_TEST_SLOWDOWN={SLOWDOWN} VM_RESULT={result} "
+                 f"{REPO}/tests/vm/inside.sh {REPO} -v {' '.join(tests)}")
+        cmd = ["vng", "--disable-kvm", "--run", kernel(), "--memory", "2G", "--cpus", "2",
+               "--rwdir", out, "--exec", inner]
+        print(f">> booting {os.path.basename(cmd[3])} under emulation (about 20 s), then "
+              f"pytest {' '.join(tests)} inside; this takes minutes", flush=True)
+        started = time.monotonic()
+        try:
+            subprocess.run(cmd, env=env, timeout=LIMIT, check=False)
+        except subprocess.TimeoutExpired:
+            print(f">> the VM run took longer than {LIMIT // 60} minutes and was stopped")
+            return 1
+        took = time.monotonic() - started
+        if not result.exists():
+            print(f">> the VM ended after {took:.0f}s without a test result (see above)")
+            return 1
+        rc = int(result.read_text().strip() or 1)
+        print(f">> VM run finished in {took:.0f}s: pytest exit code {rc}")
+        return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
