@@ -5,13 +5,13 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 DEMO_DIR ?= /tmp/tenantfpm-demo
-APT_PKGS := php8.2-cgi php8.2-opcache libcap-dev gcc python3-dev python3-venv
+APT_PKGS := php8.2-cgi php8.2-opcache libcap-dev gcc python3-dev python3-venv vagrant
 PYTEST_ARGS ?=
 
 VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static
 VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py
 
-.PHONY: setup system-deps run test lint clean vm-deps vm-test
+.PHONY: setup system-deps run test lint clean vm-deps vm-test vagrant-test
 
 system-deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -64,6 +64,12 @@ vm-deps: setup
 
 vm-test: vm-deps
 	$(BIN)/python tests/vm/run.py $(VM_TESTS)
+
+# The whole suite on real Debian 12 VMs (needs vagrant with a provider; not run here:
+# no box can be downloaded on this machine). v1 needs a reboot into cgroup v1 first.
+vagrant-test:
+	cd vagrant && vagrant up v2 --provision && vagrant destroy -f v2
+	cd vagrant && vagrant up v1 --provision && vagrant reload v1 --provision && vagrant destroy -f v1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -31,17 +31,17 @@ CLONE_NEWUSER_NEWNS = 0x10000000 | 0x00020000
 @pytest.fixture(scope="module")
 def arena(users):
     with running_env() as env:
-        env.cli("add", str(env.site("attacker", users[0], """
+        env.add(env.site("attacker", users[0], """
             [pm]
             mode = "static"
             max_children = 2
-        """)))
-        env.cli("add", str(env.site("victim", users[1], """
+        """))
+        env.add(env.site("victim", users[1], """
             [pm]
             mode = "static"
             max_children = 1
-        """)))
-        env.cli("add", str(env.site("hog", users[2], """
+        """))
+        env.add(env.site("hog", users[2], """
             [pm]
             mode = "static"
             max_children = 2
@@ -50,7 +50,7 @@ def arena(users):
             pids = 32
             [ini]
             memory_limit = "-1"
-        """)))
+        """))
         victim = env.base / "srv" / "victim"
         (victim / "secret.txt").write_text("victim's database password\n")
         (victim / "secret.txt").chmod(0o644)
@@ -308,6 +308,6 @@ def test_fork_bomb_is_contained_by_the_pids_limit(arena):
     assert peak is not None and peak <= 32
     assert host < before + 40
     assert served and all(served), f"{served.count(False)} of {len(served)} victim requests failed"
-    arena.cli("restart", "hog")  # the namespace dies with its PID 1, bomb and all
+    arena.api("POST", "/v1/tenants/hog/restart")  # the namespace dies with its PID 1, bomb and all
     arena.wait_for("hog serving again", lambda: body_ok(arena.request("hog", "/")))
     assert arena.status("hog")["pids_current"] <= 4

@@ -16,28 +16,28 @@ def test_extra_binds_read_only_by_default(env, users):
     shared.chmod(0o777)
     (shared / "hello").write_text("from the host\n")
     (shared / "hello").chmod(0o666)
-    env.cli("add", str(env.site("b", users[0], STATIC1 + f"""
+    env.add(env.site("b", users[0], STATIC1 + f"""
 [[isolation.binds]]
 source = "{shared}"
 target = "/run/mysqld"
-""")))
+"""))
     got = json.loads(env.php("b", """
         echo json_encode([file_get_contents("/run/mysqld/hello"),
                           @file_put_contents("/run/mysqld/hello", "changed")]);
     """).body)
     assert got == ["from the host\n", False]
-    env.cli("add", "--replace", str(env.site("b", users[0], STATIC1 + f"""
+    env.add(env.site("b", users[0], STATIC1 + f"""
 [[isolation.binds]]
 source = "{shared}"
 target = "/run/mysqld"
 readonly = false
-""")))
+"""), replace=True)
     assert env.php("b", 'echo file_put_contents("/run/mysqld/hello", "changed");').body == b"7"
     assert (shared / "hello").read_text() == "changed"
 
 
 def test_disabled_isolation_says_so(env, users):
-    env.cli("add", str(env.site("open", users[0], STATIC1 + '[isolation]\nenabled = false\n')))
+    env.add(env.site("open", users[0], STATIC1 + '[isolation]\nenabled = false\n'))
     assert env.status("open")["sandbox"] == "disabled"
     assert "isolation.enabled = false" in env.log("open")
     uid_and_passwd = env.php("open", 'echo getmypid() > 1 ? "host" : "ns", " ", '
@@ -46,20 +46,21 @@ def test_disabled_isolation_says_so(env, users):
 
 
 def test_limits_follow_reload_and_the_cgroup_goes_with_the_tenant(env, users):
-    env.cli("add", str(env.site("lim", users[0], STATIC1 + '[limits]\nmemory = "128M"\n')))
+    env.add(env.site("lim", users[0], STATIC1 + '[limits]\nmemory = "128M"\n'))
     assert env.status("lim")["memory_limit"] == 128 << 20
     env.php("lim", 'session_start(); $_SESSION["n"] = 42; echo session_id();')
-    env.cli("add", "--replace", str(env.site("lim", users[0], STATIC1 + """
+    env.add(env.site("lim", users[0], STATIC1 + """
 [limits]
 memory = "96M"
 pids = 20
-""")))
+"""), replace=True)
     st = env.status("lim")
     assert st["memory_limit"] == 96 << 20
     assert (env.php("lim", 'echo count(glob("/tmp/sess_*"));').body == b"1")  # /tmp survived
-    cgroup_dirs = glob.glob(f"/sys/fs/cgroup/*/{env.cgroup_parent}/lim")
+    cgroup_dirs = (glob.glob(f"/sys/fs/cgroup/*/{env.cgroup_parent}/lim")  # v1
+                   + glob.glob(f"/sys/fs/cgroup/{env.cgroup_parent}/lim"))  # v2
     assert cgroup_dirs
-    env.cli("remove", "lim")
+    env.api("DELETE", "/v1/tenants/lim")
     assert not [d for d in cgroup_dirs if glob.glob(d)]
 
 
@@ -69,7 +70,7 @@ def test_missing_bind_source_is_a_config_error(env, users):
     r = env.cli("add", str(site), check=False)
     assert r.returncode == 1 and f"isolation.binds[0].source: {gone} does not exist" in r.stderr
     gone.mkdir()
-    env.cli("add", str(site))
+    env.add(site)
     assert body_ok(env.request("badbind", "/"))
 
 
