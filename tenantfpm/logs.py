@@ -47,6 +47,11 @@ class LogFile:
         for line in message.splitlines() or [""]:
             self._f.write(f"[{timestamp()}] {level.upper()}: {line}\n")
 
+    def append(self, text: str) -> None:
+        """Text as it is (slow.log entries carry their own header lines)."""
+        if self._f is not None:
+            self._f.write(text)
+
     def close(self) -> None:
         if self._f is not None and self._f is not sys.stderr:
             self._f.close()
@@ -60,7 +65,17 @@ class TenantLog:
         self.name = name
         self.dir = log_dir
         self.error = LogFile(os.path.join(log_dir, "error.log"))
+        self._slow: LogFile | None = None  # opened on the first slow request
 
+    def slow(self, pid: int, script: str | None, frames: list[str] | None,
+             why_not: str = "") -> None:
+        """One slow.log entry in PHP-FPM's format; without frames, the reason in their place."""
+        if self._slow is None:
+            self._slow = LogFile(os.path.join(self.dir, "slow.log"))
+        lines = [f"\n[{timestamp()}]  [pool {self.name}] pid {pid}",
+                 f"script_filename = {script or 'unknown'}"]
+        lines += frames if frames else [f"(no backtrace: {why_not})"]
+        self._slow.append("\n".join(lines) + "\n")
     def event(self, level: str, message: str) -> None:
         self.error.write(level, f"[pool {self.name}] {message}")
 
@@ -71,6 +86,10 @@ class TenantLog:
 
     def reopen(self) -> None:
         self.error.reopen()
+        if self._slow is not None:
+            self._slow.reopen()
 
     def close(self) -> None:
         self.error.close()
+        if self._slow is not None:
+            self._slow.close()

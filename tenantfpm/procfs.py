@@ -76,3 +76,25 @@ def serving_connection(pid: int, exe: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def connection(pid: int) -> str | None:
+    """The accepted connection a busy worker holds ("socket:[inode]"), or None.
+
+    A different one than at the last look means a different request, even if
+    the worker was never seen idle in between.
+    """
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in sorted(fds, key=int):
+        if fd == "0":
+            continue
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            return target
+    return None

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tenantfpm.config.model import GlobalConfig, Site
+from tenantfpm.config.rules import parse_listen
 from tenantfpm.errors import ConfigError, Problem
 
 SHIPPED_PROFILES = Path(__file__).resolve().parent.parent.parent / "profiles"
@@ -260,6 +261,14 @@ def load_global(path: str | None) -> GlobalConfig:
     def expand(value: str) -> str:
         return value.replace("<run_dir>", paths.run_dir).replace("<log_dir>", paths.log_dir)
 
+    for key in ("metrics_listen",):
+        value = getattr(conf.master, key)
+        if value:
+            try:
+                parse_listen(value)
+            except ValueError as e:
+                raise ConfigError(file, [Problem(f"master.{key}", str(e),
+                                                 line=find_line(text, f"master.{key}"))]) from None
     master = conf.master.model_copy(update={
         k: expand(getattr(conf.master, k))
         for k in ("control_socket", "pid_file", "log_file", "status_listen")

@@ -92,6 +92,13 @@ class Master:
 
         control = ControlServer(self)
         await control.start()
+        exporter = None
+        if self.conf.master.metrics_listen:
+            from tenantfpm.master.metrics_server import MetricsServer
+
+            exporter = MetricsServer(self, self.conf.master.metrics_listen)
+            await exporter.start()
+            self.log("notice", f"metrics on {exporter.address}: /metrics, /status")
         self.log("notice", f"tenantfpm master started, pid {os.getpid()}, control socket "
                            f"{self.conf.master.control_socket}")
         self._boot_tenants()
@@ -102,6 +109,8 @@ class Master:
         finally:
             ticker.cancel()
             await control.stop()
+            if exporter is not None:
+                await exporter.stop()
             for pool in self.pools.values():
                 pool.close()
             if self.cgroups is not None:

@@ -81,6 +81,8 @@ class Pool:
         self.ondemand_handle: asyncio.TimerHandle | None = None
         # counters (status)
         self.max_children_reached = 0
+        self.slow_requests = 0
+        self.terminated_requests = 0
         self.worker_restarts = 0
         self.max_active = 0
         self.listen_queue: int | None = None
@@ -436,7 +438,8 @@ class Pool:
         level = "notice" if expected or code == 0 else "warning"
         self.log.event(level, f"child {pid} {text} after {lived:.6f} seconds from start")
         if expected:
-            if w.retiring == "memory" and pm.respawn_on_exit(self.pm) and self._serving():
+            if (w.retiring in ("memory", "timeout") and pm.respawn_on_exit(self.pm)
+                    and self._serving()):
                 self.worker_restarts += 1
                 self.spawn(1)
             return
@@ -535,8 +538,11 @@ class Pool:
                 w.idle = True
                 w.busy_since = None
             elif w.seen_idle:
-                if w.idle or w.busy_since is None:
-                    w.busy_since = now
+                conn = procfs.connection(w.pid)
+                if w.idle or w.busy_since is None or (conn is not None and conn != w.conn):
+                    w.busy_since = now  # a new request (or the first look at this one)
+                    w.slow_logged = False
+                w.conn = conn
                 w.idle = False
                 w.last_activity = now
             w.activity = s.activity
@@ -573,6 +579,7 @@ class Pool:
                                           f"process_control_timeout, killing it")
                 w.signal(signal.SIGKILL)
                 w.kill_at = None
+            self._check_request_time(w, now)
             limit = self.pm.max_worker_memory
             if (limit and w.retiring is None and w.idle and w.rss is not None
                     and w.rss > limit):
@@ -586,6 +593,28 @@ class Pool:
         self.next_tick = now + pm.tick_interval(self.pm, self.pm_state)
         if self.state == "starting":
             self.next_tick = now + 0.02
+
+    def _check_request_time(self, w: Worker, now: float) -> None:
+        """request_slowlog_timeout and request_terminate_timeout, as PHP-FPM applies them."""
+        if w.retiring is not None or w.idle or w.busy_since is None:
+            return
+        limits = self.tenant.site.limits
+        took = now - w.busy_since
+        if limits.request_terminate_timeout and took >= limits.request_terminate_timeout:
+            self.log.event("warning", f"child {w.pid}, script unknown, execution timed out "
+                                      f"({took:.6f} sec), terminating")
+            self.terminated_requests += 1
+            w.retiring = "timeout"  # php-cgi finishes a request despite SIGTERM: SIGKILL
+            w.signal(signal.SIGKILL)
+            return
+        if (limits.request_slowlog_timeout and not w.slow_logged
+                and took >= limits.request_slowlog_timeout):
+            w.slow_logged = True
+            self.slow_requests += 1
+            self.log.event("warning", f"child {w.pid}, script unknown, executing too slow "
+                                      f"({took:.6f} sec), logging")
+            self.log.slow(w.pid, None, None, "reading the PHP stack from the worker's memory "
+                                             "is not implemented yet")
 
     def _views(self) -> list[pm.WorkerView]:
         return [pm.WorkerView(w.pid, w.idle, w.starting, w.last_activity)

@@ -22,7 +22,9 @@ class Worker:
     seen_idle: bool = False  # reached accept() at least once: the runtime started
     idle: bool = False
     last_activity: float = 0.0
-    busy_since: float | None = None
+    busy_since: float | None = None  # when the current request was first seen
+    conn: str | None = None  # the connection being served at the last look
+    slow_logged: bool = False  # this request already has its slow.log entry
     activity: int = -1
     rss: int | None = None
     cpu_seconds: float | None = None

@@ -74,7 +74,7 @@ def users():
 
 
 class Env:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, extra_master: str = "") -> None:
         self.base = base
         self.config = base / "tenantfpm.toml"
         self.cgroup_parent = f"tenantfpm-test-{base.name}"
@@ -92,7 +92,7 @@ class Env:
             emergency_restart_threshold = 3
             emergency_restart_interval = "20s"
             cgroup_parent = "{self.cgroup_parent}"
-        """))
+        """) + extra_master + "\n")
         self.env = {**os.environ, "TENANTFPM_CONFIG": str(self.config)}
         self.master: subprocess.Popen[bytes] | None = None
         self.probes = 0
@@ -193,11 +193,11 @@ class Env:
 
 
 @contextlib.contextmanager
-def running_env() -> Iterator[Env]:
+def running_env(extra_master: str = "") -> Iterator[Env]:
     """A master in its own directory tree and cgroup parent; all of it gone afterwards."""
     base = Path(tempfile.mkdtemp(prefix="tfpm-", dir="/tmp"))
     base.chmod(0o755)
-    e = Env(base)
+    e = Env(base, extra_master)
     clean_exit = False
     try:
         e.start_master()

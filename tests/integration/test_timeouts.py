@@ -1,0 +1,71 @@
+"""request_slowlog_timeout and request_terminate_timeout on real php-cgi workers."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+from tests.integration.conftest import body_ok
+
+SITE = """
+[pm]
+mode = "static"
+max_children = 1
+[limits]
+request_slowlog_timeout = "1s"
+request_terminate_timeout = "3s"
+"""
+
+
+def slow_log(env, name: str) -> str:
+    p = env.base / "log" / name / "slow.log"
+    return p.read_text() if p.exists() else ""
+
+
+def test_slow_request_is_logged_once_and_counted(env, users):
+    env.add(env.site("s", users[0], SITE))
+    pid = env.status("s")["processes"][0]["pid"]
+    r = env.request("s", "/sleep.php?ms=2200")
+    assert body_ok(r)
+    env.wait_for("the slow.log entry", lambda: f"[pool s] pid {pid}" in slow_log(env, "s"))
+    entry = slow_log(env, "s")
+    assert re.search(r"^\[\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d\]  \[pool s\] pid \d+$", entry, re.M)
+    assert entry.count("[pool s]") == 1  # once per request, however long it runs
+    assert "executing too slow" in env.log("s")
+    st = env.status("s")
+    assert st["slow_requests"] == 1 and st["terminated_requests"] == 0
+
+
+def test_request_over_the_terminate_timeout_is_killed_and_replaced(env, users):
+    env.add(env.site("t", users[0], SITE))
+    pid = env.status("t")["processes"][0]["pid"]
+    started = time.time()
+    r = env.request("t", "/sleep.php?ms=20000")
+    took = time.time() - started
+    assert not r.complete and 3 <= took < 10
+    assert re.search(rf"child {pid}, script unknown, execution timed out \(\d+\.\d+ sec\), "
+                     "terminating", env.log("t"))
+    env.wait_for("a replacement", lambda: body_ok(env.request("t", "/")))
+    st = env.status("t")
+    assert st["terminated_requests"] == 1 and st["processes"][0]["pid"] != pid
+
+
+def test_a_worker_busy_with_many_short_requests_is_not_terminated(env, users):
+    env.add(env.site("busy", users[0], SITE.replace('"3s"', '"2s"')))
+    stop, results = threading.Event(), []
+
+    def hammer():
+        while not stop.is_set():
+            results.append(body_ok(env.request("busy", "/sleep.php?ms=100")))
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]  # the one worker never idles
+    for t in threads:
+        t.start()
+    time.sleep(5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(results) > 20 and all(results)
+    assert env.status("busy")["terminated_requests"] == 0
+    assert "timed out" not in env.log("busy")
