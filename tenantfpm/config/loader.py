@@ -261,16 +261,16 @@ def load_global(path: str | None) -> GlobalConfig:
     def expand(value: str) -> str:
         return value.replace("<run_dir>", paths.run_dir).replace("<log_dir>", paths.log_dir)
 
-    for key in ("metrics_listen",):
-        value = getattr(conf.master, key)
+    master = conf.master.model_copy(update={
+        k: expand(getattr(conf.master, k))
+        for k in ("control_socket", "pid_file", "log_file", "status_listen")
+    })
+    for key in ("metrics_listen", "status_listen"):
+        value = getattr(master, key)
         if value:
             try:
                 parse_listen(value)
             except ValueError as e:
                 raise ConfigError(file, [Problem(f"master.{key}", str(e),
                                                  line=find_line(text, f"master.{key}"))]) from None
-    master = conf.master.model_copy(update={
-        k: expand(getattr(conf.master, k))
-        for k in ("control_socket", "pid_file", "log_file", "status_listen")
-    })
     return conf.model_copy(update={"master": master})

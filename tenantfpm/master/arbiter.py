@@ -99,6 +99,13 @@ class Master:
             exporter = MetricsServer(self, self.conf.master.metrics_listen)
             await exporter.start()
             self.log("notice", f"metrics on {exporter.address}: /metrics, /status")
+        status_page = None
+        if self.conf.master.status_listen:
+            from tenantfpm.master.status_server import StatusServer
+
+            status_page = StatusServer(self, self.conf.master.status_listen)
+            await status_page.start()
+            self.log("notice", f"PHP-FPM status pages on {status_page.address}: /status/NAME")
         self.log("notice", f"tenantfpm master started, pid {os.getpid()}, control socket "
                            f"{self.conf.master.control_socket}")
         self._boot_tenants()
@@ -111,6 +118,8 @@ class Master:
             await control.stop()
             if exporter is not None:
                 await exporter.stop()
+            if status_page is not None:
+                await status_page.stop()
             for pool in self.pools.values():
                 pool.close()
             if self.cgroups is not None:

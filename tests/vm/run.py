@@ -12,9 +12,11 @@ from __future__ import annotations
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,9 +46,24 @@ def main() -> int:
         print(f">> booting {os.path.basename(cmd[3])} under emulation (about 20 s), then "
               f"pytest {' '.join(tests)} inside; this takes minutes", flush=True)
         started = time.monotonic()
+        # through a pipe: qemu reopens its stdout by path, which would truncate a log file
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        assert proc.stdout is not None
+        # a silent hang ends too, qemu included (it runs a few processes below vng)
+        watchdog = threading.Timer(LIMIT, os.killpg, (proc.pid, signal.SIGKILL))
+        watchdog.start()
         try:
-            subprocess.run(cmd, env=env, timeout=LIMIT, check=False)
-        except subprocess.TimeoutExpired:
+            for line in proc.stdout:
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+            proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ctrl-C: no VM left behind
+            raise
+        finally:
+            watchdog.cancel()
+        if time.monotonic() - started >= LIMIT:
             print(f">> the VM run took longer than {LIMIT // 60} minutes and was stopped")
             return 1
         took = time.monotonic() - started
