@@ -354,8 +354,9 @@ def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines:
 
 @cli.command()
 @click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
+@click.option("--once", is_flag=True, help="print the table once and exit (scripts, logs)")
 @pass_ctx
-def top(ctx: Ctx, interval: float) -> None:
+def top(ctx: Ctx, interval: float, once: bool) -> None:
     """Live view of every tenant."""
     from rich.live import Live
 
@@ -364,7 +365,7 @@ def top(ctx: Ctx, interval: float) -> None:
     def table() -> Table:
         t = Table(title=f"tenantfpm - {time.strftime('%H:%M:%S')}")
         for col in ("TENANT", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL/MAX", "QUEUE",
-                    "MAX REACHED", "RESTARTS", "OOM", "MEMORY"):
+                    "MAX REACHED", "SLOW", "KILLED", "RESTARTS", "OOM", "MEMORY"):
             t.add_column(col)
         for d in client.call("GET", "/v1/status"):
             t.add_row(d["name"], d["state"], d.get("pm", "-"),
@@ -372,11 +373,17 @@ def top(ctx: Ctx, interval: float) -> None:
                       f"{d.get('total_processes', '-')}/{d.get('max_children', '-')}",
                       str(d.get("listen_queue") if d.get("listen_queue") is not None else "-"),
                       str(d.get("max_children_reached", "-")),
+                      _text(d.get("slow_requests")), _text(d.get("terminated_requests")),
                       str(d.get("worker_restarts", "-")),
                       str(d["oom_kills"]) if d.get("oom_kills") is not None else "-",
                       _memory(d))
         return t
 
+    if once:  # into a pipe or a file: wide enough that nothing is cut
+        from rich.console import Console
+
+        (out if out.is_terminal else Console(width=200)).print(table())
+        return
     with Live(table(), console=out, refresh_per_second=4) as live:
         while True:
             time.sleep(interval)

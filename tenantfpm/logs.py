@@ -74,7 +74,7 @@ class TenantLog:
             self._slow = LogFile(os.path.join(self.dir, "slow.log"))
         lines = [f"\n[{timestamp()}]  [pool {self.name}] pid {pid}",
                  f"script_filename = {script or 'unknown'}"]
-        lines += frames if frames else [f"(no backtrace: {why_not})"]
+        lines += frames if frames or not why_not else [f"(no backtrace: {why_not})"]
         self._slow.append("\n".join(lines) + "\n")
     def event(self, level: str, message: str) -> None:
         self.error.write(level, f"[pool {self.name}] {message}")

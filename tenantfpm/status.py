@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from tenantfpm import inspect
+
 if TYPE_CHECKING:
     from tenantfpm.master.pool import Pool
 
@@ -24,6 +26,12 @@ def process_status(pool: Pool, now: float) -> list[dict[str, Any]]:
             state = "Idle" if w.idle else "Running"
         duration = (round((now - w.busy_since) * 1000) if w.busy_since is not None
                     and not w.idle else None)
+        req = None
+        if state == "Running":
+            try:
+                req = pool.inspect(w)
+            except inspect.Unavailable:
+                req = None
         out.append({
             "pid": w.pid,
             "state": state,
@@ -32,9 +40,10 @@ def process_status(pool: Pool, now: float) -> list[dict[str, Any]]:
             "requests": None,
             "max_requests": w.max_requests or None,
             "request_duration_ms": duration,
-            "request_method": None,
-            "request_uri": None,
-            "script": None,
+            "request_method": req.method if req else None,
+            "request_uri": req.uri if req else None,
+            "script": req.script if req else None,
+            "content_length": req.content_length if req else None,
             "rss": w.rss,
             "cpu_seconds": w.cpu_seconds,
             "generation": w.generation,

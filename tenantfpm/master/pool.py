@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Any, Protocol
 
-from tenantfpm import cgroups, pm, procfs, runtimes
+from tenantfpm import cgroups, inspect, pm, procfs, runtimes
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.listen import close_listener, open_listener
 from tenantfpm.listenq import Queue, key_of
@@ -129,6 +129,10 @@ class Pool:
         except OSError as e:
             self._fail(f"cannot start: {e}")
             return
+        if site.log.access:
+            self.log.event("warning", "log.access: php-cgi and fastcgi workers report no "
+                                      "per-request data to the master, so no access.log is "
+                                      "written for this tenant; use the web server's log")
         self.log.event("notice", f"starting: pm {site.pm.mode}, max_children "
                                  f"{site.pm.max_children}, listening on {self.tenant.listen}")
         self.generation += 1
@@ -594,27 +598,44 @@ class Pool:
         if self.state == "starting":
             self.next_tick = now + 0.02
 
+    def inspect(self, w: Worker, depth: int = 0) -> inspect.PhpState:
+        """The worker's current request (and `depth` stack frames) from its memory."""
+        if self.tenant.site.runtime.type != "php":
+            raise inspect.Unavailable("only php-cgi workers can be read")
+        return inspect.read_state(w.pid, w.exe, depth)
+
     def _check_request_time(self, w: Worker, now: float) -> None:
         """request_slowlog_timeout and request_terminate_timeout, as PHP-FPM applies them."""
         if w.retiring is not None or w.idle or w.busy_since is None:
             return
         limits = self.tenant.site.limits
         took = now - w.busy_since
-        if limits.request_terminate_timeout and took >= limits.request_terminate_timeout:
-            self.log.event("warning", f"child {w.pid}, script unknown, execution timed out "
+        terminate = limits.request_terminate_timeout and took >= limits.request_terminate_timeout
+        slow = (limits.request_slowlog_timeout and not w.slow_logged
+                and took >= limits.request_slowlog_timeout)
+        if not (terminate or slow):
+            return
+        try:
+            state: inspect.PhpState | None = self.inspect(
+                w, limits.slowlog_trace_depth if slow else 0)
+            why_not = ""
+        except inspect.Unavailable as e:
+            state, why_not = None, str(e)
+        what = (f"script '{state.script}' (request: \"{state.method} {state.uri}\")"
+                if state else "script unknown")
+        if terminate:
+            self.log.event("warning", f"child {w.pid}, {what} execution timed out "
                                       f"({took:.6f} sec), terminating")
             self.terminated_requests += 1
             w.retiring = "timeout"  # php-cgi finishes a request despite SIGTERM: SIGKILL
             w.signal(signal.SIGKILL)
             return
-        if (limits.request_slowlog_timeout and not w.slow_logged
-                and took >= limits.request_slowlog_timeout):
-            w.slow_logged = True
-            self.slow_requests += 1
-            self.log.event("warning", f"child {w.pid}, script unknown, executing too slow "
-                                      f"({took:.6f} sec), logging")
-            self.log.slow(w.pid, None, None, "reading the PHP stack from the worker's memory "
-                                             "is not implemented yet")
+        w.slow_logged = True
+        self.slow_requests += 1
+        self.log.event("warning", f"child {w.pid}, {what} executing too slow "
+                                  f"({took:.6f} sec), logging")
+        self.log.slow(w.pid, state.script if state else None,
+                      [f.slowlog() for f in state.frames] if state else None, why_not)
 
     def _views(self) -> list[pm.WorkerView]:
         return [pm.WorkerView(w.pid, w.idle, w.starting, w.last_activity)

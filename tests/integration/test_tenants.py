@@ -188,3 +188,23 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_access_log_for_php_says_it_is_not_available(env, users):
+    env.add(env.site("acc", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'
+                                      '[log]\naccess = true\n'))
+    assert body_ok(env.request("acc", "/"))
+    assert "no access.log is written for this tenant" in env.log("acc")
+    assert not (env.base / "log" / "acc" / "access.log").exists()
+
+
+def test_top_shows_every_tenant_with_its_limits(env, users):
+    env.add(env.site("t1", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'
+                                     '[limits]\nmemory = "128M"\n'))
+    env.wait_for("idle", lambda: env.status("t1")["idle_processes"] == 1)
+    r = env.cli("top", "--once")
+    header = next(line for line in r.stdout.splitlines() if "TENANT" in line)
+    for col in ("STATE", "ACTIVE", "IDLE", "QUEUE", "SLOW", "KILLED", "OOM", "MEMORY"):
+        assert col in header, col
+    row = next(line for line in r.stdout.splitlines() if "t1" in line)
+    assert "running" in row and "/128M" in row

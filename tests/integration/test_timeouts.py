@@ -23,18 +23,61 @@ def slow_log(env, name: str) -> str:
     return p.read_text() if p.exists() else ""
 
 
-def test_slow_request_is_logged_once_and_counted(env, users):
+NESTED = """<?php
+class Report {
+    function build($ms) {
+        return wait_for_it($ms);
+    }
+}
+function wait_for_it($ms) {
+    usleep($ms * 1000);
+    return "built";
+}
+function handle() {
+    return (new Report())->build((int)$_GET["ms"]);
+}
+echo handle();
+"""
+
+
+def test_slow_request_gets_the_php_backtrace_once(env, users):
     env.add(env.site("s", users[0], SITE))
+    root = env.base / "srv" / "s"
+    (root / "report.php").write_text(NESTED)
     pid = env.status("s")["processes"][0]["pid"]
-    r = env.request("s", "/sleep.php?ms=2200")
-    assert body_ok(r)
+    r = env.request("s", "/report.php?ms=2200")
+    assert body_ok(r) and r.body == b"built"
     env.wait_for("the slow.log entry", lambda: f"[pool s] pid {pid}" in slow_log(env, "s"))
     entry = slow_log(env, "s")
     assert re.search(r"^\[\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d\]  \[pool s\] pid \d+$", entry, re.M)
+    assert f"script_filename = {root}/report.php" in entry
+    frames = re.findall(r"^\[0x[0-9a-f]{16}\] (\S+)\(\) (\S+):(\d+)$", entry, re.M)
+    script = str(root / "report.php")
+    assert frames == [("usleep", script, "8"), ("wait_for_it", script, "8"),
+                      ("Report::build", script, "4"), ("handle", script, "12")]
     assert entry.count("[pool s]") == 1  # once per request, however long it runs
-    assert "executing too slow" in env.log("s")
+    assert (f"child {pid}, script '{script}' (request: \"GET /report.php?ms=2200\") "
+            "executing too slow") in env.log("s")
     st = env.status("s")
     assert st["slow_requests"] == 1 and st["terminated_requests"] == 0
+
+
+def test_status_shows_the_running_request(env, users):
+    env.add(env.site("r", users[0], SITE.replace('"3s"', '"30s"').replace('"1s"', '"20s"')))
+    result = []
+    t = threading.Thread(target=lambda: result.append(env.request("r", "/sleep.php?ms=2500")))
+    t.start()
+    try:
+        p = env.wait_for("the request running", lambda: next(
+            (p for p in env.status("r")["processes"]
+             if p["state"] == "Running" and (p["request_duration_ms"] or 0) >= 1000), None))
+    finally:
+        t.join()
+    assert p["request_method"] == "GET" and p["request_uri"] == "/sleep.php?ms=2500"
+    assert p["script"] == str(env.base / "srv" / "r" / "sleep.php")
+    assert body_ok(result[0])
+    idle = env.status("r")["processes"][0]
+    assert idle["state"] == "Idle" and idle["request_uri"] is None  # nothing made up
 
 
 def test_request_over_the_terminate_timeout_is_killed_and_replaced(env, users):
@@ -44,7 +87,8 @@ def test_request_over_the_terminate_timeout_is_killed_and_replaced(env, users):
     r = env.request("t", "/sleep.php?ms=20000")
     took = time.time() - started
     assert not r.complete and 3 <= took < 10
-    assert re.search(rf"child {pid}, script unknown, execution timed out \(\d+\.\d+ sec\), "
+    assert re.search(rf"child {pid}, script '\S+/sleep.php' \(request: \"GET "
+                     rf"/sleep.php\?ms=20000\"\) execution timed out \(\d+\.\d+ sec\), "
                      "terminating", env.log("t"))
     env.wait_for("a replacement", lambda: body_ok(env.request("t", "/")))
     st = env.status("t")

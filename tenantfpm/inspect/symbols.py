@@ -1,0 +1,54 @@
+"""Where PHP's globals are in a running worker: the binary's dynamic symbols + its load base."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+WANTED = ("executor_globals", "sapi_globals")
+
+
+@functools.lru_cache(maxsize=16)
+def _symbols(path: str, mtime: float) -> tuple[dict[str, int], int]:
+    """Symbol values and the lowest PT_LOAD vaddr (0 for a PIE), per binary version."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        first_load = min(seg["p_vaddr"] for seg in elf.iter_segments()
+                         if seg["p_type"] == "PT_LOAD")
+        found: dict[str, int] = {}
+        for section in elf.iter_sections():
+            if not isinstance(section, SymbolTableSection):
+                continue
+            for name in WANTED:
+                if name in found:
+                    continue
+                for sym in section.get_symbol_by_name(name) or []:
+                    if sym["st_value"]:
+                        found[name] = sym["st_value"]
+    return found, first_load
+
+
+def globals_of(pid: int, exe: str) -> dict[str, int]:
+    """Absolute addresses of executor_globals and sapi_globals in process `pid`."""
+    st = os.stat(exe)
+    symbols, first_load = _symbols(exe, st.st_mtime)
+    missing = [n for n in WANTED if n not in symbols]
+    if missing:
+        raise LookupError(f"{exe} does not export {', '.join(missing)} (a ZTS or static build?)")
+    base = _load_base(pid, exe, st)
+    return {name: base - first_load + value for name, value in symbols.items()}
+
+
+def _load_base(pid: int, exe: str, st: os.stat_result) -> int:
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 6 or int(fields[2], 16) != 0:
+                continue
+            dev_major, dev_minor = (int(x, 16) for x in fields[3].split(":"))
+            if int(fields[4]) == st.st_ino and os.makedev(dev_major, dev_minor) == st.st_dev:
+                return int(fields[0].split("-")[0], 16)
+    raise LookupError(f"{exe} is not mapped in process {pid}")
