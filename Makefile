@@ -11,19 +11,25 @@ PYTEST_ARGS ?=
 VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static
 VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py
 
-.PHONY: setup system-deps run test lint clean vm-deps vm-test vagrant-test
+BENCH_PKGS := nginx wrk
 
-system-deps:
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+.PHONY: setup system-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke
+
+# apt-get install what is missing of $(1) (said as $(2)); policy-rc.d keeps packages such as
+# nginx and php8.2-fpm from starting services: the tests and benchmarks start their own.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo ">> installing system packages:$$missing (apt-get update first)"; \
+	  echo ">> installing $(2):$$missing (apt-get update first)"; \
 	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=1; \
 	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  rc=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
-	@# php8.2-fpm is for the tests and benchmarks, which start their own: no service here
-	@# (policy-rc.d above kept the package from starting one)
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PKGS),system packages)
 
 $(VENV)/.installed: pyproject.toml | system-deps
 	@echo ">> creating $(VENV) and installing tenantfpm with its test tools"
@@ -50,9 +56,10 @@ run: setup
 	echo "     $(abspath $(BIN))/tenantfpm status hello --full"; echo; \
 	exec $(BIN)/tenantfpm run
 
-test: setup
+test: setup bench-deps
 	$(BIN)/ruff check tenantfpm tests bench
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory bench-smoke
 
 lint: setup
 	$(BIN)/ruff check tenantfpm tests bench
@@ -60,11 +67,7 @@ lint: setup
 # The integration suite inside a throwaway VM on Debian's kernel (cgroup v2), booted by
 # virtme-ng over a read-only view of this machine; see README "Tests on a cgroup v2 kernel".
 vm-deps: setup
-	@missing=""; for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo ">> installing the VM's kernel and emulator:$$missing (apt-get update first)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt_install,$(VM_PKGS),the VM's kernel and emulator)
 	@test -x $(BIN)/vng || { echo ">> installing virtme-ng into $(VENV)"; $(BIN)/pip install -q 'virtme-ng>=1.30'; }
 
 vm-test: vm-deps
@@ -75,6 +78,17 @@ vm-test: vm-deps
 vagrant-test:
 	cd vagrant && vagrant up v2 --provision && vagrant destroy -f v2
 	cd vagrant && vagrant up v1 --provision && vagrant reload v1 --provision && vagrant destroy -f v1
+
+# Benchmarks against PHP-FPM on this machine: nginx in front of both, wrk as the client.
+bench-deps: setup
+	$(call apt_install,$(BENCH_PKGS),the benchmark tools)
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || { echo ">> installing matplotlib into $(VENV)"; $(BIN)/pip install -q 'matplotlib>=3.7'; }
+
+bench: bench-deps
+	$(BIN)/python bench/run.py --out bench
+
+bench-smoke: bench-deps
+	$(BIN)/python bench/run.py --smoke --out $$(mktemp -d)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

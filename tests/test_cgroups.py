@@ -148,3 +148,8 @@ def test_v2_missing_controller_is_reported(v2):
 def test_parents_removed_deepest_first(v2):
     driver, root = v2
     assert driver.parent_dirs() == [str(root / "hosting" / "tf"), str(root / "hosting")]
+
+
+def test_oom_count_alone(v1, v2):
+    assert v1[0].tenant("shop").oom_kills() == 2
+    assert v2[0].tenant("shop").oom_kills() == 2

@@ -109,6 +109,10 @@ class TenantCgroup:
     def usage(self) -> Usage:
         raise NotImplementedError
 
+    def oom_kills(self) -> int | None:
+        """Just the OOM kill count: read every second per tenant, so one file only."""
+        raise NotImplementedError
+
     def pids(self) -> list[int]:
         raise NotImplementedError
 

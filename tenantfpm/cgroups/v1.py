@@ -107,6 +107,10 @@ class V1Tenant(base.TenantCgroup):
             pids_current=base.read_int(pids) if pids else None,
         )
 
+    def oom_kills(self) -> int | None:
+        f = self._file("memory", "memory.oom_control")
+        return base.keyed(f).get("oom_kill") if f else None
+
     def pids(self) -> list[int]:
         seen: set[int] = set()
         for p in self.paths.values():

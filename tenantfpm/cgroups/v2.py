@@ -101,6 +101,9 @@ class V2Tenant(base.TenantCgroup):
             pids_current=base.read_int(self._f("pids.current")),
         )
 
+    def oom_kills(self) -> int | None:
+        return base.keyed(self._f("memory.events")).get("oom_kill")
+
     def pids(self) -> list[int]:
         return base.procs(self.path)
 

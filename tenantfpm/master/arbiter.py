@@ -24,7 +24,7 @@ from tenantfpm.listenq import ListenQueues, Queue
 from tenantfpm.logs import LogFile
 from tenantfpm.master.pool import Pool
 from tenantfpm.registry import Registry
-from tenantfpm.sandbox import namespaces
+from tenantfpm.sandbox import namespaces, privileges
 
 TICK = 0.02  # how often the loop looks for due pools; each pool has its own period
 ADD_TIMEOUT = 30.0
@@ -68,10 +68,10 @@ class Master:
         used = {p.box.link_index for p in self.pools.values() if p is not pool}
         return next(i for i in range(len(used) + 1) if i not in used)
 
-    def listen_queue(self, pool: Pool) -> Queue | None:
+    def listen_queue(self, pool: Pool, max_age: float) -> Queue | None:
         now = time.monotonic()
         at, cache = self._queue_cache
-        if now - at > 0.01:
+        if now - at > max_age:
             families = {p.sock.family for p in self.pools.values() if p.sock is not None}
             cache = self.queues.read(families)
             self._queue_cache = (now, cache)
@@ -84,6 +84,7 @@ class Master:
         self._write_pid_file()
         prctl.set_child_subreaper(1)
         namespaces.isolate_master_mounts()
+        privileges.raise_own_nofile()
         self.cgroups = self._detect_cgroups()
         for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT,
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

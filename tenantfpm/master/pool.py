@@ -30,6 +30,8 @@ START_GRACE = 5.0  # a worker dying this soon, before ever accepting, failed to 
 START_FAILURES = 3  # consecutive start failures that mark the tenant failed
 RETRY_MAX = 60.0
 OOM_ATTRIBUTION_DELAY = 1.0  # seconds a moved oom_kill count waits for a worker's reaping
+QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving connection
+QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets))
 STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
@@ -48,7 +50,7 @@ class Host(Protocol):
 
     def capacity(self) -> int | None: ...
     def link_index(self, pool: Pool) -> int: ...
-    def listen_queue(self, pool: Pool) -> Queue | None: ...
+    def listen_queue(self, pool: Pool, max_age: float) -> Queue | None: ...
     def log(self, level: str, message: str) -> None: ...
 
 
@@ -157,7 +159,7 @@ class Pool:
                 cg = driver.tenant(tenant.name)
                 cg.create()
                 self.cgroup = cg
-                self.oom_base = self.oom_seen = cg.usage().oom_kills or 0
+                self.oom_base = self.oom_seen = cg.oom_kills() or 0
             self.cgroup.apply(cgroups.Limits(memory=site.limits.memory or None,
                                              cpu=site.limits.cpu or None,
                                              pids=site.limits.pids or None))
@@ -470,7 +472,7 @@ class Pool:
         """The oom_kill count moved since the last look: the OOM killer sent that SIGKILL."""
         if self.cgroup is None:
             return False
-        count = self.cgroup.usage().oom_kills
+        count = self.cgroup.oom_kills()
         if count is None or count <= self.oom_seen:
             return False
         self.oom_seen += 1  # this worker; any other kill is told by _watch_oom()
@@ -482,9 +484,9 @@ class Pool:
     def _watch_oom(self, now: float) -> None:
         """OOM kills of processes that are not workers (what PHP started), once their
         worker had its chance to be reaped first."""
-        if self.cgroup is None:
-            return
-        count = self.cgroup.usage().oom_kills
+        if self.cgroup is None or (not self.workers and self.oom_pending_since is None):
+            return  # nothing runs in the cgroup: nothing to kill
+        count = self.cgroup.oom_kills()
         if count is None or count <= self.oom_seen:
             self.oom_pending_since = None
             return
@@ -500,7 +502,7 @@ class Pool:
     def oom_kills(self) -> int | None:
         if self.cgroup is None:
             return None
-        count = self.cgroup.usage().oom_kills
+        count = self.cgroup.oom_kills()
         return None if count is None else count - self.oom_base
 
     def _crash_storm(self, now: float) -> bool:
@@ -526,7 +528,7 @@ class Pool:
 
     # --- observation and the pm tick --------------------------------------
 
-    def sample(self) -> None:
+    def sample(self, fresh: bool = False) -> None:
         """Look at every worker through /proc: idle in accept() or busy, RSS, CPU."""
         now = time.monotonic()
         for w in self.workers.values():
@@ -552,7 +554,9 @@ class Pool:
             w.activity = s.activity
         active = sum(1 for w in self.workers.values() if w.seen_idle and not w.idle)
         self.max_active = max(self.max_active, active)
-        q = self.host.listen_queue(self)
+        # one sock_diag dump covers every pool; a connection that just arrived (ondemand)
+        # needs a fresh one, the once-a-second tick does not
+        q = self.host.listen_queue(self, QUEUE_FRESH if fresh else QUEUE_TICK)
         if q is not None:
             self.listen_queue = q.pending
             self.listen_queue_len = q.backlog
@@ -673,7 +677,7 @@ class Pool:
         # connection that a starting worker will take does not spin the loop
         self._disarm_ondemand()
         if self._serving():
-            self.sample()
+            self.sample(fresh=True)
             pending = self.listen_queue if self.listen_queue else 1
             self._apply(pm.on_connection(self.pm, self._views(), self.pm_state, pending,
                                          self.host.capacity()))

@@ -9,10 +9,27 @@ import signal
 
 import prctl
 
+# what a worker with open_files = 0 inherits: the limit the master was started with,
+# not the one it raised for itself (see raise_own_nofile)
+_inherited_nofile: tuple[int, int] | None = None
+
+
+def raise_own_nofile() -> tuple[int, int]:
+    """The master holds a socket and log files per tenant: a thousand tenants need more
+    than the usual 1024 descriptors. Workers still get the original limit."""
+    global _inherited_nofile
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _inherited_nofile = (soft, hard)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, hard
+
 
 def set_rlimits(open_files: int, core_dumps: bool) -> None:
     if open_files:
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    elif _inherited_nofile is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, _inherited_nofile)
     if not core_dumps:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 

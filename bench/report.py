@@ -1,0 +1,140 @@
+"""RESULTS.md and comparison.png, written from one run's results.json: no number typed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TARGETS = {
+    "throughput": "throughput ratio >= 0.98",
+    "p99": "p99 ratio <= 1.05",
+    "cold": "ondemand first request <= 30 ms",
+    "reload": "zero failed requests across reloads",
+    "cpu": "master <= 3% of one core at full load",
+    "rss": "1000 tenants with master RSS <= 100 MB",
+}
+
+
+def _r(a: float, b: float) -> str:
+    return f"{b / a:.2f}" if a else "-"
+
+
+def _mm(d: dict, fmt: str = "{:.0f}") -> str:
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}-{fmt.format(d['max'])})"
+
+
+def _ok(good: bool) -> str:
+    return "met" if good else "**missed**"
+
+
+def write_report(res: dict, out: Path) -> None:
+    m, cfg = res["machine"], res["config"]
+    lines = [
+        "# tenantfpm vs PHP-FPM",
+        "",
+        f"Written by `{res['command']}` (bench/run.py) in {res['duration_s']} s; every number "
+        "below comes from that run (results.json has them all).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_kb'] // 1024} MB, "
+        f"kernel {m['kernel']}; PHP {m['php']} (php-fpm8.2 and php-cgi8.2, the same "
+        f"cgi php.ini, opcache on); {m['nginx']} in front of both; wrk as the client.",
+        f"Pools: {cfg['workers']} workers each, static unless said; wrk with "
+        f"{cfg['connections']} connections, {cfg['seconds']} s per measurement, "
+        f"{cfg['rounds']} rounds, FPM and tenantfpm alternating. Medians, (min-max).",
+        "",
+        "## 1. Steady load",
+        "",
+        "| page | FPM req/s | tenantfpm req/s | ratio | FPM p99 ms | tenantfpm p99 ms | ratio "
+        "| p50 ms FPM / tenantfpm |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    worst_rps, worst_p99 = 9.0, 0.0
+    for page, d in res["steady"].items():
+        f, t = d["fpm"], d["tenantfpm"]
+        worst_rps = min(worst_rps, t["rps"]["median"] / f["rps"]["median"])
+        worst_p99 = max(worst_p99, t["p99_ms"]["median"] / f["p99_ms"]["median"])
+        lines.append(f"| {page} | {_mm(f['rps'])} | {_mm(t['rps'])} | "
+                     f"{_r(f['rps']['median'], t['rps']['median'])} | "
+                     f"{_mm(f['p99_ms'], '{:.2f}')} | {_mm(t['p99_ms'], '{:.2f}')} | "
+                     f"{_r(f['p99_ms']['median'], t['p99_ms']['median'])} | "
+                     f"{f['p50_ms']['median']:.2f} / {t['p50_ms']['median']:.2f} |")
+    lines += ["", f"Targets: {TARGETS['throughput']}: worst {worst_rps:.2f}, "
+                  f"{_ok(worst_rps >= 0.98)}; {TARGETS['p99']}: worst {worst_p99:.2f}, "
+                  f"{_ok(worst_p99 <= 1.05)}.", ""]
+    lines += ["## 2. Ondemand cold start", "",
+              "| variant | first request ms | burst of "
+              f"{cfg['workers']} from zero, slowest ms |", "|---|---|---|"]
+    cold_t = None
+    for k, v in res["cold_start"].items():
+        lines.append(f"| {k} | {_mm(v['first_ms'], '{:.1f}')} | "
+                     f"{_mm(v['burst_max_ms'], '{:.1f}')} |")
+        if k == "tenantfpm:ondemand":
+            cold_t = v["first_ms"]["median"]
+    lines += ["", f"Target: {TARGETS['cold']} (sandboxed tenantfpm): {cold_t:.1f} ms, "
+                  f"{_ok(cold_t is not None and cold_t <= 30)}.", ""]
+    lines += ["## 3. Dynamic scale-up", "", "| | ms until all max_children busy | failed |",
+              "|---|---|---|"]
+    for side, v in res["scale_up"].items():
+        ms = v["to_max_children_ms"]
+        lines.append(f"| {side} | {'not reached' if ms is None else f'{ms:.0f}'} | "
+                     f"{v['failed']} |")
+    lines += ["", "## 4. Reload under load", "",
+              f"{cfg['reloads']} reloads during {cfg['reload_seconds']} s of wrk on a 20 ms page.",
+              "", "| | requests | failed (socket errors + non-2xx) |", "|---|---|---|"]
+    for k, v in res["reloads"].items():
+        label = {"fpm:default": "FPM, kill -USR2, process_control_timeout = 0",
+                 "fpm:tuned": "FPM, kill -USR2, process_control_timeout = 10",
+                 "tenantfpm:default": "tenantfpm reload"}.get(k, k)
+        lines.append(f"| {label} | {v['requests']} | {v['failed']} |")
+    t_fail = res["reloads"]["tenantfpm:default"]["failed"]
+    lines += ["", f"Target: {TARGETS['reload']} (tenantfpm): {t_fail}, {_ok(t_fail == 0)}.", ""]
+    mg = res["manager"]
+    cpu = mg["master_cpu_s_per_100k_hello"]
+    many = next(k for k in mg if k.startswith("master_rss_kb_") and k != "master_rss_kb_4_tenants")
+    n_many = int(many.split("_")[3])
+    rps = res["steady"]["hello.php"]["tenantfpm"]["rps"]["median"]
+    core_pct = (cpu["median"] * rps / 100_000 * 100) if cpu else None
+    lines += ["## 5. The manager's own cost", "",
+              f"- master CPU per 100k requests (hello.php): "
+              f"{_mm(cpu, '{:.3f}') + ' s' if cpu else '-'}; at {rps:.0f} req/s that is "
+              f"{core_pct:.2f}% of one core ({TARGETS['cpu']}: "
+              f"{_ok(core_pct is not None and core_pct <= 3)}).",
+              f"- master RSS: {mg['master_rss_kb_4_tenants'] // 1024} MB with 4 tenants, "
+              f"{mg[many] // 1024} MB with {n_many}; php-fpm master with 3 pools: "
+              f"{mg['fpm_master_rss_kb_3_pools'] // 1024} MB.",
+              f"- `add` of one ondemand tenant (validate, write, start a probe worker, wait "
+              f"until it serves): {_mm(mg['add_ms'])} ms." if mg["add_ms"] else "",
+              f"- {TARGETS['rss']}: measured with {n_many} tenants, "
+              + ("" if n_many >= 1000 else "not 1000: the run had fewer; ")
+              + f"{_ok(mg[many] / 1024 <= 100)} at {n_many}.", ""]
+    mem = res["memory"]
+    lines += ["## 6. Memory per worker after the include-heavy page", "",
+              f"PSS per worker: FPM {_mm(mem['fpm'])} kB, tenantfpm {_mm(mem['tenantfpm'])} kB "
+              f"(ratio {_r(mem['fpm']['median'], mem['tenantfpm']['median'])}). FPM's workers "
+              "share one opcache segment made by their master; each php-cgi worker has its own.",
+              "", "![throughput and latency](comparison.png)", ""]
+    (out / "RESULTS.md").write_text("\n".join(lines))
+    _plot(res, out / "comparison.png")
+
+
+def _plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pages = list(res["steady"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    x = range(len(pages))
+    for i, side in enumerate(("fpm", "tenantfpm")):
+        rps = [res["steady"][p][side]["rps"]["median"] for p in pages]
+        p99 = [res["steady"][p][side]["p99_ms"]["median"] for p in pages]
+        a.bar([v + i * 0.4 for v in x], rps, 0.4, label=side)
+        b.bar([v + i * 0.4 for v in x], p99, 0.4, label=side)
+    for ax, title in ((a, "requests/s (higher is better)"),
+                      (b, "p99 latency, ms (lower is better)")):
+        ax.set_xticks([v + 0.2 for v in x], pages)
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

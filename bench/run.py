@@ -1,0 +1,335 @@
+"""tenantfpm against PHP-FPM on this machine, side by side in one run.
+
+    make bench          # the full run: bench/RESULTS.md, bench/results.json, bench/comparison.png
+    make bench-smoke    # seconds: every scenario once, tiny, into a temporary directory
+
+Every measurement alternates FPM and tenantfpm (which goes first alternates
+too), and the report shows medians, min-max and the ratio tenantfpm / FPM.
+Nothing in the report is typed in: it is written from this run's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import wrk
+from report import write_report
+from stack import Stack
+
+SIDES = ("fpm", "tenantfpm")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def get(url: str, timeout: float = 30) -> tuple[int, float]:
+    t = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            r.read()
+            code = r.status
+    except urllib.error.HTTPError as e:
+        code = e.code
+    return code, (time.perf_counter() - t) * 1000
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+# --- scenario 1: steady throughput and latency ---------------------------------
+
+
+def steady(st: Stack, cfg: dict) -> dict:
+    out: dict = {}
+    for page in ("hello.php", "cpu.php", "include.php"):
+        log(f"1. steady load on {page}: {cfg['rounds']} rounds x {cfg['seconds']}s per side")
+        for side in SIDES:  # warm up opcache and the workers
+            wrk.run(st.url(side, "static", page), 1, cfg["connections"])
+        runs: dict[str, list[wrk.WrkResult]] = {s: [] for s in SIDES}
+        cpu: list[float] = []
+        for r in range(cfg["rounds"]):
+            for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
+                before = master_cpu(st) if side == "tenantfpm" else 0.0
+                res = wrk.run(st.url(side, "static", page), cfg["seconds"], cfg["connections"])
+                if side == "tenantfpm" and res.requests:
+                    cpu.append((master_cpu(st) - before) / res.requests * 100_000)
+                runs[side].append(res)
+        out[page] = {side: {"rps": summary([x.rps for x in rs]),
+                            "p50_ms": summary([x.p50_ms for x in rs]),
+                            "p99_ms": summary([x.p99_ms for x in rs]),
+                            "errors": sum(x.errors for x in rs)}
+                     for side, rs in runs.items()}
+        out[page]["master_cpu_s_per_100k"] = summary(cpu) if cpu else None
+        r_fpm, r_t = out[page]["fpm"], out[page]["tenantfpm"]
+        log(f"   rps {r_fpm['rps']['median']:.0f} vs {r_t['rps']['median']:.0f}, "
+            f"p99 {r_fpm['p99_ms']['median']:.2f} vs {r_t['p99_ms']['median']:.2f} ms")
+    return out
+
+
+def master_cpu(st: Stack) -> float:
+    assert st.master is not None
+    fields = Path(f"/proc/{st.master.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- scenario 2: ondemand cold start ---------------------------------------
+
+
+def workers_of(st: Stack, side: str, pool: str) -> int:
+    if side == "fpm":
+        return len(st.fpm_children(pool))
+    return st.status(pool)["total_processes"]
+
+
+def wait_zero(st: Stack, side: str, pool: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while workers_of(st, side, pool) and time.time() < deadline:
+        time.sleep(0.1)
+    if workers_of(st, side, pool):
+        raise RuntimeError(f"{side} {pool} did not get back to zero workers")
+
+
+def cold_start(st: Stack, cfg: dict) -> dict:
+    variants = [("fpm", "ondemand"), ("tenantfpm", "ondemand"),
+                ("tenantfpm", "ondemand-nosandbox")]
+    log(f"2. ondemand cold start: {cfg['cold']} first requests and bursts of "
+        f"{st.workers} per variant")
+    first: dict[str, list[float]] = {f"{s}:{p}": [] for s, p in variants}
+    burst: dict[str, list[float]] = {f"{s}:{p}": [] for s, p in variants}
+    for i in range(cfg["cold"]):
+        for side, pool in (variants if i % 2 == 0 else variants[::-1]):
+            key = f"{side}:{pool}"
+            wait_zero(st, side, pool)
+            code, ms = get(st.url(side, pool, "hello.php"))
+            assert code == 200, (key, code)
+            first[key].append(ms)
+            wait_zero(st, side, pool)
+            with concurrent.futures.ThreadPoolExecutor(st.workers) as ex:
+                got = list(ex.map(lambda _, s=side, p=pool: get(st.url(s, p, "sleep.php?ms=50")),
+                                  range(st.workers)))
+            assert all(c == 200 for c, _ in got), (key, got)
+            burst[key].append(max(ms for _, ms in got))
+    out = {k: {"first_ms": summary(first[k]), "burst_max_ms": summary(burst[k])} for k in first}
+    for k, v in out.items():
+        log(f"   {k}: first {v['first_ms']['median']:.1f} ms, burst of {st.workers} "
+            f"{v['burst_max_ms']['median']:.1f} ms")
+    return out
+
+
+# --- scenario 3: dynamic scale-up ------------------------------------------
+
+
+def scale_up(st: Stack, cfg: dict) -> dict:
+    log(f"3. dynamic scale-up: a step to {st.workers} concurrent slow requests")
+    out = {}
+    for side in SIDES:
+        time.sleep(2)  # back to the idle spare count
+        stop = threading.Event()
+        errors: list[int] = []
+
+        def client(side: str = side, stop: threading.Event = stop,
+                   errors: list[int] = errors) -> None:
+            while not stop.is_set():
+                code, _ = get(st.url(side, "dynamic", "sleep.php?ms=200"))
+                if code != 200:
+                    errors.append(code)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(st.workers)]
+        for t in threads:
+            t.start()
+        reached = None
+        while time.perf_counter() - t0 < 15:
+            if busy(st, side, "dynamic") >= st.workers:
+                reached = (time.perf_counter() - t0) * 1000
+                break
+            time.sleep(0.01)
+        stop.set()
+        for t in threads:
+            t.join()
+        out[side] = {"to_max_children_ms": reached, "failed": len(errors)}
+        log(f"   {side}: all {st.workers} busy after "
+            f"{'-' if reached is None else f'{reached:.0f} ms'}, {len(errors)} failed")
+    return out
+
+
+def busy(st: Stack, side: str, pool: str) -> int:
+    if side == "tenantfpm":
+        return st.status(pool)["active_processes"]
+    n = 0
+    for pid in st.fpm_children(pool):
+        try:
+            call = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+        except OSError:
+            continue
+        n += call not in ("43", "288", "232", "7")  # not waiting in accept/epoll/poll
+    return n
+
+
+# --- scenario 4: reload under load ------------------------------------------
+
+
+def reloads(st: Stack, cfg: dict) -> dict:
+    n, seconds = cfg["reloads"], cfg["reload_seconds"]
+    log(f"4. {n} reloads during {seconds}s of load")
+    out = {}
+    variants = [("fpm", "default"), ("fpm", "tuned"), ("tenantfpm", "default")]
+    for side, how in variants:
+        if side == "fpm":
+            st.set_fpm_control_timeout(0 if how == "default" else 10)
+        result: list[wrk.WrkResult] = []
+        t = threading.Thread(target=lambda s=side, into=result: into.append(
+            wrk.run(st.url(s, "static", "sleep.php?ms=20"), seconds, cfg["connections"])))
+        t.start()
+        time.sleep(seconds / (n + 2))
+        for _ in range(n):
+            st.reload_fpm() if side == "fpm" else st.reload_tenantfpm("static")
+            time.sleep(seconds / (n + 2))
+        t.join()
+        r = result[0]
+        key = f"{side}:{how}"
+        out[key] = {"requests": r.requests, "failed": r.errors}
+        log(f"   {key}: {r.errors} failed of {r.requests}")
+    st.set_fpm_control_timeout(0)
+    return out
+
+
+# --- scenario 5: the manager's own cost --------------------------------------
+
+
+def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
+    log(f"5. manager overhead: master RSS with 1 (this run) and {cfg['tenants']} tenants")
+    assert st.master is not None
+    rss_now = rss_kb(st.master.pid)
+    fpm_rss = rss_kb(int((st.base / "fpm.pid").read_text()))
+    cpu = steady_result["hello.php"]["master_cpu_s_per_100k"]
+    added = []
+    users = []
+    try:
+        for i in range(cfg["tenants"]):
+            u = f"tfpmb{i:04d}"
+            # ordinary users sharing one group: a host has far fewer system ids than this
+            subprocess.run(["useradd", "--no-create-home", "--no-user-group", "--gid", "nogroup",
+                            "--shell", "/usr/sbin/nologin", u], check=True)
+            users.append(u)
+            site = st.base / f"many{i}.toml"
+            site.write_text(f'name = "many{i}"\nuser = "{u}"\nroot = "{st.www}"\n'
+                            '[pm]\nmode = "ondemand"\nmax_children = 2\n')
+            t = time.perf_counter()
+            st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
+            added.append((time.perf_counter() - t) * 1000)
+        time.sleep(cfg["settle"])  # the probe workers time out (ondemand, 10 s)
+        rss_many = rss_kb(st.master.pid)
+    finally:
+        for i in range(len(users)):
+            with contextlib.suppress(Exception):  # cleanup goes on
+                st.client.call("DELETE", f"/v1/tenants/many{i}")
+        for u in users:
+            subprocess.run(["pkill", "-KILL", "-u", u], check=False)
+            subprocess.run(["userdel", u], check=False)
+    out = {"master_rss_kb_4_tenants": rss_now, "fpm_master_rss_kb_3_pools": fpm_rss,
+           f"master_rss_kb_{cfg['tenants'] + 4}_tenants": rss_many,
+           "add_ms": summary(added) if added else None,
+           "master_cpu_s_per_100k_hello": cpu}
+    log(f"   master RSS {rss_now} kB -> {rss_many} kB with {cfg['tenants']} more tenants; "
+        f"add median {out['add_ms']['median'] if added else 0:.0f} ms")
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+# --- scenario 6: memory per busy worker ---------------------------------------
+
+
+def memory_per_worker(st: Stack, cfg: dict) -> dict:
+    log("6. memory per worker (PSS) after include-heavy load")
+    out = {}
+    for side in SIDES:
+        wrk.run(st.url(side, "static", "include.php"), cfg["seconds"], cfg["connections"])
+        pids = (st.fpm_children("static") if side == "fpm"
+                else [p["pid"] for p in st.status("static")["processes"]])
+        pss = [pss_kb(p) for p in pids]
+        out[side] = summary([float(x) for x in pss if x is not None])
+        log(f"   {side}: median PSS {out[side]['median']:.0f} kB over {len(pss)} workers")
+    return out
+
+
+def pss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# --- main ------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    php = subprocess.run(["php-cgi8.2", "-v"], capture_output=True, text=True).stdout.split()[1]
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_kb": int(mem),
+            "kernel": platform.release(), "php": php, "nginx": nginx,
+            "python": platform.python_version()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="every scenario once, tiny")
+    ap.add_argument("--out", required=True, help="where RESULTS.md, results.json and the PNG go")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (the tenants' users, namespaces and cgroups need it)")
+    cfg = ({"rounds": 1, "seconds": 1, "connections": 4, "cold": 1, "reloads": 2,
+            "reload_seconds": 3, "tenants": 3, "workers": 2, "settle": 0} if args.smoke else
+           {"rounds": 3, "seconds": 10, "connections": 8, "cold": 5, "reloads": 20,
+            "reload_seconds": 12, "tenants": 1000, "workers": 4, "settle": 12})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    results: dict = {"config": cfg, "machine": machine(),
+                     "command": "make bench-smoke" if args.smoke else "make bench"}
+    log(f">> setting up php-fpm, tenantfpm and nginx ({cfg['workers']} workers per pool)")
+    with Stack(cfg["workers"], log) as st:
+        results["steady"] = steady(st, cfg)
+        results["cold_start"] = cold_start(st, cfg)
+        results["scale_up"] = scale_up(st, cfg)
+        results["reloads"] = reloads(st, cfg)
+        results["memory"] = memory_per_worker(st, cfg)
+        results["manager"] = manager(st, results["steady"], cfg)
+    results["duration_s"] = round(time.time() - started)
+    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    write_report(results, out)
+    log(f">> done in {results['duration_s']} s: {out}/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

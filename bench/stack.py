@@ -1,0 +1,279 @@
+"""The services a benchmark run needs, side by side: php-fpm, a tenantfpm master, nginx.
+
+Same PHP (php8.2), same php.ini (the distribution's cgi php.ini for both),
+same worker counts, opcache on in both; nginx in front of each with the same
+location block. Everything lives in one temporary directory, and the users,
+processes and cgroups it makes are gone when the `Stack` context ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tenantfpm.client import Client
+
+PHP_INI = "/etc/php/8.2/cgi/php.ini"
+FPM = "/usr/sbin/php-fpm8.2"
+TFPM = str(Path(sys.executable).with_name("tenantfpm"))
+USERS = ["tfpmbench1", "tfpmbench2", "tfpmbench3", "tfpmbench4"]
+INCLUDES = 300
+
+PAGES = {
+    "hello.php": '<?php echo "hello";',
+    # about 5 ms of PHP work on this machine: string and array churn, no I/O
+    "cpu.php": '<?php $a = []; for ($i = 0; $i < 8000; $i++) { $a[] = md5((string)$i); } '
+               'sort($a); echo count($a);',
+    "include.php": f"<?php for ($i = 0; $i < {INCLUDES}; $i++) "
+                   f"{{ include __DIR__ . \"/inc/f$i.php\"; }} echo f{INCLUDES - 1}();",
+    "sleep.php": '<?php usleep((int)($_GET["ms"] ?? 100) * 1000); echo "slept";',
+}
+
+# name -> (backend, pm, sandbox): the pools each side runs
+POOLS = {
+    "static": ("both", "static", True),
+    "ondemand": ("both", "ondemand", True),
+    "ondemand-nosandbox": ("tenantfpm", "ondemand", False),
+    "dynamic": ("both", "dynamic", True),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, workers: int, log=print) -> None:
+        self.workers = workers
+        self.log = log
+        self.base = Path(tempfile.mkdtemp(prefix="tfpm-bench-"))
+        self.base.chmod(0o755)
+        self.www = self.base / "www"
+        self.made_users: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+        self.ports: dict[tuple[str, str], int] = {}  # (side, pool) -> nginx port
+        self.fpm: subprocess.Popen | None = None
+        self.master: subprocess.Popen | None = None
+        self.cgroup_parent = f"tenantfpm-bench-{self.base.name}"
+
+    # --- setup ----------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self._users()
+            self._docroot()
+            self._start_fpm()
+            self._start_tenantfpm()
+            self._start_nginx()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _users(self) -> None:
+        for u in USERS:
+            try:
+                pwd.getpwnam(u)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                                "/usr/sbin/nologin", u], check=True)
+                self.made_users.append(u)
+
+    def _docroot(self) -> None:
+        (self.www / "inc").mkdir(parents=True)
+        for name, code in PAGES.items():
+            (self.www / name).write_text(code)
+        for i in range(INCLUDES):
+            (self.www / "inc" / f"f{i}.php").write_text(
+                f"<?php function f{i}() {{ return {i} * 2 + strlen('{'x' * 40}'); }}\n")
+        for p in [self.www, self.www / "inc"]:
+            p.chmod(0o755)
+
+    def _start_fpm(self) -> None:
+        w = self.workers
+        pools = []
+        for name, (backend, mode, _) in POOLS.items():
+            if backend != "both":
+                continue
+            extra = {"static": "",
+                     "ondemand": "pm.process_idle_timeout = 1s\n",
+                     "dynamic": f"pm.start_servers = 1\npm.min_spare_servers = 1\n"
+                                f"pm.max_spare_servers = {max(1, w // 2)}\n"}[mode]
+            pools.append(f"[{name}]\nuser = {USERS[0]}\ngroup = {USERS[0]}\n"
+                         f"listen = {self.base}/fpm-{name}.sock\nlisten.mode = 0666\n"
+                         f"pm = {mode}\npm.max_children = {w}\npm.max_requests = 0\n{extra}")
+        conf = self.base / "php-fpm.conf"
+        conf.write_text(f"[global]\npid = {self.base}/fpm.pid\nerror_log = {self.base}/fpm.log\n"
+                        "daemonize = no\nprocess_control_timeout = 0\n\n" + "\n".join(pools))
+        self.fpm_conf = conf
+        self.fpm = self._spawn([FPM, "-c", PHP_INI, "--fpm-config", str(conf), "--nodaemonize"])
+        self._wait_for(lambda: all((self.base / f"fpm-{n}.sock").exists()
+                                   for n, v in POOLS.items() if v[0] == "both"), "php-fpm")
+
+    def _start_tenantfpm(self) -> None:
+        conf = self.base / "tenantfpm.toml"
+        conf.write_text(f'[paths]\ntenants_dir = "{self.base}/tenants.d"\n'
+                        f'profiles_dir = "{self.base}/profiles"\nrun_dir = "{self.base}/run"\n'
+                        f'log_dir = "{self.base}/log"\nstate_dir = "{self.base}/lib"\n'
+                        f'[master]\ncgroup_parent = "{self.cgroup_parent}"\n'
+                        'process_control_timeout = "10s"\n')
+        self.tfpm_env = {**os.environ, "TENANTFPM_CONFIG": str(conf)}
+        self.master = self._spawn([TFPM, "run"], env=self.tfpm_env)
+        self.client = Client(str(self.base / "run" / "control.sock"), timeout=120)
+        self._wait_for(lambda: self._answers(), "the tenantfpm master")
+        for i, (name, (_, mode, sandbox)) in enumerate(POOLS.items()):
+            site = self.base / f"{name}.toml"
+            extra = {"static": "", "ondemand": 'process_idle_timeout = "1s"\n',
+                     "dynamic": f"start_servers = 1\nmin_spare_servers = 1\n"
+                                f"max_spare_servers = {max(1, self.workers // 2)}\n"}[mode]
+            site.write_text(f'name = "{name}"\nuser = "{USERS[i]}"\nroot = "{self.www}"\n'
+                            f'[listen]\nmode = "0666"\n'
+                            f'[pm]\nmode = "{mode}"\nmax_children = {self.workers}\n'
+                            f"max_requests = 0\n{extra}"
+                            f"[isolation]\nenabled = {'true' if sandbox else 'false'}\n")
+            self.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
+
+    def _answers(self) -> bool:
+        try:
+            self.client.call("GET", "/v1/tenants")
+            return True
+        except Exception:
+            return False
+
+    def socket_of(self, side: str, pool: str) -> str:
+        if side == "fpm":
+            return str(self.base / f"fpm-{pool}.sock")
+        return str(self.base / "run" / f"{pool}.sock")
+
+    def _start_nginx(self) -> None:
+        servers = []
+        for pool, (backend, _, _) in POOLS.items():
+            for side in ("fpm", "tenantfpm"):
+                if side == "fpm" and backend != "both":
+                    continue
+                port = free_port()
+                self.ports[(side, pool)] = port
+                servers.append(f"""
+    server {{
+        listen 127.0.0.1:{port};
+        root {self.www};
+        location ~ \\.php$ {{
+            fastcgi_pass unix:{self.socket_of(side, pool)};
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+        }}
+    }}""")
+        conf = self.base / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {self.base}/nginx.pid;
+error_log {self.base}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.base}/nginx-body;
+    fastcgi_temp_path {self.base}/nginx-fastcgi;
+    proxy_temp_path {self.base}/nginx-proxy;
+    uwsgi_temp_path {self.base}/nginx-uwsgi;
+    scgi_temp_path {self.base}/nginx-scgi;
+    {''.join(servers)}
+}}
+""")
+        self.nginx = self._spawn(["nginx", "-c", str(conf), "-p", str(self.base)])
+        self._wait_for(lambda: all(self._port_open(p) for p in self.ports.values()), "nginx")
+
+    @staticmethod
+    def _port_open(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def _spawn(self, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        with open(self.base / f"{Path(argv[0]).name}.err", "w") as err:
+            p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        self.procs.append(p)
+        return p
+
+    def _wait_for(self, ready, what: str, timeout: float = 30) -> None:
+        self.log(f"   waiting for {what}")
+        deadline = time.time() + timeout
+        while not ready():
+            for p in self.procs:
+                if p.poll() is not None:
+                    err = self.base / f"{Path(p.args[0]).name}.err"
+                    raise RuntimeError(f"{p.args[0]} exited: {err.read_text()}")
+            if time.time() > deadline:
+                raise RuntimeError(f"{what} did not come up within {timeout:g}s")
+            time.sleep(0.05)
+
+    # --- during a run -----------------------------------------------------
+
+    def url(self, side: str, pool: str, page: str) -> str:
+        return f"http://127.0.0.1:{self.ports[(side, pool)]}/{page}"
+
+    def status(self, pool: str) -> dict:
+        return self.client.call("GET", f"/v1/tenants/{pool}/status?full=1")
+
+    def fpm_children(self, pool: str) -> list[int]:
+        out = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].strip()
+                if cmd == f"php-fpm: pool {pool}".encode():
+                    out.append(int(pid))
+        return out
+
+    def reload_fpm(self) -> None:
+        assert self.fpm is not None
+        os.kill(int((self.base / "fpm.pid").read_text()), signal.SIGUSR2)
+
+    def reload_tenantfpm(self, pool: str) -> None:
+        self.client.call("POST", f"/v1/tenants/{pool}/reload")
+
+    def set_fpm_control_timeout(self, seconds: int) -> None:
+        text = self.fpm_conf.read_text()
+        self.fpm_conf.write_text(re.sub(r"process_control_timeout = \d+",
+                                        f"process_control_timeout = {seconds}", text))
+        self.reload_fpm()
+        time.sleep(2)
+
+    # --- teardown -------------------------------------------------------
+
+    def __exit__(self, *exc: object) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGQUIT if p is self.master else signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for u in USERS:
+            subprocess.run(["pkill", "-KILL", "-u", u], check=False)
+        for u in self.made_users:
+            subprocess.run(["userdel", u], check=False)
+        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}/*")) + sorted(
+                Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}")):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def dump(obj: object) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
