@@ -88,7 +88,7 @@ bench: bench-deps
 	$(BIN)/python bench/run.py --out bench
 
 bench-smoke: bench-deps
-	$(BIN)/python bench/run.py --smoke --out $$(mktemp -d)
+	@d=$$(mktemp -d); $(BIN)/python bench/run.py --smoke --out $$d; rc=$$?; rm -rf $$d; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

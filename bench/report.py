@@ -40,6 +40,8 @@ def write_report(res: dict, out: Path) -> None:
         f"Pools: {cfg['workers']} workers each, static unless said; wrk with "
         f"{cfg['connections']} connections, {cfg['seconds']} s per measurement, "
         f"{cfg['rounds']} rounds, FPM and tenantfpm alternating. Medians, (min-max).",
+        "Where a target is missed, the cause found and the fix proposed are in README.md "
+        "(Benchmarks against PHP-FPM).",
         "",
         "## 1. Steady load",
         "",
@@ -100,7 +102,8 @@ def write_report(res: dict, out: Path) -> None:
               f"{_ok(core_pct is not None and core_pct <= 3)}).",
               f"- master RSS: {mg['master_rss_kb_4_tenants'] // 1024} MB with 4 tenants, "
               f"{mg[many] // 1024} MB with {n_many}; php-fpm master with 3 pools: "
-              f"{mg['fpm_master_rss_kb_3_pools'] // 1024} MB.",
+              f"{mg['fpm_master_rss_kb_3_pools'] // 1024} MB, with {n_many - 4} idle "
+              f"ondemand pools: {mg['fpm_master_rss_kb_many_pools'] // 1024} MB.",
               f"- `add` of one ondemand tenant (validate, write, start a probe worker, wait "
               f"until it serves): {_mm(mg['add_ms'])} ms." if mg["add_ms"] else "",
               f"- {TARGETS['rss']}: measured with {n_many} tenants, "
@@ -108,10 +111,12 @@ def write_report(res: dict, out: Path) -> None:
               + f"{_ok(mg[many] / 1024 <= 100)} at {n_many}.", ""]
     mem = res["memory"]
     lines += ["## 6. Memory per worker after the include-heavy page", "",
-              f"PSS per worker: FPM {_mm(mem['fpm'])} kB, tenantfpm {_mm(mem['tenantfpm'])} kB "
-              f"(ratio {_r(mem['fpm']['median'], mem['tenantfpm']['median'])}). FPM's workers "
-              "share one opcache segment made by their master; each php-cgi worker has its own.",
-              "", "![throughput and latency](comparison.png)", ""]
+              "| opcache | FPM PSS kB | tenantfpm PSS kB | ratio |", "|---|---|---|---|"]
+    for key, label in (("shm_only", "shared memory only"), ("file_cache", "+ file_cache")):
+        f, t = mem[key]["fpm"], mem[key]["tenantfpm"]
+        lines.append(f"| {label} | {_mm(f)} | {_mm(t)} | {_r(f['median'], t['median'])} |")
+    lines += ["", "FPM's workers share one opcache segment made by their master; each php-cgi "
+              "worker has its own.", "", "![throughput and latency](comparison.png)", ""]
     (out / "RESULTS.md").write_text("\n".join(lines))
     _plot(res, out / "comparison.png")
 

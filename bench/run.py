@@ -243,7 +243,10 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
         for u in users:
             subprocess.run(["pkill", "-KILL", "-u", u], check=False)
             subprocess.run(["userdel", u], check=False)
+    fpm_many = st.fpm_with_pools(cfg["tenants"])
+    log(f"   php-fpm master with {cfg['tenants']} idle ondemand pools: {fpm_many} kB")
     out = {"master_rss_kb_4_tenants": rss_now, "fpm_master_rss_kb_3_pools": fpm_rss,
+           "fpm_master_rss_kb_many_pools": fpm_many,
            f"master_rss_kb_{cfg['tenants'] + 4}_tenants": rss_many,
            "add_ms": summary(added) if added else None,
            "master_cpu_s_per_100k_hello": cpu}
@@ -263,15 +266,27 @@ def rss_kb(pid: int) -> int:
 
 
 def memory_per_worker(st: Stack, cfg: dict) -> dict:
-    log("6. memory per worker (PSS) after include-heavy load")
-    out = {}
-    for side in SIDES:
-        wrk.run(st.url(side, "static", "include.php"), cfg["seconds"], cfg["connections"])
-        pids = (st.fpm_children("static") if side == "fpm"
-                else [p["pid"] for p in st.status("static")["processes"]])
-        pss = [pss_kb(p) for p in pids]
-        out[side] = summary([float(x) for x in pss if x is not None])
-        log(f"   {side}: median PSS {out[side]['median']:.0f} kB over {len(pss)} workers")
+    log("6. memory per worker (PSS) after include-heavy load, without and with "
+        "opcache.file_cache")
+    out: dict = {}
+    for file_cache in (False, True):
+        if file_cache:
+            st.set_file_cache(True)
+        key = "file_cache" if file_cache else "shm_only"
+        out[key] = {}
+        for side in SIDES:
+            wrk.run(st.url(side, "static", "include.php"), cfg["seconds"], cfg["connections"])
+            pids = (st.fpm_children("static") if side == "fpm"
+                    else [p["pid"] for p in st.status("static")["processes"]])
+            pss = [x for x in (pss_kb(p) for p in pids) if x is not None]
+            if file_cache:  # the setting took: the workers wrote their cache files
+                cache = st.www / (".opcache-fpm" if side == "fpm" else ".opcache-tfpm")
+                if not any(p.is_file() for p in cache.rglob("*")):
+                    raise RuntimeError(f"{side}: opcache.file_cache left {cache} empty")
+            out[key][side] = summary([float(x) for x in pss])
+            log(f"   {key} {side}: median PSS {out[key][side]['median']:.0f} kB over "
+                f"{len(pss)} workers")
+    st.set_file_cache(False)
     return out
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -244,6 +245,53 @@ http {{
 
     def reload_tenantfpm(self, pool: str) -> None:
         self.client.call("POST", f"/v1/tenants/{pool}/reload")
+
+    def set_file_cache(self, on: bool) -> None:
+        """opcache.file_cache for both static pools (FPM reloads, the tenant is replaced)."""
+        fpm_dir, t_dir = self.www / ".opcache-fpm", self.www / ".opcache-tfpm"
+        for d in (fpm_dir, t_dir):
+            d.mkdir(exist_ok=True)
+            shutil.chown(d, USERS[0])
+        text = re.sub(r"php_admin_value\[opcache.file_cache\] = .*\n", "",
+                      self.fpm_conf.read_text())
+        if on:
+            text = text.replace("[static]\n", f"[static]\nphp_admin_value[opcache.file_cache] = "
+                                              f"{fpm_dir}\n")
+        self.fpm_conf.write_text(text)
+        self.reload_fpm()
+        site = self.base / "static.toml"
+        body = re.sub(r"\n\[ini\]\n.*", "", site.read_text(), flags=re.S)
+        if on:
+            body += f'\n[ini]\n"opcache.file_cache" = "{t_dir}"\n'
+        site.write_text(body)
+        self.client.call("POST", "/v1/tenants", {"path": str(site), "replace": True})
+        self._wait_for(lambda: len(self.fpm_children("static")) == self.workers,
+                       "php-fpm's static pool after the reload")
+
+    def fpm_with_pools(self, n: int) -> int:
+        """RSS (kB) of a php-fpm master holding n ondemand pools, idle."""
+        d = self.base / "fpm-many"
+        d.mkdir()
+        pools = "".join(f"[p{i}]\nuser = {USERS[0]}\ngroup = {USERS[0]}\n"
+                        f"listen = {d}/p{i}.sock\npm = ondemand\npm.max_children = 2\n\n"
+                        for i in range(n))
+        conf = d / "php-fpm.conf"
+        files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # a socket per pool, and more
+        conf.write_text(f"[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\n"
+                        f"daemonize = no\nrlimit_files = {files}\n\n{pools}")
+        p = self._spawn([FPM, "-c", PHP_INI, "--fpm-config", str(conf), "--nodaemonize"])
+        try:
+            self._wait_for(lambda: (d / f"p{n - 1}.sock").exists(), f"php-fpm with {n} pools",
+                           timeout=120)
+            time.sleep(2)
+            for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+            raise RuntimeError("no VmRSS")
+        finally:
+            p.terminate()
+            p.wait(30)
+            self.procs.remove(p)
 
     def set_fpm_control_timeout(self, seconds: int) -> None:
         text = self.fpm_conf.read_text()
