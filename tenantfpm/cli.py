@@ -89,6 +89,9 @@ def run(ctx: Ctx) -> None:
     from tenantfpm.master.arbiter import Master
 
     conf = ctx.conf
+    if os.geteuid() != 0:
+        raise TenantFPMError("the master must run as root: it switches workers to the "
+                             "tenants' users, builds their namespaces and cgroups")
     for d in (conf.paths.run_dir, conf.paths.log_dir, conf.paths.state_dir,
               conf.paths.tenants_dir):
         os.makedirs(d, mode=0o755, exist_ok=True)
@@ -481,6 +484,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
+        sys.exit(1)
+    except OSError as e:  # a file, socket, mount or cgroup the system refused: say which
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        err.print(f"tenantfpm: {e.strerror or e}{where}", markup=False)
         sys.exit(1)
 
 

@@ -227,3 +227,20 @@ source = "run/rel"
     assert "isolation.binds[2].target: cannot mount over /proc/1" in text
     assert "isolation.binds[3].source: must be an absolute path" in text
     assert "binds[0]" not in text
+
+
+def test_master_refuses_to_run_without_root(tmp_path, monkeypatch, capsys):
+    import os
+    import sys
+
+    from tenantfpm.cli import main
+
+    g = tmp_path / "g.toml"
+    g.write_text(f'[paths]\nrun_dir = "{tmp_path}/run"\n')
+    monkeypatch.setenv("TENANTFPM_CONFIG", str(g))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sys, "argv", ["tenantfpm", "run"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 1
+    assert "the master must run as root" in capsys.readouterr().err
