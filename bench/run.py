@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import wrk
 from report import write_report
-from stack import Stack
+from stack import Stack, rss_kb
+
+from tenantfpm import procfs
 
 SIDES = ("fpm", "tenantfpm")
 
@@ -84,8 +86,10 @@ def steady(st: Stack, cfg: dict) -> dict:
 
 def master_cpu(st: Stack) -> float:
     assert st.master is not None
-    fields = Path(f"/proc/{st.master.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    sample = procfs.sample(st.master.pid)
+    if sample is None:
+        raise RuntimeError("the tenantfpm master is gone")
+    return sample.cpu_seconds
 
 
 # --- scenario 2: ondemand cold start ---------------------------------------
@@ -253,13 +257,6 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
     log(f"   master RSS {rss_now} kB -> {rss_many} kB with {cfg['tenants']} more tenants; "
         f"add median {out['add_ms']['median'] if added else 0:.0f} ms")
     return out
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 # --- scenario 6: memory per busy worker ---------------------------------------

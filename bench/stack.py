@@ -9,7 +9,6 @@ processes and cgroups it makes are gone when the `Stack` context ends.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pwd
 import re
@@ -284,10 +283,7 @@ http {{
             self._wait_for(lambda: (d / f"p{n - 1}.sock").exists(), f"php-fpm with {n} pools",
                            timeout=120)
             time.sleep(2)
-            for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-            raise RuntimeError("no VmRSS")
+            return rss_kb(p.pid)
         finally:
             p.terminate()
             p.wait(30)
@@ -323,5 +319,8 @@ http {{
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def dump(obj: object) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")

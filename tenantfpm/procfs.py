@@ -64,18 +64,9 @@ def serving_connection(pid: int, exe: str) -> bool:
     try:
         if os.readlink(f"/proc/{pid}/exe") != exe:
             return False
-        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
-    for fd in fds:
-        if fd == "0":
-            continue
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-                return True
-        except OSError:
-            continue
-    return False
+    return connection(pid) is not None
 
 
 def connection(pid: int) -> str | None:

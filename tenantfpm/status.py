@@ -91,7 +91,9 @@ def pool_status(pool: Pool, full: bool = False) -> dict[str, Any]:
         "slow_requests": pool.slow_requests,
         "terminated_requests": pool.terminated_requests,
         "worker_restarts": pool.worker_restarts,
-        "oom_kills": pool.oom_kills,
+        # counted from when this master took the cgroup over, as the other counters are
+        "oom_kills": (usage.oom_kills - pool.oom_base
+                      if usage and usage.oom_kills is not None else None),
         "memory_current": usage.memory_current if usage else None,
         "memory_limit": usage.memory_limit if usage else None,
         "cgroup_cpu_seconds": usage.cpu_seconds if usage else None,

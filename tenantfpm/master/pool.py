@@ -498,13 +498,6 @@ class Pool:
                                     f"tenant's workers: tenant memory limit {self._oom_limit()} "
                                     "reached")
 
-    @property
-    def oom_kills(self) -> int | None:
-        if self.cgroup is None:
-            return None
-        count = self.cgroup.oom_kills()
-        return None if count is None else count - self.oom_base
-
     def _crash_storm(self, now: float) -> bool:
         """emergency_restart_threshold SIGSEGV/SIGBUS within the interval: restart this pool."""
         threshold = self.host.emergency_restart_threshold
