@@ -5,7 +5,7 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 DEMO_DIR ?= /tmp/tenantfpm-demo
-APT_PKGS := php8.2-cgi php8.2-fpm php8.2-dev php8.2-opcache libcap-dev gcc python3-dev python3-venv vagrant
+APT_PKGS := php8.2-cgi php8.2-fpm php8.2-dev php8.2-opcache libcap-dev gcc python3-dev python3-venv python3-flask vagrant
 PYTEST_ARGS ?=
 
 VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static

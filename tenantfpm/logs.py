@@ -66,6 +66,7 @@ class TenantLog:
         self.dir = log_dir
         self.error = LogFile(os.path.join(log_dir, "error.log"))
         self._slow: LogFile | None = None  # opened on the first slow request
+        self._access: int | None = None  # access.log, written by python workers themselves
 
     def slow(self, pid: int, script: str | None, frames: list[str] | None,
              why_not: str = "") -> None:
@@ -84,12 +85,27 @@ class TenantLog:
         text = line.replace("\\", "\\\\").replace('"', '\\"')
         self.error.write("warning", f'[pool {self.name}] child {pid} said into {stream}: "{text}"')
 
+    def access_fd(self) -> int:
+        """access.log for python workers, which write their own lines to it (O_APPEND,
+        so lines of concurrent workers never interleave mid-line)."""
+        if self._access is None:
+            path = os.path.join(self.dir, "access.log")
+            self._access = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                   0o640)
+        return self._access
+
     def reopen(self) -> None:
         self.error.reopen()
         if self._slow is not None:
             self._slow.reopen()
+        if self._access is not None:  # workers started from now on get the new file
+            os.close(self._access)
+            self._access = None
 
     def close(self) -> None:
         self.error.close()
         if self._slow is not None:
             self._slow.close()
+        if self._access is not None:
+            os.close(self._access)
+            self._access = None

@@ -1,7 +1,9 @@
 """Status documents (SPEC 4) built from what the master measured.
 
 Fields nothing measures are null: php-cgi keeps no request counter the master
-can read, so `accepted_conn` and per-process `requests` are null for php pools.
+can read, so `accepted_conn`, per-process `requests` and the last request's
+figures are null for php pools; python workers publish all of them in their
+scoreboard.
 """
 
 from __future__ import annotations
@@ -10,45 +12,75 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tenantfpm import inspect
+from tenantfpm.pyworker.scoreboard import READING, RUNNING, STATE_NAMES, Slot
 
 if TYPE_CHECKING:
     from tenantfpm.master.pool import Pool
+    from tenantfpm.master.worker import Worker
 
 
 def process_status(pool: Pool, now: float) -> list[dict[str, Any]]:
     out = []
     for w in sorted(pool.workers.values(), key=lambda w: w.pid):
+        slot = w.board.read() if w.board is not None else None
         if w.starting:
             state = "Starting"
         elif w.retiring:
             state = "Finishing"
+        elif slot is not None:
+            state = STATE_NAMES[slot.state]
         else:
             state = "Idle" if w.idle else "Running"
-        duration = (round((now - w.busy_since) * 1000) if w.busy_since is not None
-                    and not w.idle else None)
-        req = None
-        if state == "Running":
-            try:
-                req = pool.inspect(w)
-            except inspect.Unavailable:
-                req = None
         out.append({
             "pid": w.pid,
             "state": state,
             "start_time": int(w.wall_started),
             "start_since": int(time.time() - w.wall_started),
-            "requests": None,
+            "requests": slot.requests if slot else None,
             "max_requests": w.max_requests or None,
-            "request_duration_ms": duration,
-            "request_method": req.method if req else None,
-            "request_uri": req.uri if req else None,
-            "script": req.script if req else None,
-            "content_length": req.content_length if req else None,
+            **(_python_request(slot, now) if slot else _php_request(pool, w, state, now)),
             "rss": w.rss,
             "cpu_seconds": w.cpu_seconds,
             "generation": w.generation,
         })
     return out
+
+
+def _php_request(pool: Pool, w: Worker, state: str, now: float) -> dict[str, Any]:
+    """What php-cgi's memory says of the running request; nothing of the last one."""
+    duration = (round((now - w.busy_since) * 1000) if w.busy_since is not None
+                and not w.idle else None)
+    req = None
+    if state == "Running":
+        try:
+            req = pool.inspect(w)
+        except inspect.Unavailable:
+            req = None
+    return {"request_duration_ms": duration,
+            "request_method": req.method if req else None,
+            "request_uri": req.uri if req else None,
+            "script": req.script if req else None,
+            "content_length": req.content_length if req else None,
+            "last_request_cpu": None, "last_request_memory": None}
+
+
+def _python_request(slot: Slot, now: float) -> dict[str, Any]:
+    """The current request while one runs, else the last one, as PHP-FPM shows them."""
+    running = slot.state in (READING, RUNNING)
+    if running:
+        duration: float | None = now - slot.request_start
+    else:
+        duration = slot.last_duration if slot.last_duration >= 0 else None
+    seen = running or slot.requests > 0
+    return {"request_duration_ms": round(duration * 1000) if duration is not None else None,
+            "request_method": slot.method if seen else None,
+            "request_uri": slot.uri if seen else None,
+            "script": slot.script if seen else None,
+            "content_length": slot.content_length if seen and slot.content_length >= 0
+            else None,
+            "last_request_cpu": (round(slot.last_cpu_percent, 2)
+                                 if slot.last_cpu_percent >= 0 else None),
+            "last_request_memory": slot.last_memory if slot.requests else None}
 
 
 def _sandbox(pool: Pool) -> dict[str, Any] | str:
@@ -60,6 +92,13 @@ def _sandbox(pool: Pool) -> dict[str, Any] | str:
             "network": iso.network,
             "address": pool.box.link.tenant_address if pool.box.link else None,
             "uid": pool.tenant.uid, "gid": pool.tenant.gid}
+
+
+def _accepted(pool: Pool) -> int | None:
+    if pool.tenant.site.runtime.type != "python":
+        return None
+    slots = [w.board.read() for w in pool.workers.values() if w.board is not None]
+    return pool.accepted_gone + sum(s.accepted for s in slots if s is not None)
 
 
 def pool_status(pool: Pool, full: bool = False) -> dict[str, Any]:
@@ -78,7 +117,7 @@ def pool_status(pool: Pool, full: bool = False) -> dict[str, Any]:
         "user": site.user,
         "start_time": int(pool.start_time),
         "start_since": int(time.time() - pool.start_time),
-        "accepted_conn": None,
+        "accepted_conn": _accepted(pool),
         "listen_queue": pool.listen_queue,
         "max_listen_queue": pool.max_listen_queue,
         "listen_queue_len": pool.listen_queue_len,

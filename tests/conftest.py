@@ -21,7 +21,7 @@ class FakeSystem:
         return path.startswith("/srv/")
 
     def is_executable(self, path):
-        return path in ("/usr/bin/php-cgi", "/usr/bin/true")
+        return path in ("/usr/bin/php-cgi", "/usr/bin/true", "/usr/bin/python3")
 
     def exists(self, path):
         return path.startswith(("/srv/", "/run/mysqld"))

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tenantfpm.config import python_ini
 from tenantfpm.config.loader import load_global, load_site
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import resolve
@@ -244,3 +245,31 @@ def test_master_refuses_to_run_without_root(tmp_path, monkeypatch, capsys):
         main()
     assert e.value.code == 1
     assert "the master must run as root" in capsys.readouterr().err
+
+
+PY = '[runtime]\ntype = "python"\napp = "shop.wsgi:application"\n'
+
+
+def test_python_runtime_defaults_to_the_system_interpreter(write_site, fake_system):
+    site = load(write_site, fake_system, PY + '[ini]\npost_max_size = "8M"\n'
+                'upload_max_filesize = "2M"\nmemory_limit = "-1"\ndisplay_errors = "On"\n')
+    assert site.runtime.command == ["/usr/bin/python3"]
+    assert python_ini.settings(dict(site.ini)) == {
+        "memory_limit": 0, "body_limit": 2 << 20, "display_errors": True}
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[runtime]\ntype = "python"\n', "runtime.app: the python runtime needs the WSGI app"),
+    ('[runtime]\ntype = "python"\napp = "shop wsgi"\n', "not a \"package.module:callable\""),
+    (PY + '[ini]\n"opcache.enable" = 1\n', "ini: not supported by the python runtime: "
+     "opcache.enable; supported: memory_limit, max_execution_time"),
+    (PY + '[ini]\nmemory_limit = "lots"\n', "ini.memory_limit: invalid size 'lots'"),
+    (PY + '[ini]\n"date.timezone" = "Mars/Olympus"\n', "unknown time zone 'Mars/Olympus'"),
+    (PY + '[ini]\ndisplay_errors = "sometimes"\n', "expected On or Off"),
+    (PY + '[ini]\nerror_log = "logs/err.log"\n', "must be an absolute path"),
+    (PY + '[log]\naccess = true\naccess_format = "%R %Z"\n',
+     "log.access_format: unknown access_format code '%Z'"),
+    ('[runtime]\napp = "x:y"\n', "only the python runtime takes an app"),
+])
+def test_python_runtime_rules(write_site, fake_system, body, message):
+    assert message in str(error_of(write_site, fake_system, body))

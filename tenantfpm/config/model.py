@@ -9,7 +9,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from tenantfpm.units import parse_duration, parse_size
 
@@ -55,6 +62,14 @@ class Runtime(Strict):
     type: Literal["php", "python", "fastcgi"] = "php"
     command: list[str] = ["/usr/bin/php-cgi"]
     app: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_interpreter(cls, data: object) -> object:
+        """A python tenant that names no interpreter gets the system's, not php-cgi."""
+        if isinstance(data, dict) and data.get("type") == "python" and "command" not in data:
+            return {**data, "command": ["/usr/bin/python3"]}
+        return data
 
 
 class PM(Strict):

@@ -12,15 +12,13 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from tenantfpm.config import python_ini
 from tenantfpm.config.model import Site
 from tenantfpm.errors import Problem
+from tenantfpm.pyworker import accesslog
 
 INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-PYTHON_INI = (
-    "memory_limit", "max_execution_time", "post_max_size", "upload_max_filesize",
-    "display_errors", "date.timezone", "error_log",
-)
 
 
 class System(Protocol):
@@ -150,14 +148,22 @@ def runtime_problems(site: Site, system: System) -> list[Problem]:
     elif not system.is_executable(prog):
         p.append(Problem("runtime.command", f"{prog} does not exist or is not executable"))
     if rt.type == "python":
-        p.append(Problem("runtime.type",
-                         "the python runtime is not available in this version; "
-                         "use \"php\" or \"fastcgi\""))
-        unsupported = sorted(set(site.ini) - set(PYTHON_INI))
-        if unsupported:
-            p.append(Problem("ini", "not supported by the python runtime: "
-                                    f"{', '.join(unsupported)}; "
-                                    f"supported: {', '.join(PYTHON_INI)}"))
+        if not rt.app:
+            p.append(Problem("runtime.app", "the python runtime needs the WSGI app to serve, "
+                                            "e.g. app = \"mysite.wsgi:application\""))
+        elif not python_ini.APP.match(rt.app):
+            p.append(Problem("runtime.app", f"not a \"package.module:callable\" name: "
+                                            f"{rt.app!r}"))
+        if site.log.access:
+            try:
+                accesslog.compile_format(site.log.access_format)
+            except ValueError as e:
+                p.append(Problem("log.access_format", str(e)))
+        try:
+            python_ini.settings(site.ini)
+        except ValueError as e:
+            key, _, why = str(e).partition(": ")
+            p.append(Problem(f"ini.{key}", why) if key in site.ini else Problem("ini", str(e)))
     elif rt.app:
         p.append(Problem("runtime.app", "only the python runtime takes an app"))
     for key, value in site.ini.items():

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import time
@@ -23,6 +24,8 @@ from tenantfpm.listen import close_listener, open_listener
 from tenantfpm.listenq import Queue, key_of
 from tenantfpm.logs import TenantLog
 from tenantfpm.master.worker import Worker, describe_exit
+from tenantfpm.pyworker import TRACE_SIGNAL, scoreboard
+from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
 
@@ -35,6 +38,7 @@ QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets)
 STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
+TRACE_WAIT = 0.2  # seconds a python worker gets to write its traceback for the slow log
 
 
 class Host(Protocol):
@@ -90,6 +94,7 @@ class Pool:
         self.listen_queue: int | None = None
         self.max_listen_queue: int | None = None
         self.listen_queue_len: int | None = None
+        self.accepted_gone = 0  # connections accepted by python workers that have exited
 
     # --- lifecycle -------------------------------------------------------
 
@@ -131,7 +136,7 @@ class Pool:
         except OSError as e:
             self._fail(f"cannot start: {e}")
             return
-        if site.log.access:
+        if site.log.access and site.runtime.type != "python":
             self.log.event("warning", "log.access: php-cgi and fastcgi workers report no "
                                       "per-request data to the master, so no access.log is "
                                       "written for this tenant; use the web server's log")
@@ -337,22 +342,42 @@ class Pool:
             if limit and site.pm.max_requests_jitter:
                 limit += random.randint(0, site.pm.max_requests_jitter)
             argv, env = runtimes.command(self.tenant, limit)
-            plan = Plan(argv=argv, env=env, cwd=self.tenant.cwd, uid=self.tenant.uid,
-                        gid=self.tenant.gid, listen_fd=self.sock.fileno(),
-                        open_files=site.limits.open_files, core_dumps=site.limits.core_dumps,
-                        catch_output=site.log.catch_workers_output,
-                        cgroup_procs=self.cgroup.join_files() if self.cgroup else [],
-                        sandbox=self.sandbox)
+            board: Board | None = None
+            trace = trace_w = board_fd = None
             try:
+                if site.runtime.type == "python":  # its scoreboard, trace pipe, access.log
+                    board_fd, board = Board.create()
+                    trace, trace_w = os.pipe()
+                    os.set_blocking(trace, False)
+                passed = (board_fd, trace_w) if board_fd is not None else ()
+                if passed and site.log.access:
+                    passed += (self.log.access_fd(),)
+                plan = Plan(argv=argv, env=env, cwd=self.tenant.cwd, uid=self.tenant.uid,
+                            gid=self.tenant.gid, listen_fd=self.sock.fileno(),
+                            open_files=site.limits.open_files,
+                            core_dumps=site.limits.core_dumps,
+                            catch_output=site.log.catch_workers_output,
+                            cgroup_procs=self.cgroup.join_files() if self.cgroup else [],
+                            sandbox=self.sandbox, pass_fds=tuple(passed))
                 child = spawn(plan)
             except OSError as e:
                 self.log.event("error", f"fork() failed: {e.strerror}")
+                for fd in (trace, trace_w):
+                    if fd is not None:
+                        os.close(fd)
+                if board is not None:
+                    board.close()
                 return
+            finally:
+                for fd in (board_fd, trace_w):  # the worker has its copies
+                    if fd is not None:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
             now = time.monotonic()
             w = Worker(pid=child.pid, generation=self.generation, started=now,
                        max_requests=limit, stdout=child.stdout, stderr=child.stderr,
                        errpipe=child.errpipe, last_activity=now, wall_started=time.time(),
-                       exe=argv[0])
+                       exe=argv[0], board=board, trace=trace)
             self.workers[w.pid] = w
             for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
                 if fd is not None:
@@ -426,6 +451,14 @@ class Pool:
         self._drain(w)
         exec_error = w.exec_error()
         os.close(w.errpipe)
+        if w.board is not None:
+            w.slot = w.board.read() or w.slot
+            self.accepted_gone += w.slot.accepted if w.slot else 0
+            w.board.close()
+            w.board = None
+        if w.trace is not None:
+            os.close(w.trace)
+            w.trace = None
         self._wake_waiters()
         return exec_error
 
@@ -444,18 +477,21 @@ class Pool:
         level = "notice" if expected or code == 0 else "warning"
         self.log.event(level, f"child {pid} {text} after {lived:.6f} seconds from start")
         if expected:
-            if (w.retiring in ("memory", "timeout") and pm.respawn_on_exit(self.pm)
-                    and self._serving()):
+            # no spawn here: the tick that retired it (memory, timeout) no longer counted
+            # it, and spawned the replacement the pm wanted in the same pass
+            if w.retiring in ("memory", "timeout"):
                 self.worker_restarts += 1
-                self.spawn(1)
             return
         # unexpected exit
-        if not w.seen_idle and lived < START_GRACE:
-            reason = (exec_error or (f"worker {text}: {w.last_output}" if w.last_output
-                                     else f"worker {text} before accepting connections"))
+        fatal = w.slot.fatal if w.slot else ""  # a python app that could not be loaded
+        if not w.seen_idle and (lived < START_GRACE or fatal):
+            reason = (exec_error
+                      or (f"app {self.tenant.site.runtime.app}: {fatal}" if fatal else "")
+                      or (f"worker {text}: {w.last_output}" if w.last_output
+                          else f"worker {text} before accepting connections"))
             self.start_failures += 1
             self.log.event("error", f"child {pid} failed to start: {reason}")
-            if self.start_failures >= START_FAILURES or exec_error:
+            if self.start_failures >= START_FAILURES or exec_error or fatal:
                 self._fail(reason)
                 return
         if sig in CRASH_SIGNALS and self._crash_storm(now):
@@ -529,6 +565,9 @@ class Pool:
             if s is None:
                 continue
             w.rss, w.cpu_seconds = s.rss, s.cpu_seconds
+            if w.board is not None:
+                self._observe_board(w, now)
+                continue
             if not w.seen_idle and (s.idle or procfs.serving_connection(w.pid, w.exe)):
                 self._started(w)
             if s.idle:
@@ -554,6 +593,27 @@ class Pool:
             self.listen_queue = q.pending
             self.listen_queue_len = q.backlog
             self.max_listen_queue = max(self.max_listen_queue or 0, q.pending)
+
+    def _observe_board(self, w: Worker, now: float) -> None:
+        """A python worker says what it does: no guessing from /proc."""
+        assert w.board is not None
+        slot = w.board.read()
+        if slot is None:
+            return
+        w.slot = slot
+        if not w.seen_idle and slot.state in (scoreboard.IDLE, scoreboard.READING,
+                                              scoreboard.RUNNING):
+            self._started(w)
+        if slot.state == scoreboard.IDLE:
+            if not w.idle or slot.requests != w.activity:
+                w.last_activity = now
+            w.idle, w.busy_since = True, None
+        elif slot.state in (scoreboard.READING, scoreboard.RUNNING):
+            if slot.state == scoreboard.RUNNING and w.busy_since != slot.request_start:
+                w.slow_logged = False  # another request than at the last look
+                w.busy_since = slot.request_start
+            w.idle, w.last_activity = False, now
+        w.activity = slot.requests
 
     def _started(self, w: Worker) -> None:
         """The worker's runtime is up and taking connections."""
@@ -612,6 +672,9 @@ class Pool:
                 and took >= limits.request_slowlog_timeout)
         if not (terminate or slow):
             return
+        if w.board is not None:
+            self._python_request_time(w, took, bool(terminate))
+            return
         try:
             state: inspect.PhpState | None = self.inspect(
                 w, limits.slowlog_trace_depth if slow else 0)
@@ -633,6 +696,47 @@ class Pool:
                                   f"({took:.6f} sec), logging")
         self.log.slow(w.pid, state.script if state else None,
                       [f.slowlog() for f in state.frames] if state else None, why_not)
+
+    def _python_request_time(self, w: Worker, took: float, terminate: bool) -> None:
+        """As for php, but the request comes from the scoreboard and the slow log's
+        backtrace from the worker itself (faulthandler on TRACE_SIGNAL)."""
+        slot = w.slot
+        what = (f"script '{slot.script}' (request: \"{slot.method} {slot.uri}\")"
+                if slot else "script unknown")
+        if terminate:
+            self.log.event("warning", f"child {w.pid}, {what} execution timed out "
+                                      f"({took:.6f} sec), terminating")
+            self.terminated_requests += 1
+            w.retiring = "timeout"
+            w.signal(signal.SIGKILL)
+            return
+        w.slow_logged = True
+        self.slow_requests += 1
+        self.log.event("warning", f"child {w.pid}, {what} executing too slow "
+                                  f"({took:.6f} sec), logging")
+        self._read_trace(w)  # anything stale
+        w.signal(TRACE_SIGNAL)
+        self.host.loop.call_later(TRACE_WAIT, self._write_trace, w,
+                                  slot.script if slot else None)
+
+    def _read_trace(self, w: Worker) -> str:
+        chunks = []
+        while w.trace is not None:
+            try:
+                data = os.read(w.trace, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks).decode(errors="replace")
+
+    def _write_trace(self, w: Worker, script: str | None) -> None:
+        text = self._read_trace(w)
+        frames = traceback_frames(text, self.tenant.site.limits.slowlog_trace_depth)
+        why_not = ("" if frames else "the worker wrote no traceback within "
+                   f"{TRACE_WAIT:g}s" if not text else "no application frames on the stack")
+        self.log.slow(w.pid, script, frames, why_not)
 
     def _views(self) -> list[pm.WorkerView]:
         return [pm.WorkerView(w.pid, w.idle, w.starting, w.last_activity)
@@ -682,3 +786,19 @@ class Pool:
         from tenantfpm.status import pool_status
 
         return pool_status(self, full)
+
+
+TRACE_FRAME = re.compile(r'^\s+File "(.*)", line (\d+) in (.*)$')
+
+
+def traceback_frames(dump: str, depth: int) -> list[str]:
+    """The application's frames, innermost first, from a faulthandler dump, in slow.log's
+    `function() file:line` form. Of all threads, the one serving the request is the one
+    with the worker's run_app() on its stack; the worker's own frames are left out."""
+    for block in re.split(r"^(?:Current thread|Thread) 0x[0-9a-f]+ .*\n", dump, flags=re.M):
+        frames = [m.groups() for m in map(TRACE_FRAME.match, block.splitlines()) if m]
+        cut = next((i for i, (path, _, func) in enumerate(frames)
+                    if func == "run_app" and path.endswith("/pyworker/wsgi.py")), None)
+        if cut is not None:
+            return [f"{func}() {path}:{line}" for path, line, func in frames[:cut][:depth]]
+    return []

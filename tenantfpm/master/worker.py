@@ -7,6 +7,8 @@ import os
 import signal
 from dataclasses import dataclass, field
 
+from tenantfpm.pyworker.scoreboard import Board, Slot
+
 
 @dataclass
 class Worker:
@@ -32,6 +34,10 @@ class Worker:
     kill_at: float | None = None  # escalate to SIGKILL after this
     partial: dict[str, bytes] = field(default_factory=dict)
     last_output: str = ""
+    # python workers only: their scoreboard, its last reading, the slow-log trace pipe
+    board: Board | None = None
+    slot: Slot | None = None
+    trace: int | None = None
 
     @property
     def starting(self) -> bool:

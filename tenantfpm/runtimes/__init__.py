@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.runtimes import fastcgi, php
+from tenantfpm.runtimes import fastcgi, php, python
 
 
 def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
     if tenant.site.runtime.type == "php":
         return php.command(tenant, max_requests)
+    if tenant.site.runtime.type == "python":
+        return python.command(tenant, max_requests)
     return fastcgi.command(tenant, max_requests)
 
 

@@ -8,6 +8,7 @@ master can tell "exec failed: no such file" from "exited at once".
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Plan:
     core_dumps: bool = False
     catch_output: bool = True
     cgroup_procs: list[str] = field(default_factory=list)  # files to write "0" into
+    pass_fds: tuple[int, ...] = ()  # become the worker's fds 3, 4, ... in this order
     sandbox: Sandbox | None = None
 
 
@@ -67,7 +69,13 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(out_w if out_w is not None else devnull, 1, inheritable=True)
         os.dup2(err_w if err_w is not None else devnull, 2, inheritable=True)
-        os.closerange(3, errpipe_w)
+        # out of the way of the targets first: a source may sit on another's target number
+        first_free = 3 + len(plan.pass_fds)
+        errpipe_w = fcntl.fcntl(errpipe_w, fcntl.F_DUPFD_CLOEXEC, first_free)
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, first_free) for fd in plan.pass_fds]
+        for target, fd in enumerate(moved, start=3):
+            os.dup2(fd, target, inheritable=True)
+        os.closerange(first_free, errpipe_w)
         os.closerange(errpipe_w + 1, _MAX_FD)
         # the host's pid, for logs and correlation; getmypid() says 1 in a PID namespace
         env = {**plan.env, WORKER_PID_ENV: os.readlink("/proc/self")}

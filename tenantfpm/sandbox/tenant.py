@@ -10,7 +10,7 @@ import contextlib
 import os
 
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.runtimes import php
+from tenantfpm.runtimes import php, python
 from tenantfpm.sandbox import linux, network, rootfs
 from tenantfpm.sandbox.spawn import Sandbox
 
@@ -53,7 +53,8 @@ class TenantSandbox:
             uid=tenant.uid, gid=tenant.gid, group=tenant.group_name, tmp_source=self.tmp,
             ini_source=php.ini_path(tenant) if tenant.site.runtime.type == "php" else None,
             hide_processes=iso.hide_processes,
-            binds=[(b.source, b.target or b.source, b.readonly) for b in iso.binds])
+            binds=[(b.source, b.target or b.source, b.readonly) for b in iso.binds]
+            + (python.binds(tenant) if tenant.site.runtime.type == "python" else []))
         return Sandbox(hostname=iso.hostname or tenant.name, root=spec,
                        steps=rootfs.plan(spec), pid_namespace=iso.hide_processes,
                        netns=self.netns)

@@ -91,8 +91,10 @@ def test_request_over_the_terminate_timeout_is_killed_and_replaced(env, users):
                      rf"/sleep.php\?ms=20000\"\) execution timed out \(\d+\.\d+ sec\), "
                      "terminating", env.log("t"))
     env.wait_for("a replacement", lambda: body_ok(env.request("t", "/")))
+    time.sleep(1.5)  # a tick later: one replacement, not one from each of two places
     st = env.status("t")
     assert st["terminated_requests"] == 1 and st["processes"][0]["pid"] != pid
+    assert len(st["processes"]) == 1
 
 
 def test_a_worker_busy_with_many_short_requests_is_not_terminated(env, users):

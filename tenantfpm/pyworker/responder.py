@@ -1,0 +1,258 @@
+"""The worker's side of FastCGI: one connection, one request at a time, strict about input.
+
+Records come from tenantfpm.fastcgi (the codec `tenantfpm request` uses too).
+Anything malformed (another protocol version, a record that does not fit,
+oversized or broken params, a sender that trickles) ends the connection with
+`Closed`; the worker then takes the next one. Management records are answered
+in place; a second request on a connection that is busy gets CANT_MPX_CONN, as
+the specification says.
+
+The socket stays blocking; every read and write passes MSG_DONTWAIT and waits
+in poll() for what is left of a deadline, so a total time limit (not a
+per-call one) holds against a sender that sends one byte at a time.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from tenantfpm.fastcgi import (
+    ABORT_REQUEST,
+    BEGIN_REQUEST,
+    CANT_MPX_CONN,
+    END_REQUEST,
+    GET_VALUES,
+    GET_VALUES_RESULT,
+    HEADER,
+    KEEP_CONN,
+    MAX_CONTENT,
+    PARAMS,
+    REQUEST_COMPLETE,
+    RESPONDER,
+    STDIN,
+    STDOUT,
+    UNKNOWN_ROLE,
+    UNKNOWN_TYPE,
+    VERSION,
+    ProtocolError,
+    Record,
+    decode_pairs,
+    encode_pairs,
+)
+
+GET_VALUES_ANSWERS = {b"FCGI_MAX_CONNS": b"1", b"FCGI_MAX_REQS": b"1", b"FCGI_MPXS_CONNS": b"0"}
+_BEGIN = struct.Struct("!HB5x")
+_END = struct.Struct("!IB3x")
+_DONTWAIT = socket.MSG_DONTWAIT
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_params: int = 1 << 20  # bytes of name-value pairs in one request
+    header_timeout: float = 30.0  # from waiting for a request to its last PARAMS record
+    body_timeout: float = 60.0  # longest silence while the body streams in
+    send_timeout: float = 60.0  # longest wait for the web server to take our output
+
+
+class Closed(Exception):
+    """The connection is over: the peer left, or broke the protocol (the message says how)."""
+
+
+class Aborted(Exception):
+    """The web server sent ABORT_REQUEST for the request being read."""
+
+
+@dataclass
+class Request:
+    id: int
+    keep_conn: bool
+    params: dict[str, str]  # decoded as latin-1, as PEP 3333 wants environ strings
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, limits: Limits = Limits()) -> None:
+        self.sock = sock
+        self.limits = limits
+        self.buf = bytearray()
+        self.pos = 0
+        self.poll = select.poll()
+        self.poll.register(sock.fileno(), select.POLLIN)
+        self.current: int | None = None  # the request being served
+        self.stdin_done = True
+
+    # --- bytes in ---------------------------------------------------------
+
+    def pending(self) -> bool:
+        """Bytes already received and not yet parsed (a pipelined next request)."""
+        return self.pos < len(self.buf)
+
+    def _fill(self, deadline: float, what: str) -> None:
+        if self.pos and self.pos * 2 >= len(self.buf):
+            del self.buf[:self.pos]
+            self.pos = 0
+        while True:
+            try:
+                data = self.sock.recv(262144, _DONTWAIT)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.poll.poll(left * 1000):
+                    raise Closed(f"timed out waiting for {what}") from None
+                continue
+            except (ConnectionResetError, BrokenPipeError) as e:
+                raise Closed(f"connection reset while waiting for {what}") from e
+            if not data:
+                raise Closed("" if what == "a request" and not self.pending()
+                             else f"connection closed while waiting for {what}")
+            self.buf += data
+            return
+
+    def _record(self, deadline: float, what: str) -> tuple[int, int, bytes]:
+        while True:
+            avail = len(self.buf) - self.pos
+            if avail >= 8:
+                version, rtype, rid, clen, plen = HEADER.unpack_from(self.buf, self.pos)
+                if version != VERSION:
+                    raise Closed(f"protocol error: FastCGI version {version}")
+                total = 8 + clen + plen
+                if avail >= total:
+                    start = self.pos + 8
+                    content = bytes(self.buf[start:start + clen])
+                    self.pos += total
+                    if self.pos == len(self.buf):
+                        self.buf.clear()
+                        self.pos = 0
+                    return rtype, rid, content
+            self._fill(deadline, what)
+
+    def _management(self, rtype: int, content: bytes) -> None:
+        if rtype == GET_VALUES:
+            try:
+                names = [k for k, _ in decode_pairs(content)]
+            except ProtocolError as e:
+                raise Closed(f"protocol error: GET_VALUES: {e}") from e
+            answer = encode_pairs((k, GET_VALUES_ANSWERS[k]) for k in names
+                                  if k in GET_VALUES_ANSWERS)
+            self.send(Record(GET_VALUES_RESULT, 0, answer).encode())
+        else:
+            self.send(Record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7).encode())
+
+    def _refuse(self, rid: int, protocol_status: int) -> None:
+        self.send(Record(END_REQUEST, rid, _END.pack(0, protocol_status)).encode())
+
+    def next_request(self) -> Request | None:
+        """The next request's params; None when the web server closed the connection."""
+        deadline = time.monotonic() + self.limits.header_timeout
+        rid: int | None = None
+        keep = False
+        params = bytearray()
+        while True:
+            try:
+                rtype, r, content = self._record(deadline, "a request" if rid is None
+                                                 else "the request's params")
+            except Closed as e:
+                if str(e) == "":
+                    return None
+                raise
+            if r == 0:
+                self._management(rtype, content)
+                continue
+            if rtype == BEGIN_REQUEST:
+                if len(content) != 8:
+                    raise Closed("protocol error: BEGIN_REQUEST body is not 8 bytes")
+                role, flags = _BEGIN.unpack(content)
+                if rid is not None and r != rid:
+                    self._refuse(r, CANT_MPX_CONN)
+                    continue
+                if role != RESPONDER:
+                    self._refuse(r, UNKNOWN_ROLE)
+                    if not flags & KEEP_CONN:
+                        raise Closed(f"role {role} is not served")
+                    continue
+                rid, keep = r, bool(flags & KEEP_CONN)
+            elif r != rid:
+                continue  # a record of a request that is not (or no longer) active: ignored
+            elif rtype == PARAMS:
+                if not content:
+                    break
+                params += content
+                if len(params) > self.limits.max_params:
+                    raise Closed(f"params over {self.limits.max_params} bytes")
+            elif rtype == ABORT_REQUEST:
+                self._refuse(r, REQUEST_COMPLETE)
+                rid, params = None, bytearray()
+                if not keep:
+                    raise Closed("aborted by the web server")
+            elif rtype == STDIN:
+                raise Closed("protocol error: STDIN before the end of PARAMS")
+            else:
+                self.send(Record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7).encode())
+        assert rid is not None
+        try:
+            pairs = {k.decode("latin-1"): v.decode("latin-1") for k, v in decode_pairs(params)}
+        except ProtocolError as e:
+            raise Closed(f"protocol error: {e}") from e
+        self.current, self.stdin_done = rid, False
+        return Request(rid, keep, pairs)
+
+    def read_stdin(self) -> bytes:
+        """The next piece of the body; b"" once it is complete."""
+        if self.stdin_done or self.current is None:
+            return b""
+        while True:
+            deadline = time.monotonic() + self.limits.body_timeout
+            rtype, r, content = self._record(deadline, "the request body")
+            if r == 0:
+                self._management(rtype, content)
+            elif r != self.current:
+                if rtype == BEGIN_REQUEST:
+                    self._refuse(r, CANT_MPX_CONN)
+            elif rtype == STDIN:
+                if not content:
+                    self.stdin_done = True
+                return content
+            elif rtype == ABORT_REQUEST:
+                self.stdin_done = True
+                raise Aborted()
+            elif rtype not in (PARAMS, BEGIN_REQUEST):
+                self.send(Record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7).encode())
+
+    # --- bytes out --------------------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        deadline = 0.0
+        while view:
+            try:
+                n = self.sock.send(view, _DONTWAIT)
+            except BlockingIOError:
+                now = time.monotonic()
+                deadline = deadline or now + self.limits.send_timeout
+                if now >= deadline or not select.select([], [self.sock], [], deadline - now)[1]:
+                    raise Closed("timed out sending the response") from None
+                continue
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise Closed("the web server closed the connection") from e
+            view = view[n:]
+
+    @staticmethod
+    def stdout_records(rid: int, data: bytes | bytearray) -> bytes:
+        if len(data) <= MAX_CONTENT:
+            return Record(STDOUT, rid, bytes(data)).encode() if data else b""
+        return b"".join(Record(STDOUT, rid, bytes(data[i:i + MAX_CONTENT])).encode()
+                        for i in range(0, len(data), MAX_CONTENT))
+
+    def end(self, rid: int, tail: bytes | bytearray = b"", app_status: int = 0) -> None:
+        """The last output, the closing empty STDOUT and END_REQUEST, in one send."""
+        self.send(self.stdout_records(rid, tail) + Record(STDOUT, rid).encode()
+                  + Record(END_REQUEST, rid, _END.pack(app_status, REQUEST_COMPLETE)).encode())
+        if self.current == rid:
+            self.current = None
+
+    def drain_stdin(self) -> None:
+        """Read (and drop) what is left of the body, so the next request parses cleanly."""
+        while not self.stdin_done and self.current is not None:
+            self.read_stdin()

@@ -1,0 +1,97 @@
+"""A python worker's slot, shared with the master: exact figures instead of /proc guesses.
+
+php-cgi keeps its counters to itself, so for PHP the master infers a worker's
+state from /proc. The python worker is ours, so it publishes its state,
+counters and current request here, as PHP-FPM's children do in FPM's
+scoreboard. The slot is a memfd the master creates and maps; the worker gets
+it as an inherited fd. One writer (the worker), one reader (the master): a
+sequence number, odd while a write is under way, lets the reader detect a torn
+read and retry (a seqlock); no locks, no syscalls on the worker's hot path.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+# states, in the order a request goes through them
+STARTING, IDLE, READING, RUNNING, EXITING = range(5)
+STATE_NAMES = {STARTING: "Starting", IDLE: "Idle", READING: "Reading headers",
+               RUNNING: "Running", EXITING: "Finishing"}
+
+_SEQ = struct.Struct("=Q")
+_BODY = struct.Struct("=BxxxxxxxQQdqdddQH64s1024s1024s512s")
+SIZE = mmap.PAGESIZE * ((_SEQ.size + _BODY.size) // mmap.PAGESIZE + 1)
+
+
+def _text(b: bytes) -> str:
+    return b.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _bytes(s: str, n: int) -> bytes:
+    return s.encode("utf-8", "surrogateescape")[:n]
+
+
+@dataclass
+class Slot:
+    state: int = STARTING
+    requests: int = 0  # completed requests
+    accepted: int = 0  # connections accepted
+    request_start: float = 0.0  # time.monotonic() when the current (or last) request began
+    content_length: int = -1
+    last_duration: float = -1.0  # seconds; -1: no request finished yet
+    last_cpu: float = -1.0  # CPU seconds of the last request
+    last_cpu_percent: float = -1.0
+    last_memory: int = 0  # the worker's peak RSS in bytes when the last request ended
+    last_status: int = 0
+    method: str = ""
+    uri: str = ""
+    script: str = ""
+    fatal: str = ""  # why the worker could not start (the traceback's last line)
+
+
+class Board:
+    """One worker's mapped slot; the worker writes, the master reads."""
+
+    def __init__(self, fd: int) -> None:
+        self.map = mmap.mmap(fd, SIZE)
+
+    @classmethod
+    def create(cls) -> tuple[int, Board]:
+        """(fd for the worker, the master's mapping); the fd is close-on-exec here."""
+        fd = os.memfd_create("tenantfpm-scoreboard", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, SIZE)
+            return fd, cls(fd)
+        except OSError:
+            os.close(fd)
+            raise
+
+    def publish(self, s: Slot) -> None:
+        (seq,) = _SEQ.unpack_from(self.map, 0)
+        _SEQ.pack_into(self.map, 0, seq + 1)
+        _BODY.pack_into(self.map, _SEQ.size, s.state, s.requests, s.accepted, s.request_start,
+                        s.content_length, s.last_duration, s.last_cpu, s.last_cpu_percent,
+                        s.last_memory, s.last_status, _bytes(s.method, 64),
+                        _bytes(s.uri, 1024), _bytes(s.script, 1024), _bytes(s.fatal, 512))
+        _SEQ.pack_into(self.map, 0, seq + 2)
+
+    def read(self) -> Slot | None:
+        """A consistent copy, or None if the worker kept writing through a few tries."""
+        for _ in range(8):
+            (before,) = _SEQ.unpack_from(self.map, 0)
+            if before & 1:
+                continue
+            body = _BODY.unpack_from(self.map, _SEQ.size)
+            (after,) = _SEQ.unpack_from(self.map, 0)
+            if before == after:
+                (state, requests, accepted, start, length, dur, cpu, pct, mem, status,
+                 method, uri, script, fatal) = body
+                return Slot(state, requests, accepted, start, length, dur, cpu, pct, mem,
+                            status, _text(method), _text(uri), _text(script), _text(fatal))
+        return None
+
+    def close(self) -> None:
+        self.map.close()

@@ -1,0 +1,41 @@
+"""The python runtime: a WSGI app served by tenantfpm's own worker (tenantfpm.pyworker).
+
+The worker runs in the tenant's interpreter (`runtime.command`, e.g. its
+virtualenv's python), so it imports the worker package from a read-only bind
+of this package's directory (the sandbox) or from where it is installed (no
+sandbox). SPEC 2's `[ini]` mapping turns into the worker's settings here, and
+config/python_ini.py (shared with the `check` rules) does the conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tenantfpm.config.python_ini import settings
+from tenantfpm.config.tenant import Tenant
+from tenantfpm.pyworker import LIB_DIR
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
+BOOT = ("import sys; sys.path.insert(0, {lib!r}); "
+        "from tenantfpm.pyworker.main import main; main()")
+
+
+def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+    site = tenant.site
+    lib = LIB_DIR if site.isolation.enabled else os.path.dirname(PACKAGE_DIR)
+    config = {"app": site.runtime.app, "pool": tenant.name, "max_requests": max_requests,
+              "access_format": site.log.access_format if site.log.access else "",
+              "master_pid": os.getpid(), **settings(site.ini)}
+    # not realpath(): a virtualenv's python finds its site-packages through its own path
+    argv = [site.runtime.command[0], *site.runtime.command[1:], "-c", BOOT.format(lib=lib),
+            json.dumps(config)]
+    env = dict(site.env)
+    if "date.timezone" in site.ini:
+        env["TZ"] = str(site.ini["date.timezone"])
+    return argv, env
+
+
+def binds(tenant: Tenant) -> list[tuple[str, str, bool]]:
+    """What the sandbox needs besides the tenant's own binds: the worker package, read-only."""
+    return [(PACKAGE_DIR, os.path.join(LIB_DIR, "tenantfpm"), True)]
