@@ -83,6 +83,7 @@ vagrant-test:
 bench-deps: setup
 	$(call apt_install,$(BENCH_PKGS),the benchmark tools)
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || { echo ">> installing matplotlib into $(VENV)"; $(BIN)/pip install -q 'matplotlib>=3.7'; }
+	@test -x $(BIN)/uwsgi && $(BIN)/python -c 'import flup' 2>/dev/null || { echo ">> installing uWSGI (compiled, about a minute) and flup into $(VENV)"; $(BIN)/pip install -q 'uwsgi>=2.0.22' 'flup>=1.0.3'; }
 
 bench: bench-deps
 	$(BIN)/python bench/run.py --out bench

@@ -11,6 +11,8 @@ TARGETS = {
     "reload": "zero failed requests across reloads",
     "cpu": "master <= 3% of one core at full load",
     "rss": "1000 tenants with master RSS <= 100 MB",
+    "uwsgi": "WSGI req/s >= 0.7x uWSGI",
+    "flup": "WSGI req/s >= 2x flup",
 }
 
 
@@ -116,9 +118,35 @@ def write_report(res: dict, out: Path) -> None:
         f, t = mem[key]["fpm"], mem[key]["tenantfpm"]
         lines.append(f"| {label} | {_mm(f)} | {_mm(t)} | {_r(f['median'], t['median'])} |")
     lines += ["", "FPM's workers share one opcache segment made by their master; each php-cgi "
-              "worker has its own.", "", "![throughput and latency](comparison.png)", ""]
+              "worker has its own.", ""]
+    lines += _wsgi(res)
+    lines += ["![throughput and latency](comparison.png)", ""]
     (out / "RESULTS.md").write_text("\n".join(lines))
     _plot(res, out / "comparison.png")
+
+
+def _wsgi(res: dict) -> list[str]:
+    w, m = res["wsgi"], res["machine"]
+    t = w["tenantfpm"]["rps"]["median"]
+    lines = ["## 7. Python: a hello-world WSGI app", "",
+             f"The same app file and interpreter (Python {m['python']}, {m['python_executable']}) "
+             f"for all three, {res['config']['workers']} worker processes each, nginx in front "
+             f"with the same location block; tenantfpm sandboxed, uWSGI {m['uwsgi']} "
+             f"(`--fastcgi-socket`, `--master --processes`) and flup {m['flup']} "
+             "(`fcgi_fork.WSGIServer`, prefork) as they come from PyPI.", "",
+             "| server | req/s | p50 ms | p99 ms | tenantfpm ÷ server (req/s) | errors |",
+             "|---|---|---|---|---|---|"]
+    for side in ("tenantfpm", "uwsgi", "flup"):
+        d = w[side]
+        lines.append(f"| {side} | {_mm(d['rps'])} | {d['p50_ms']['median']:.2f} | "
+                     f"{_mm(d['p99_ms'], '{:.2f}')} | "
+                     f"{_r(d['rps']['median'], t) if side != 'tenantfpm' else '-'} | "
+                     f"{d['errors']} |")
+    vs_uwsgi = t / w["uwsgi"]["rps"]["median"]
+    vs_flup = t / w["flup"]["rps"]["median"]
+    lines += ["", f"Targets: {TARGETS['uwsgi']}: {vs_uwsgi:.2f}, {_ok(vs_uwsgi >= 0.7)}; "
+                  f"{TARGETS['flup']}: {vs_flup:.2f}, {_ok(vs_flup >= 2)}.", ""]
+    return lines
 
 
 def _plot(res: dict, path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -27,8 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import wrk
+import wsgi
 from report import write_report
-from stack import Stack, rss_kb
+from stack import USERS, Stack, rss_kb
 
 from tenantfpm import procfs
 
@@ -309,7 +311,10 @@ def machine() -> dict:
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_kb": int(mem),
             "kernel": platform.release(), "php": php, "nginx": nginx,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "python_executable": sys.executable,
+            "uwsgi": subprocess.run([str(Path(sys.executable).with_name("uwsgi")), "--version"],
+                                    capture_output=True, text=True).stdout.strip(),
+            "flup": importlib.metadata.version("flup")}
 
 
 def main() -> int:
@@ -335,6 +340,7 @@ def main() -> int:
         results["scale_up"] = scale_up(st, cfg)
         results["reloads"] = reloads(st, cfg)
         results["memory"] = memory_per_worker(st, cfg)
+        results["wsgi"] = wsgi.run(st, cfg, USERS[4], log)
         results["manager"] = manager(st, results["steady"], cfg)
     results["duration_s"] = round(time.time() - started)
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))

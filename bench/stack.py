@@ -27,7 +27,7 @@ from tenantfpm.client import Client
 PHP_INI = "/etc/php/8.2/cgi/php.ini"
 FPM = "/usr/sbin/php-fpm8.2"
 TFPM = str(Path(sys.executable).with_name("tenantfpm"))
-USERS = ["tfpmbench1", "tfpmbench2", "tfpmbench3", "tfpmbench4"]
+USERS = ["tfpmbench1", "tfpmbench2", "tfpmbench3", "tfpmbench4", "tfpmbench5"]  # 5: WSGI
 INCLUDES = 300
 
 PAGES = {
