@@ -43,16 +43,20 @@ setup: system-deps $(VENV)/.installed
 # The example tenant "hello" under $(DEMO_DIR), a master in the foreground.
 run: setup
 	@set -e; D=$(abspath $(DEMO_DIR)); \
-	mkdir -p $$D/srv/hello $$D/etc/tenants.d $$D/etc/profiles; chmod 755 $$D $$D/srv $$D/srv/hello; \
+	mkdir -p $$D/srv/hello $$D/srv/hello-flask $$D/etc/tenants.d $$D/etc/profiles; chmod 755 $$D $$D/srv $$D/srv/hello $$D/srv/hello-flask; \
 	cp examples/hello/index.php $$D/srv/hello/; chmod 644 $$D/srv/hello/index.php; \
-	id tenantfpm-hello >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin tenantfpm-hello; \
+	cp examples/flask/app.py $$D/srv/hello-flask/; chmod 644 $$D/srv/hello-flask/app.py; \
+	for u in tenantfpm-hello tenantfpm-flask; do id $$u >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin $$u; done; \
 	printf '[paths]\ntenants_dir = "%s/etc/tenants.d"\nprofiles_dir = "%s/etc/profiles"\nrun_dir = "%s/run"\nlog_dir = "%s/log"\nstate_dir = "%s/lib"\n\n[master]\nlog_file = "stderr"\n' $$D $$D $$D $$D $$D > $$D/tenantfpm.toml; \
 	sed "s|@DEMO@|$$D|" examples/hello.toml.in > $$D/hello.toml; \
+	sed "s|@DEMO@|$$D|" examples/hello-flask.toml.in > $$D/hello-flask.toml; \
 	export TENANTFPM_CONFIG=$$D/tenantfpm.toml; \
 	$(BIN)/tenantfpm add --replace $$D/hello.toml; \
+	$(BIN)/tenantfpm add --replace $$D/hello-flask.toml; \
 	echo; echo ">> starting the master in the foreground (Ctrl-C stops it). In another shell:"; \
 	echo "     export TENANTFPM_CONFIG=$$D/tenantfpm.toml"; \
 	echo "     $(abspath $(BIN))/tenantfpm request hello /"; \
+	echo "     $(abspath $(BIN))/tenantfpm request hello-flask /     # the python (Flask) tenant"; \
 	echo "     $(abspath $(BIN))/tenantfpm status hello --full"; echo; \
 	exec $(BIN)/tenantfpm run
 

@@ -49,6 +49,26 @@ POOLS = {
 }
 
 
+def nginx_config(base: Path, servers: list[str]) -> str:
+    """A foreground nginx keeping everything under `base`, serving the given server blocks."""
+    return f"""
+worker_processes 1;
+daemon off;
+pid {base}/nginx.pid;
+error_log {base}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {base}/nginx-body;
+    fastcgi_temp_path {base}/nginx-fastcgi;
+    proxy_temp_path {base}/nginx-proxy;
+    uwsgi_temp_path {base}/nginx-uwsgi;
+    scgi_temp_path {base}/nginx-scgi;
+    {''.join(servers)}
+}}
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,22 +197,7 @@ class Stack:
         }}
     }}""")
         conf = self.base / "nginx.conf"
-        conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.base}/nginx.pid;
-error_log {self.base}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {self.base}/nginx-body;
-    fastcgi_temp_path {self.base}/nginx-fastcgi;
-    proxy_temp_path {self.base}/nginx-proxy;
-    uwsgi_temp_path {self.base}/nginx-uwsgi;
-    scgi_temp_path {self.base}/nginx-scgi;
-    {''.join(servers)}
-}}
-""")
+        conf.write_text(nginx_config(self.base, servers))
         self.nginx = self._spawn(["nginx", "-c", str(conf), "-p", str(self.base)])
         self._wait_for(lambda: all(self._port_open(p) for p in self.ports.values()), "nginx")
 

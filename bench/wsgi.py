@@ -17,9 +17,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import wrk
+from stack import free_port, nginx_config
 
 APP = '''
 def application(environ, start_response):
@@ -100,8 +102,6 @@ class WsgiStack:
         return p
 
     def _start_nginx(self) -> None:
-        from stack import free_port
-
         servers = []
         for side in SIDES:
             self.ports[side] = free_port()
@@ -116,22 +116,7 @@ class WsgiStack:
         }}
     }}""")
         conf = self.base / "nginx.conf"
-        conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.base}/nginx.pid;
-error_log {self.base}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {self.base}/nginx-body;
-    fastcgi_temp_path {self.base}/nginx-fastcgi;
-    proxy_temp_path {self.base}/nginx-proxy;
-    uwsgi_temp_path {self.base}/nginx-uwsgi;
-    scgi_temp_path {self.base}/nginx-scgi;
-    {''.join(servers)}
-}}
-""")
+        conf.write_text(nginx_config(self.base, servers))
         self._spawn(["nginx", "-c", str(conf), "-p", str(self.base)])
         self.log("   waiting for uWSGI, flup and nginx to answer")
         deadline = time.time() + 60
@@ -145,8 +130,6 @@ http {{
             time.sleep(0.2)
 
     def _answers(self, side: str) -> bool:
-        import urllib.request
-
         try:
             with urllib.request.urlopen(self.url(side), timeout=5) as r:
                 return r.read() == b"hello"
@@ -169,7 +152,7 @@ http {{
 
 def run(st, cfg: dict, user: str, log=print) -> dict:
     """req/s and latency per side; ratios are taken in the report."""
-    from run import summary
+    from run import summary  # run.py imports this module: not at the top
 
     log(f"7. WSGI hello world: tenantfpm vs uWSGI vs flup, {cfg['rounds']} rounds x "
         f"{cfg['seconds']}s per side")

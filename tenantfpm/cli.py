@@ -73,6 +73,13 @@ def _dump(data: Any) -> None:
 
 def nginx_snippet(tenant: Tenant) -> str:
     target = (f"unix:{tenant.listen.path}" if tenant.listen.is_unix else str(tenant.listen))
+    if tenant.site.runtime.type == "python":  # the app routes every path itself
+        return (f"location / {{\n"
+                f"    fastcgi_pass {target};\n"
+                f"    include fastcgi_params;\n"
+                f"    fastcgi_param SCRIPT_NAME \"\";\n"
+                f"    fastcgi_param PATH_INFO $uri;\n"
+                f"}}")
     return (f"location ~ \\.php$ {{\n"
             f"    root {tenant.site.root};\n"
             f"    try_files $uri =404;\n"

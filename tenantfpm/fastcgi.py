@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 VERSION = 1
 BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR, DATA = range(1, 9)
@@ -60,28 +61,48 @@ def encode_pairs(pairs: Iterable[tuple[str | bytes, str | bytes]]) -> bytes:
     return b"".join(out)
 
 
-def decode_pairs(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    i, n = 0, len(data)
+def decode_pairs(data: bytes | bytearray) -> list[tuple[bytes, bytes]]:
+    """Name-value pairs; ProtocolError if a length runs past the data."""
+    return _pairs(data, bytes(data))
 
-    def length() -> int:
-        nonlocal i
+
+def decode_params(data: bytes | bytearray) -> dict[str, str]:
+    """Name-value pairs as latin-1 strings (PEP 3333's environ), decoded in one go."""
+    return dict(_pairs(data, data.decode("latin-1")))
+
+
+def _pairs(data: bytes | bytearray, source: Any) -> list[tuple[Any, Any]]:
+    """Lengths read from `data`, names and values sliced from `source` (the same bytes,
+    or their latin-1 text: same offsets). A flat loop: the python worker decodes some
+    twenty pairs per request (a generator with a helper closure cost it a fifth of
+    its time)."""
+    out = []
+    i, n = 0, len(data)
+    while i < n:
+        kl = data[i]
+        if kl & 0x80:
+            if i + 4 > n:
+                raise ProtocolError("truncated name-value length")
+            kl = int.from_bytes(data[i:i + 4], "big") & 0x7FFFFFFF
+            i += 4
+        else:
+            i += 1
         if i >= n:
             raise ProtocolError("truncated name-value pair")
-        if data[i] < 128:
+        vl = data[i]
+        if vl & 0x80:
+            if i + 4 > n:
+                raise ProtocolError("truncated name-value length")
+            vl = int.from_bytes(data[i:i + 4], "big") & 0x7FFFFFFF
+            i += 4
+        else:
             i += 1
-            return data[i - 1]
-        if i + 4 > n:
-            raise ProtocolError("truncated name-value length")
-        (v,) = struct.unpack_from("!I", data, i)
-        i += 4
-        return v & 0x7FFFFFFF
-
-    while i < n:
-        kl, vl = length(), length()
-        if i + kl + vl > n:
+        end = i + kl + vl
+        if end > n:
             raise ProtocolError("name-value pair longer than its record")
-        yield data[i:i + kl], data[i + kl:i + kl + vl]
-        i += kl + vl
+        out.append((source[i:i + kl], source[i + kl:end]))
+        i = end
+    return out
 
 
 class RecordReader:

@@ -376,7 +376,7 @@ def test_scoreboard_round_trip_and_torn_reads():
         worker = Board(fd)
         slot = Slot(state=RUNNING, requests=7, accepted=8, request_start=12.5, method="POST",
                     uri="/é?x=1", script="/srv/app.py", content_length=42, fatal="")
-        worker.publish(slot)
+        worker.publish(slot, texts=True)
         assert board.read() == slot
         worker.map[0:8] = struct.pack("=Q", 99)  # odd: a write in progress
         assert board.read() is None

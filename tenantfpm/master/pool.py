@@ -672,17 +672,18 @@ class Pool:
                 and took >= limits.request_slowlog_timeout)
         if not (terminate or slow):
             return
-        if w.board is not None:
-            self._python_request_time(w, took, bool(terminate))
-            return
-        try:
-            state: inspect.PhpState | None = self.inspect(
-                w, limits.slowlog_trace_depth if slow else 0)
-            why_not = ""
-        except inspect.Unavailable as e:
-            state, why_not = None, str(e)
-        what = (f"script '{state.script}' (request: \"{state.method} {state.uri}\")"
-                if state else "script unknown")
+        python = w.board is not None
+        state: inspect.PhpState | None = None
+        why_not = ""
+        if not python:
+            try:
+                state = self.inspect(w, limits.slowlog_trace_depth if slow else 0)
+            except inspect.Unavailable as e:
+                why_not = str(e)
+        # the request: from a python worker's scoreboard, or from php-cgi's memory
+        req = w.slot if python else state
+        what = (f"script '{req.script}' (request: \"{req.method} {req.uri}\")"
+                if req else "script unknown")
         if terminate:
             self.log.event("warning", f"child {w.pid}, {what} execution timed out "
                                       f"({took:.6f} sec), terminating")
@@ -694,30 +695,14 @@ class Pool:
         self.slow_requests += 1
         self.log.event("warning", f"child {w.pid}, {what} executing too slow "
                                   f"({took:.6f} sec), logging")
+        if python:  # the worker writes its own stack (faulthandler on TRACE_SIGNAL)
+            self._read_trace(w)  # anything stale
+            w.signal(TRACE_SIGNAL)
+            self.host.loop.call_later(TRACE_WAIT, self._write_trace, w,
+                                      req.script if req else None)
+            return
         self.log.slow(w.pid, state.script if state else None,
                       [f.slowlog() for f in state.frames] if state else None, why_not)
-
-    def _python_request_time(self, w: Worker, took: float, terminate: bool) -> None:
-        """As for php, but the request comes from the scoreboard and the slow log's
-        backtrace from the worker itself (faulthandler on TRACE_SIGNAL)."""
-        slot = w.slot
-        what = (f"script '{slot.script}' (request: \"{slot.method} {slot.uri}\")"
-                if slot else "script unknown")
-        if terminate:
-            self.log.event("warning", f"child {w.pid}, {what} execution timed out "
-                                      f"({took:.6f} sec), terminating")
-            self.terminated_requests += 1
-            w.retiring = "timeout"
-            w.signal(signal.SIGKILL)
-            return
-        w.slow_logged = True
-        self.slow_requests += 1
-        self.log.event("warning", f"child {w.pid}, {what} executing too slow "
-                                  f"({took:.6f} sec), logging")
-        self._read_trace(w)  # anything stale
-        w.signal(TRACE_SIGNAL)
-        self.host.loop.call_later(TRACE_WAIT, self._write_trace, w,
-                                  slot.script if slot else None)
 
     def _read_trace(self, w: Worker) -> str:
         chunks = []
@@ -734,8 +719,12 @@ class Pool:
     def _write_trace(self, w: Worker, script: str | None) -> None:
         text = self._read_trace(w)
         frames = traceback_frames(text, self.tenant.site.limits.slowlog_trace_depth)
-        why_not = ("" if frames else "the worker wrote no traceback within "
-                   f"{TRACE_WAIT:g}s" if not text else "no application frames on the stack")
+        if frames:
+            why_not = ""
+        elif not text:
+            why_not = f"the worker wrote no traceback within {TRACE_WAIT:g}s"
+        else:  # the request ended between the signal and the dump
+            why_not = "no application frames on the stack"
         self.log.slow(w.pid, script, frames, why_not)
 
     def _views(self) -> list[pm.WorkerView]:

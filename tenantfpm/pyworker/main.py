@@ -11,6 +11,7 @@ its request.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import importlib
 import json
 import os
@@ -102,7 +103,7 @@ class Worker:
         self.errors.flush()
         last = traceback.format_exception_only(e)[-1].strip()
         self.slot.fatal, self.slot.state = last, EXITING
-        self.board.publish(self.slot)
+        self.board.publish(self.slot, texts=True)
 
     # --- serving ----------------------------------------------------------
 
@@ -125,9 +126,7 @@ class Worker:
                 sock, _ = self._wait_for_work(listener.accept)
             except Stop:
                 break
-            self.slot.accepted += 1
-            self.slot.state = READING
-            self.board.publish(self.slot)
+            self.slot.accepted += 1  # published with the request's start (one write less)
             try:
                 self._connection(app, Connection(sock), listener)
             except Closed as e:
@@ -165,6 +164,11 @@ class Worker:
         ready = dict(self._wait_for_work(p.poll))
         return conn.sock.fileno() in ready
 
+    def _app_done(self) -> None:
+        self.in_app = False
+        if self.cfg.max_execution_time:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
     def _rss(self) -> int:
         """Resident bytes now. Not ru_maxrss: that starts at the master's RSS at fork time
         and survives exec, so it would report the master's size."""
@@ -183,18 +187,16 @@ class Worker:
             s.content_length = int(p.get("CONTENT_LENGTH") or 0)
         except ValueError:
             s.content_length = -1
-        self.board.publish(s)
+        self.board.publish(s, texts=True)
         wall, cpu0 = time.time(), time.process_time()
         timer = self.cfg.max_execution_time
         if timer:
             signal.setitimer(signal.ITIMER_REAL, timer)
         self.in_app = True
         try:
-            resp = run_app(app, conn, req, self.settings, self.errors)
+            resp = run_app(app, conn, req, self.settings, self.errors, self._app_done)
         finally:
-            self.in_app = False
-            if timer:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            self._app_done()
             s.last_duration = time.monotonic() - s.request_start
             s.last_cpu = time.process_time() - cpu0
             s.last_cpu_percent = 100 * s.last_cpu / s.last_duration if s.last_duration else 0.0
@@ -229,6 +231,9 @@ def main() -> None:
     except BaseException as e:  # whatever importing the app raises
         w.fatal(e)
         sys.exit(1)
+    # what the app loaded at import stays for the worker's life: keep it out of the
+    # cyclic collector's full passes, which would otherwise walk it again and again
+    gc.freeze()
     listener = socket.socket(fileno=0)
     w.serve(app, listener)
 

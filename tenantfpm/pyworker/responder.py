@@ -41,6 +41,7 @@ from tenantfpm.fastcgi import (
     ProtocolError,
     Record,
     decode_pairs,
+    decode_params,
     encode_pairs,
 )
 
@@ -79,6 +80,9 @@ class Connection:
         self.limits = limits
         self.buf = bytearray()
         self.pos = 0
+        # recv_into one buffer: recv(n) would allocate n bytes per call, and a large n
+        # goes through mmap/munmap in glibc
+        self.rbuf = memoryview(bytearray(65536))
         self.poll = select.poll()
         self.poll.register(sock.fileno(), select.POLLIN)
         self.current: int | None = None  # the request being served
@@ -96,7 +100,7 @@ class Connection:
             self.pos = 0
         while True:
             try:
-                data = self.sock.recv(262144, _DONTWAIT)
+                n = self.sock.recv_into(self.rbuf, 0, _DONTWAIT)
             except BlockingIOError:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.poll.poll(left * 1000):
@@ -104,13 +108,13 @@ class Connection:
                 continue
             except (ConnectionResetError, BrokenPipeError) as e:
                 raise Closed(f"connection reset while waiting for {what}") from e
-            if not data:
+            if not n:
                 raise Closed("" if what == "a request" and not self.pending()
                              else f"connection closed while waiting for {what}")
-            self.buf += data
+            self.buf += self.rbuf[:n]
             return
 
-    def _record(self, deadline: float, what: str) -> tuple[int, int, bytes]:
+    def _record(self, deadline: float, what: str) -> tuple[int, int, bytearray]:
         while True:
             avail = len(self.buf) - self.pos
             if avail >= 8:
@@ -120,7 +124,7 @@ class Connection:
                 total = 8 + clen + plen
                 if avail >= total:
                     start = self.pos + 8
-                    content = bytes(self.buf[start:start + clen])
+                    content = self.buf[start:start + clen]  # one copy, a bytearray
                     self.pos += total
                     if self.pos == len(self.buf):
                         self.buf.clear()
@@ -138,7 +142,10 @@ class Connection:
                                   if k in GET_VALUES_ANSWERS)
             self.send(Record(GET_VALUES_RESULT, 0, answer).encode())
         else:
-            self.send(Record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7).encode())
+            self._unknown(rtype)
+
+    def _unknown(self, rtype: int) -> None:
+        self.send(Record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7).encode())
 
     def _refuse(self, rid: int, protocol_status: int) -> None:
         self.send(Record(END_REQUEST, rid, _END.pack(0, protocol_status)).encode())
@@ -189,10 +196,10 @@ class Connection:
             elif rtype == STDIN:
                 raise Closed("protocol error: STDIN before the end of PARAMS")
             else:
-                self.send(Record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7).encode())
+                self._unknown(rtype)
         assert rid is not None
         try:
-            pairs = {k.decode("latin-1"): v.decode("latin-1") for k, v in decode_pairs(params)}
+            pairs = decode_params(params)
         except ProtocolError as e:
             raise Closed(f"protocol error: {e}") from e
         self.current, self.stdin_done = rid, False
@@ -218,7 +225,7 @@ class Connection:
                 self.stdin_done = True
                 raise Aborted()
             elif rtype not in (PARAMS, BEGIN_REQUEST):
-                self.send(Record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7).encode())
+                self._unknown(rtype)
 
     # --- bytes out --------------------------------------------------------
 
@@ -247,8 +254,9 @@ class Connection:
 
     def end(self, rid: int, tail: bytes | bytearray = b"", app_status: int = 0) -> None:
         """The last output, the closing empty STDOUT and END_REQUEST, in one send."""
-        self.send(self.stdout_records(rid, tail) + Record(STDOUT, rid).encode()
-                  + Record(END_REQUEST, rid, _END.pack(app_status, REQUEST_COMPLETE)).encode())
+        self.send(self.stdout_records(rid, tail) + HEADER.pack(VERSION, STDOUT, rid, 0, 0)
+                  + HEADER.pack(VERSION, END_REQUEST, rid, 8, 0)
+                  + _END.pack(app_status, REQUEST_COMPLETE))
         if self.current == rid:
             self.current = None
 

@@ -22,8 +22,10 @@ STATE_NAMES = {STARTING: "Starting", IDLE: "Idle", READING: "Reading headers",
                RUNNING: "Running", EXITING: "Finishing"}
 
 _SEQ = struct.Struct("=Q")
-_BODY = struct.Struct("=BxxxxxxxQQdqdddQH64s1024s1024s512s")
-SIZE = mmap.PAGESIZE * ((_SEQ.size + _BODY.size) // mmap.PAGESIZE + 1)
+_NUMBERS = struct.Struct("=BxxxxxxxQQdqdddQH")  # change at every step of a request
+_TEXTS = struct.Struct("=64s1024s1024s512s")  # change when a request starts
+_TEXTS_AT = _SEQ.size + _NUMBERS.size
+SIZE = mmap.PAGESIZE * ((_TEXTS_AT + _TEXTS.size) // mmap.PAGESIZE + 1)
 
 
 def _text(b: bytes) -> str:
@@ -69,13 +71,17 @@ class Board:
             os.close(fd)
             raise
 
-    def publish(self, s: Slot) -> None:
+    def publish(self, s: Slot, texts: bool = False) -> None:
+        """Write the counters and state; the strings too when `texts` (a new request,
+        a fatal error): packing them costs more than everything else together."""
         (seq,) = _SEQ.unpack_from(self.map, 0)
         _SEQ.pack_into(self.map, 0, seq + 1)
-        _BODY.pack_into(self.map, _SEQ.size, s.state, s.requests, s.accepted, s.request_start,
-                        s.content_length, s.last_duration, s.last_cpu, s.last_cpu_percent,
-                        s.last_memory, s.last_status, _bytes(s.method, 64),
-                        _bytes(s.uri, 1024), _bytes(s.script, 1024), _bytes(s.fatal, 512))
+        _NUMBERS.pack_into(self.map, _SEQ.size, s.state, s.requests, s.accepted,
+                           s.request_start, s.content_length, s.last_duration, s.last_cpu,
+                           s.last_cpu_percent, s.last_memory, s.last_status)
+        if texts:
+            _TEXTS.pack_into(self.map, _TEXTS_AT, _bytes(s.method, 64), _bytes(s.uri, 1024),
+                             _bytes(s.script, 1024), _bytes(s.fatal, 512))
         _SEQ.pack_into(self.map, 0, seq + 2)
 
     def read(self) -> Slot | None:
@@ -84,13 +90,11 @@ class Board:
             (before,) = _SEQ.unpack_from(self.map, 0)
             if before & 1:
                 continue
-            body = _BODY.unpack_from(self.map, _SEQ.size)
+            numbers = _NUMBERS.unpack_from(self.map, _SEQ.size)
+            texts = _TEXTS.unpack_from(self.map, _TEXTS_AT)
             (after,) = _SEQ.unpack_from(self.map, 0)
             if before == after:
-                (state, requests, accepted, start, length, dur, cpu, pct, mem, status,
-                 method, uri, script, fatal) = body
-                return Slot(state, requests, accepted, start, length, dur, cpu, pct, mem,
-                            status, _text(method), _text(uri), _text(script), _text(fatal))
+                return Slot(*numbers, *(_text(t) for t in texts))
         return None
 
     def close(self) -> None:

@@ -220,8 +220,14 @@ class Response:
 
 
 def run_app(app: Callable[..., Iterable[bytes]], conn: Connection, req: Request,
-            settings: Settings, errors: IO[str]) -> Response:
-    """Serve one request; returns the response (its status, for the logs)."""
+            settings: Settings, errors: IO[str],
+            app_done: Callable[[], None] = lambda: None) -> Response:
+    """Serve one request; returns the response (its status, for the logs).
+
+    `app_done` runs as soon as the application is through (returned, raised, or
+    its iterable closed), before the rest of the response goes out: the worker
+    disarms max_execution_time there, so the timer never fires in our own I/O.
+    """
     resp = Response(conn, req.id)
     body = Input(conn, settings.body_limit)
     env = environ(req.params, body, errors)
@@ -237,14 +243,17 @@ def run_app(app: Callable[..., Iterable[bytes]], conn: Connection, req: Request,
         resp.finish()
         return resp
     try:
-        result = app(env, resp.start_response)
         try:
-            for chunk in result:
-                resp.write(chunk)
+            result = app(env, resp.start_response)
+            try:
+                for chunk in result:
+                    resp.write(chunk)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+            app_done()
     except Closed:
         raise  # the connection is gone: nothing more to send on it
     except Aborted:

@@ -31,6 +31,7 @@ def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str
     argv = [site.runtime.command[0], *site.runtime.command[1:], "-c", BOOT.format(lib=lib),
             json.dumps(config)]
     env = dict(site.env)
+    env.setdefault("PYTHONUNBUFFERED", "1")  # print() reaches error.log when it happens
     if "date.timezone" in site.ini:
         env["TZ"] = str(site.ini["date.timezone"])
     return argv, env

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import textwrap
@@ -151,6 +152,9 @@ def test_the_app_runs_sandboxed_as_the_tenant(env, web):
     assert got["procs"] == [1]  # its own PID namespace: only itself
     assert got["python"] == "/usr/bin/python3"
     assert "pid" in got and int(got["pid"]) in [p["pid"] for p in env.status(web)["processes"]]
+    # the host's files outside the tenant's root are not there at all
+    for path in (env.base / "tenantfpm.toml", env.base / "log", "/root", "/etc/shadow"):
+        assert get(env, web, f"/exists?path={path}").body == b"false", path
 
 
 def test_status_and_access_log_are_exact(env, web):
@@ -317,11 +321,15 @@ def test_malformed_fastcgi_does_not_hurt_the_worker(env, web):
 
 
 def test_flask_tenant_through_nginx(env, tmp_path):
-    env.add(python_site(env, "flask", env.users[2], app="shop:app",
-                        files={"shop.py": FLASK_APP}))
+    added = env.cli("add", str(python_site(env, "flask", env.users[2], app="shop:app",
+                                           files={"shop.py": FLASK_APP})))
+    # the location block `add` prints is the one nginx gets
+    snippet = added.stdout.split("nginx:\n", 1)[1].strip()
+    assert snippet.startswith("location / {") and env.socket("flask") in snippet
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    shutil.copy("/etc/nginx/fastcgi_params", tmp_path)  # the snippet includes it relatively
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""
         worker_processes 1;
@@ -339,12 +347,7 @@ def test_flask_tenant_through_nginx(env, tmp_path):
             scgi_temp_path {tmp_path}/scgi;
             server {{
                 listen 127.0.0.1:{port};
-                location / {{
-                    include /etc/nginx/fastcgi_params;
-                    fastcgi_param SCRIPT_NAME "";
-                    fastcgi_param PATH_INFO $uri;
-                    fastcgi_pass unix:{env.socket('flask')};
-                }}
+                {snippet}
             }}
         }}
     """)
