@@ -15,6 +15,7 @@ own /proc. Everything else of the host is absent, not merely unreadable.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -78,6 +79,16 @@ class RootSpec:
     binds: list[tuple[str, str, bool]] = field(default_factory=list)  # source, target, ro
 
 
+_DEV_STEPS = tuple(
+    [Step("mkdir", "/dev"),
+     Step("mount", "/dev", source="tmpfs", fstype="tmpfs",
+          flags=linux.MS_NOSUID | linux.MS_NOEXEC, data="size=64k,nr_inodes=64,mode=755")]
+    + [step for node in DEV_NODES
+       for step in (Step("touch", f"/dev/{node}"), Step("bind", f"/dev/{node}",
+                                                       source=f"/dev/{node}"))]
+    + [Step("symlink", f"/dev/{name}", source=target) for name, target in DEV_LINKS.items()])
+
+
 def passwd(spec: RootSpec) -> str:
     return (f"root:x:0:0:root:/root:{NOLOGIN}\n"
             f"{spec.user}:x:{spec.uid}:{spec.gid}::{spec.tenant_root}:{NOLOGIN}\n")
@@ -106,8 +117,19 @@ def _mirror(path: str, probe: Probe, readonly: bool, allow_links: bool) -> list[
             Step("bind", path, source=path, readonly=readonly)]
 
 
-def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
-    probe = probe or HostProbe()
+_HOST = HostProbe()
+SYSTEM_STEPS_TTL = 60.0  # seconds the host's part of the plan is reused across tenants
+_system_cache: tuple[float, tuple[Step, ...]] | None = None
+
+
+def _system_steps(probe: Probe) -> tuple[Step, ...]:
+    """The part of every tenant's plan that mirrors the host (tmpfs root, system dirs,
+    /etc pieces). The host's master plans for every tenant it starts: a thousand
+    tenants share one tuple of these (frozen) steps instead of a copy each."""
+    global _system_cache
+    now = time.monotonic()
+    if probe is _HOST and _system_cache and now - _system_cache[0] < SYSTEM_STEPS_TTL:
+        return _system_cache[1]
     steps = [Step("mount", "/", source="tmpfs", fstype="tmpfs",
                   flags=linux.MS_NOSUID | linux.MS_NODEV, data="size=1m,nr_inodes=4096,mode=755")]
     for d in SYSTEM_DIRS:
@@ -115,6 +137,14 @@ def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
     steps.append(Step("mkdir", "/etc"))
     for name in ETC_ENTRIES:
         steps += _mirror(f"/etc/{name}", probe, readonly=True, allow_links=False)
+    if probe is _HOST:
+        _system_cache = (now, tuple(steps))
+    return tuple(steps)
+
+
+def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
+    probe = probe or _HOST
+    steps = list(_system_steps(probe))
     steps += [Step("write", "/etc/passwd", content=passwd(spec)),
               Step("write", "/etc/group", content=group(spec))]
     if spec.ini_source:
@@ -128,13 +158,7 @@ def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
         steps.append(Step("mount", "/tmp", source="tmpfs", fstype="tmpfs",
                           flags=linux.MS_NOSUID | linux.MS_NODEV,
                           data=f"size={spec.tmp_size},mode=1777"))
-    steps += [Step("mkdir", "/dev"),
-              Step("mount", "/dev", source="tmpfs", fstype="tmpfs",
-                   flags=linux.MS_NOSUID | linux.MS_NOEXEC, data="size=64k,nr_inodes=64,mode=755")]
-    for node in DEV_NODES:
-        dev = f"/dev/{node}"
-        steps += [Step("touch", dev), Step("bind", dev, source=dev)]
-    steps += [Step("symlink", f"/dev/{name}", source=target) for name, target in DEV_LINKS.items()]
+    steps += _DEV_STEPS
     steps += [Step("mkdir", "/proc"),
               Step("mount", "/proc", source="proc", fstype="proc",
                    flags=linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
