@@ -361,10 +361,9 @@ class Pool:
                             sandbox=self.sandbox, pass_fds=tuple(passed))
                 child = spawn(plan)
             except OSError as e:
-                self.log.event("error", f"fork() failed: {e.strerror}")
-                for fd in (trace, trace_w):
-                    if fd is not None:
-                        os.close(fd)
+                self.log.event("error", f"cannot start a worker: {e.strerror or e}")
+                if trace is not None:  # trace_w and board_fd: closed just below
+                    os.close(trace)
                 if board is not None:
                     board.close()
                 return
