@@ -14,6 +14,20 @@ class Limits:
     memory: int | None = None  # bytes
     cpu: float | None = None  # cores
     pids: int | None = None
+    # CPU weight under contention, in processes' worth: a tenant's cgroup competes
+    # as one scheduling entity, so with the default weight its max_children workers
+    # together would get what one process gets (see weight_v1/weight_v2)
+    weight: int = 1
+
+
+def weight_v1(processes: int) -> int:
+    """cpu.shares for `processes` ordinary processes' worth (1024 each; kernel max 262144)."""
+    return max(2, min(262144, 1024 * processes))
+
+
+def weight_v2(processes: int) -> int:
+    """cpu.weight for `processes` ordinary processes' worth (100 each; range 1..10000)."""
+    return max(1, min(10000, 100 * processes))
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class V1Tenant(base.TenantCgroup):
             base.write(os.path.join(cpu, "cpu.cfs_period_us"), str(base.CFS_PERIOD_US))
             quota = int(limits.cpu * base.CFS_PERIOD_US) if limits.cpu else -1
             base.write(os.path.join(cpu, "cpu.cfs_quota_us"), str(quota))
+            base.write(os.path.join(cpu, "cpu.shares"), str(base.weight_v1(limits.weight)))
         pids = self.paths.get("pids")
         if pids:
             base.write(os.path.join(pids, "pids.max"), str(limits.pids) if limits.pids else "max")

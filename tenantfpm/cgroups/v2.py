@@ -83,6 +83,7 @@ class V2Tenant(base.TenantCgroup):
         if "cpu" in have:
             quota = str(int(limits.cpu * base.CFS_PERIOD_US)) if limits.cpu else "max"
             base.write(self._f("cpu.max"), f"{quota} {base.CFS_PERIOD_US}")
+            base.write(self._f("cpu.weight"), str(base.weight_v2(limits.weight)))
         if "pids" in have:
             base.write(self._f("pids.max"), str(limits.pids) if limits.pids else "max")
 

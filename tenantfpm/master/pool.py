@@ -167,7 +167,8 @@ class Pool:
                 self.oom_base = self.oom_seen = cg.oom_kills() or 0
             self.cgroup.apply(cgroups.Limits(memory=site.limits.memory or None,
                                              cpu=site.limits.cpu or None,
-                                             pids=site.limits.pids or None))
+                                             pids=site.limits.pids or None,
+                                             weight=site.pm.max_children))
         limits = (f"memory {site.limits.memory >> 20}M" if site.limits.memory else "memory -",
                   f"cpu {site.limits.cpu:g}" if site.limits.cpu else "cpu -",
                   f"pids {site.limits.pids}" if site.limits.pids else "pids -")

@@ -47,11 +47,13 @@ def files(env) -> dict[str, Path]:
     if isinstance(d, cgroups.V2Driver):
         t = Path(d.parent_path, "lim")
         return {"memory": t / "memory.max", "pids": t / "pids.max", "cpu": t / "cpu.max",
+                "weight": t / "cpu.weight",
                 "procs": t / "cgroup.procs", "oom": t / "memory.events",
                 "cpu.stat": t / "cpu.stat", "pids.events": t / "pids.events"}
     m = {c: Path(p, d.parent, "lim") for c, p in d.mounts.items()}
     return {"memory": m["memory"] / "memory.limit_in_bytes", "pids": m["pids"] / "pids.max",
             "cpu": m["cpu"] / "cpu.cfs_quota_us", "procs": m["memory"] / "cgroup.procs",
+            "weight": m["cpu"] / "cpu.shares",
             "oom": m["memory"] / "memory.oom_control", "cpu.stat": m["cpu"] / "cpu.stat",
             "pids.events": m["pids"] / "pids.events"}
 
@@ -66,6 +68,9 @@ def test_limits_are_in_the_kernel(live):
     assert f["pids"].read_text().strip() == "20"
     cpu = f["cpu"].read_text().split()
     assert cpu[0] == "50000"  # v2 "50000 100000"; v1 quota 50000 of the 100000 us period
+    # the weight of max_children (1) processes: v2's cpu.weight 100, v1's cpu.shares 1024
+    assert f["weight"].read_text().strip() == ("100" if f["weight"].name == "cpu.weight"
+                                                else "1024")
     st = live.status("lim")
     assert st["memory_limit"] == 64 << 20 and isinstance(st["memory_current"], int)
     procs = {int(p) for p in f["procs"].read_text().split()}
