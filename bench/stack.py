@@ -69,6 +69,19 @@ http {{
 """
 
 
+def stop_all(procs: list[subprocess.Popen], sig=lambda p: signal.SIGTERM) -> None:
+    """Signal every process still running (last started first), then wait; SIGKILL at 20 s."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(sig(p))
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -304,15 +317,7 @@ class Stack:
     # --- teardown -------------------------------------------------------
 
     def __exit__(self, *exc: object) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGQUIT if p is self.master else signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(self.procs, lambda p: signal.SIGQUIT if p is self.master else signal.SIGTERM)
         for u in USERS:
             subprocess.run(["pkill", "-KILL", "-u", u], check=False)
         for u in self.made_users:

@@ -13,7 +13,6 @@ import importlib.util
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import wrk
-from stack import free_port, nginx_config
+from stack import free_port, nginx_config, stop_all
 
 APP = '''
 def application(environ, start_response):
@@ -137,15 +136,7 @@ class WsgiStack:
             return False
 
     def __exit__(self, *exc: object) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(self.procs)
         if self.added:
             self.st.client.call("DELETE", "/v1/tenants/wsgi")
 

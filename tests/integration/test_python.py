@@ -295,6 +295,23 @@ def test_an_app_that_fails_to_import_is_failed_with_the_last_line(env):
     assert "Traceback" in env.log("broken")  # the whole traceback, in its error.log
 
 
+def test_without_isolation_the_worker_runs_from_the_installed_package(env):
+    env.add(python_site(env, "plain", env.users[2], """
+        [pm]
+        mode = "static"
+        max_children = 1
+        [isolation]
+        enabled = false
+    """))
+    try:
+        got = info(env, "plain")
+        assert got["uid"] == int(subprocess.check_output(["id", "-u", env.users[2]]))
+        assert len(got["procs"]) > 1  # the host's /proc: every process, not just itself
+        assert "isolation.enabled = false" in env.log("plain")
+    finally:
+        env.api("DELETE", "/v1/tenants/plain")
+
+
 def test_wsgi_compliance_checked_by_wsgiref_validate(env):
     env.add(python_site(env, "valid", env.users[2], app="app:application",
                         files={"app.py": VALIDATED_APP}))
