@@ -126,6 +126,8 @@ class Worker:
                 sock, _ = self._wait_for_work(listener.accept)
             except Stop:
                 break
+            except ConnectionAbortedError:
+                continue  # the client left while queued: nothing to serve
             self.slot.accepted += 1  # published with the request's start (one write less)
             try:
                 self._connection(app, Connection(sock), listener)

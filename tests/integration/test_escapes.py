@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import body_ok, running_env
+from tests.integration.conftest import SLOW, body_ok, running_env
 
 ESRCH, EPERM = 3, 1
 CLONE_NEWUSER_NEWNS = 0x10000000 | 0x00020000
@@ -61,8 +61,17 @@ def arena(users):
 
 def php(arena, code: str, tenant: str = "attacker") -> str:
     r = arena.php(tenant, code)
-    assert body_ok(r), (r.status, r.stdout[:500], r.stderr[:500], arena.log(tenant)[-1500:])
+    if not body_ok(r):
+        time.sleep(2 * SLOW)  # the master logs a death when it reaps: give it the time
+        raise AssertionError((r.status, r.stdout[:500], r.stderr[:500],
+                              arena.log(tenant)[-2000:]))
     return r.body.decode()
+
+
+def settled(arena, tenant: str, workers: int) -> None:
+    """Every worker up and idle: no replacement still starting (and growing) in the cgroup."""
+    arena.wait_for(f"{tenant}'s {workers} workers idle", lambda: [
+        p["state"] for p in arena.status(tenant)["processes"]] == ["Idle"] * workers)
 
 
 def php_json(arena, code: str, tenant: str = "attacker"):
@@ -286,6 +295,7 @@ def test_memory_exhaustion_by_a_child_process_is_told_apart(arena):
     # about telling the kill apart, not about the kernel's choice of victim.
     hog = ("open('/proc/self/oom_score_adj', 'w').write('1000'); "
            "x = bytearray(200 << 20)")
+    settled(arena, "hog", 2)  # the worker the previous test lost is replaced and idle
     out = php(arena, f"echo run(['/usr/bin/python3', '-c', {json.dumps(hog)}]);", tenant="hog")
     assert out.strip() == "rc=9"  # proc_close: the child died of SIGKILL; the worker answered
     arena.wait_for("the child's OOM kill in the log", lambda: (
