@@ -40,11 +40,14 @@ class Record:
                 + self.content + b"\0" * pad)
 
 
-def encode_stream(rtype: int, request_id: int, data: bytes) -> bytes:
-    """A stream (PARAMS/STDIN/STDOUT...) as records, closed by an empty record."""
-    out = [Record(rtype, request_id, data[i:i + MAX_CONTENT]).encode()
+def encode_stream(rtype: int, request_id: int, data: bytes | bytearray,
+                  end: bool = True) -> bytes:
+    """A stream (PARAMS/STDIN/STDOUT...) as records, closed by an empty record if `end`
+    (a responder flushing output part way leaves the stream open)."""
+    out = [Record(rtype, request_id, bytes(data[i:i + MAX_CONTENT])).encode()
            for i in range(0, len(data), MAX_CONTENT)]
-    out.append(Record(rtype, request_id, b"").encode())
+    if end:
+        out.append(Record(rtype, request_id, b"").encode())
     return b"".join(out)
 
 
@@ -108,22 +111,24 @@ def _pairs(data: bytes | bytearray, source: Any) -> list[tuple[Any, Any]]:
 class RecordReader:
     """Incremental record parser: feed bytes, take complete records."""
 
-    def __init__(self, max_content: int = MAX_CONTENT) -> None:
-        self.buf = bytearray()
-        self.max_content = max_content
+    def __init__(self) -> None:
+        self.buf = bytearray()  # the start of a record not complete yet
 
-    def feed(self, data: bytes) -> list[Record]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
         self.buf += data
         out = []
-        while len(self.buf) >= HEADER.size:
-            version, rtype, rid, clen, plen = HEADER.unpack_from(self.buf)
+        pos, n = 0, len(self.buf)
+        while n - pos >= HEADER.size:
+            version, rtype, rid, clen, plen = HEADER.unpack_from(self.buf, pos)
             if version != VERSION:
-                raise ProtocolError(f"unsupported FastCGI version {version}")
+                raise ProtocolError(f"FastCGI version {version}, not {VERSION}")
             total = HEADER.size + clen + plen
-            if len(self.buf) < total:
+            if n - pos < total:
                 break
-            out.append(Record(rtype, rid, bytes(self.buf[HEADER.size:HEADER.size + clen])))
-            del self.buf[:total]
+            out.append(Record(rtype, rid, bytes(self.buf[pos + HEADER.size:
+                                                         pos + HEADER.size + clen])))
+            pos += total
+        del self.buf[:pos]  # once per feed, not once per record
         return out
 
 

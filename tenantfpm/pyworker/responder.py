@@ -14,6 +14,7 @@ per-call one) holds against a sender that sends one byte at a time.
 
 from __future__ import annotations
 
+import collections
 import select
 import socket
 import struct
@@ -27,9 +28,7 @@ from tenantfpm.fastcgi import (
     END_REQUEST,
     GET_VALUES,
     GET_VALUES_RESULT,
-    HEADER,
     KEEP_CONN,
-    MAX_CONTENT,
     PARAMS,
     REQUEST_COMPLETE,
     RESPONDER,
@@ -37,12 +36,13 @@ from tenantfpm.fastcgi import (
     STDOUT,
     UNKNOWN_ROLE,
     UNKNOWN_TYPE,
-    VERSION,
     ProtocolError,
     Record,
+    RecordReader,
     decode_pairs,
     decode_params,
     encode_pairs,
+    encode_stream,
 )
 
 GET_VALUES_ANSWERS = {b"FCGI_MAX_CONNS": b"1", b"FCGI_MAX_REQS": b"1", b"FCGI_MPXS_CONNS": b"0"}
@@ -78,8 +78,8 @@ class Connection:
     def __init__(self, sock: socket.socket, limits: Limits = Limits()) -> None:
         self.sock = sock
         self.limits = limits
-        self.buf = bytearray()
-        self.pos = 0
+        self.reader = RecordReader()  # the codec `tenantfpm request` reads with too
+        self.records: collections.deque[Record] = collections.deque()  # parsed, not taken
         # recv_into one buffer: recv(n) would allocate n bytes per call, and a large n
         # goes through mmap/munmap in glibc
         self.rbuf = memoryview(bytearray(65536))
@@ -91,13 +91,10 @@ class Connection:
     # --- bytes in ---------------------------------------------------------
 
     def pending(self) -> bool:
-        """Bytes already received and not yet parsed (a pipelined next request)."""
-        return self.pos < len(self.buf)
+        """Input already received and not yet taken (a pipelined next request)."""
+        return bool(self.records) or bool(self.reader.buf)
 
     def _fill(self, deadline: float, what: str) -> None:
-        if self.pos and self.pos * 2 >= len(self.buf):
-            del self.buf[:self.pos]
-            self.pos = 0
         while True:
             try:
                 n = self.sock.recv_into(self.rbuf, 0, _DONTWAIT)
@@ -111,26 +108,17 @@ class Connection:
             if not n:
                 raise Closed("" if what == "a request" and not self.pending()
                              else f"connection closed while waiting for {what}")
-            self.buf += self.rbuf[:n]
+            try:
+                self.records.extend(self.reader.feed(self.rbuf[:n]))
+            except ProtocolError as e:
+                raise Closed(f"protocol error: {e}") from e
             return
 
-    def _record(self, deadline: float, what: str) -> tuple[int, int, bytearray]:
-        while True:
-            avail = len(self.buf) - self.pos
-            if avail >= 8:
-                version, rtype, rid, clen, plen = HEADER.unpack_from(self.buf, self.pos)
-                if version != VERSION:
-                    raise Closed(f"protocol error: FastCGI version {version}")
-                total = 8 + clen + plen
-                if avail >= total:
-                    start = self.pos + 8
-                    content = self.buf[start:start + clen]  # one copy, a bytearray
-                    self.pos += total
-                    if self.pos == len(self.buf):
-                        self.buf.clear()
-                        self.pos = 0
-                    return rtype, rid, content
+    def _record(self, deadline: float, what: str) -> tuple[int, int, bytes]:
+        while not self.records:
             self._fill(deadline, what)
+        rec = self.records.popleft()
+        return rec.type, rec.request_id, rec.content
 
     def _management(self, rtype: int, content: bytes) -> None:
         if rtype == GET_VALUES:
@@ -245,18 +233,10 @@ class Connection:
                 raise Closed("the web server closed the connection") from e
             view = view[n:]
 
-    @staticmethod
-    def stdout_records(rid: int, data: bytes | bytearray) -> bytes:
-        if len(data) <= MAX_CONTENT:
-            return Record(STDOUT, rid, bytes(data)).encode() if data else b""
-        return b"".join(Record(STDOUT, rid, bytes(data[i:i + MAX_CONTENT])).encode()
-                        for i in range(0, len(data), MAX_CONTENT))
-
     def end(self, rid: int, tail: bytes | bytearray = b"", app_status: int = 0) -> None:
         """The last output, the closing empty STDOUT and END_REQUEST, in one send."""
-        self.send(self.stdout_records(rid, tail) + HEADER.pack(VERSION, STDOUT, rid, 0, 0)
-                  + HEADER.pack(VERSION, END_REQUEST, rid, 8, 0)
-                  + _END.pack(app_status, REQUEST_COMPLETE))
+        self.send(encode_stream(STDOUT, rid, tail)
+                  + Record(END_REQUEST, rid, _END.pack(app_status, REQUEST_COMPLETE)).encode())
         if self.current == rid:
             self.current = None
 

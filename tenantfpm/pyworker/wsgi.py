@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
+from tenantfpm.fastcgi import STDOUT, encode_stream
 from tenantfpm.pyworker.responder import Aborted, Closed, Connection, Request
 
 FLUSH = 65536  # output bytes buffered before they go out (a hello world is one send)
@@ -199,7 +200,7 @@ class Response:
             self._commit()
         self.out += data
         if len(self.out) >= FLUSH:
-            self.conn.send(self.conn.stdout_records(self.rid, self.out))
+            self.conn.send(encode_stream(STDOUT, self.rid, self.out, end=False))
             self.out.clear()
 
     def finish(self) -> None:
