@@ -58,6 +58,11 @@ class LogFile:
         if self._fd is not None:
             os.write(self._fd, text.encode(errors="replace"))
 
+    def fileno(self) -> int:
+        """The descriptor, for a worker that writes lines itself (python's access.log)."""
+        assert self._fd is not None, "closed"
+        return self._fd
+
     def close(self) -> None:
         if self._fd is not None and self.path != "stderr":
             os.close(self._fd)
@@ -72,7 +77,7 @@ class TenantLog:
         self.dir = log_dir
         self.error = LogFile(os.path.join(log_dir, "error.log"))
         self._slow: LogFile | None = None  # opened on the first slow request
-        self._access: int | None = None  # access.log, written by python workers themselves
+        self._access: LogFile | None = None  # written by python workers themselves
 
     def slow(self, pid: int, script: str | None, frames: list[str] | None,
              why_not: str = "") -> None:
@@ -83,6 +88,7 @@ class TenantLog:
                  f"script_filename = {script or 'unknown'}"]
         lines += frames if frames or not why_not else [f"(no backtrace: {why_not})"]
         self._slow.append("\n".join(lines) + "\n")
+
     def event(self, level: str, message: str) -> None:
         self.error.write(level, f"[pool {self.name}] {message}")
 
@@ -93,25 +99,19 @@ class TenantLog:
 
     def access_fd(self) -> int:
         """access.log for python workers, which write their own lines to it (O_APPEND,
-        so lines of concurrent workers never interleave mid-line)."""
+        so lines of concurrent workers never interleave mid-line); a reopen reaches the
+        workers started after it."""
         if self._access is None:
-            path = os.path.join(self.dir, "access.log")
-            self._access = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                   0o640)
-        return self._access
+            self._access = LogFile(os.path.join(self.dir, "access.log"))
+        return self._access.fileno()
+
+    def _files(self) -> list[LogFile]:
+        return [f for f in (self.error, self._slow, self._access) if f is not None]
 
     def reopen(self) -> None:
-        self.error.reopen()
-        if self._slow is not None:
-            self._slow.reopen()
-        if self._access is not None:  # workers started from now on get the new file
-            os.close(self._access)
-            self._access = None
+        for f in self._files():
+            f.reopen()
 
     def close(self) -> None:
-        self.error.close()
-        if self._slow is not None:
-            self._slow.close()
-        if self._access is not None:
-            os.close(self._access)
-            self._access = None
+        for f in self._files():
+            f.close()

@@ -41,10 +41,10 @@ from tenantfpm.fastcgi import (
     encode_pairs,
     encode_stream,
 )
-from tenantfpm.master.pool import traceback_frames
 from tenantfpm.pyworker import accesslog
 from tenantfpm.pyworker.responder import Closed, Connection, Limits
 from tenantfpm.pyworker.scoreboard import RUNNING, Board, Slot
+from tenantfpm.pyworker.trace import traceback_frames
 from tenantfpm.pyworker.wsgi import Input, Settings, environ, run_app
 
 FAST = Limits(max_params=4096, header_timeout=0.5, body_timeout=0.5, send_timeout=0.5)

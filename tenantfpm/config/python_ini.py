@@ -14,8 +14,7 @@ from tenantfpm.config.model import IniValue
 from tenantfpm.units import parse_size
 
 APP = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
-SUPPORTED_INI = ("memory_limit", "max_execution_time", "post_max_size", "upload_max_filesize",
-                 "display_errors", "date.timezone", "error_log")
+SAME_NAME = ("memory_limit", "max_execution_time", "display_errors", "error_log")  # in the worker
 _TRUE = {"1", "on", "yes", "true", "stderr", "stdout"}
 _FALSE = {"0", "off", "no", "false", "", "none"}
 
@@ -67,31 +66,26 @@ def _absolute(value: IniValue) -> str:
     return path
 
 
+_CONVERT = {"memory_limit": _php_size, "max_execution_time": _seconds,
+            "post_max_size": _php_size, "upload_max_filesize": _php_size,
+            "display_errors": _flag, "date.timezone": _timezone, "error_log": _absolute}
+SUPPORTED_INI = tuple(_CONVERT)
+
+
 def settings(ini: dict[str, IniValue]) -> dict[str, Any]:
     """The worker's settings from `[ini]`; ValueError("key: why") on the first bad entry."""
-    out: dict[str, Any] = {}
     unsupported = sorted(set(ini) - set(SUPPORTED_INI))
     if unsupported:
         raise ValueError(f"not supported by the python runtime: {', '.join(unsupported)}; "
                          f"supported: {', '.join(SUPPORTED_INI)}")
-    convert = {"memory_limit": _php_size, "max_execution_time": _seconds,
-               "post_max_size": _php_size, "upload_max_filesize": _php_size,
-               "display_errors": _flag, "date.timezone": _timezone, "error_log": _absolute}
     values: dict[str, Any] = {}
     for key, value in ini.items():
         try:
-            values[key] = convert[key](value)
+            values[key] = _CONVERT[key](value)
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from None
-    if "memory_limit" in values:
-        out["memory_limit"] = values["memory_limit"]
-    if "max_execution_time" in values:
-        out["max_execution_time"] = values["max_execution_time"]
+    out = {k: v for k, v in values.items() if k in SAME_NAME}
     bodies = [values[k] for k in ("post_max_size", "upload_max_filesize") if values.get(k)]
     if bodies:  # a whole body may not pass either limit
         out["body_limit"] = min(bodies)
-    if "display_errors" in values:
-        out["display_errors"] = values["display_errors"]
-    if "error_log" in values:
-        out["error_log"] = values["error_log"]
     return out

@@ -12,7 +12,6 @@ import collections
 import contextlib
 import os
 import random
-import re
 import signal
 import socket
 import time
@@ -26,6 +25,7 @@ from tenantfpm.logs import TenantLog
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.pyworker import TRACE_SIGNAL, scoreboard
 from tenantfpm.pyworker.scoreboard import Board
+from tenantfpm.pyworker.trace import traceback_frames
 from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
 
@@ -776,18 +776,3 @@ class Pool:
 
         return pool_status(self, full)
 
-
-TRACE_FRAME = re.compile(r'^\s+File "(.*)", line (\d+) in (.*)$')
-
-
-def traceback_frames(dump: str, depth: int) -> list[str]:
-    """The application's frames, innermost first, from a faulthandler dump, in slow.log's
-    `function() file:line` form. Of all threads, the one serving the request is the one
-    with the worker's run_app() on its stack; the worker's own frames are left out."""
-    for block in re.split(r"^(?:Current thread|Thread) 0x[0-9a-f]+ .*\n", dump, flags=re.M):
-        frames = [m.groups() for m in map(TRACE_FRAME.match, block.splitlines()) if m]
-        cut = next((i for i, (path, _, func) in enumerate(frames)
-                    if func == "run_app" and path.endswith("/pyworker/wsgi.py")), None)
-        if cut is not None:
-            return [f"{func}() {path}:{line}" for path, line, func in frames[:cut][:depth]]
-    return []

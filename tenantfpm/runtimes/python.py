@@ -28,8 +28,7 @@ def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str
               "access_format": site.log.access_format if site.log.access else "",
               "master_pid": os.getpid(), **settings(site.ini)}
     # not realpath(): a virtualenv's python finds its site-packages through its own path
-    argv = [site.runtime.command[0], *site.runtime.command[1:], "-c", BOOT.format(lib=lib),
-            json.dumps(config)]
+    argv = [*site.runtime.command, "-c", BOOT.format(lib=lib), json.dumps(config)]
     env = dict(site.env)
     env.setdefault("PYTHONUNBUFFERED", "1")  # print() reaches error.log when it happens
     if "date.timezone" in site.ini:
