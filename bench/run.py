@@ -17,7 +17,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import wrk
 import wsgi
 from report import write_report
 from stack import USERS, Stack, rss_kb
+from wrk import summary
 
 from tenantfpm import procfs
 
@@ -52,10 +52,6 @@ def get(url: str, timeout: float = 30) -> tuple[int, float]:
     return code, (time.perf_counter() - t) * 1000
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 # --- scenario 1: steady throughput and latency ---------------------------------
 
 
@@ -74,11 +70,7 @@ def steady(st: Stack, cfg: dict) -> dict:
                 if side == "tenantfpm" and res.requests:
                     cpu.append((master_cpu(st) - before) / res.requests * 100_000)
                 runs[side].append(res)
-        out[page] = {side: {"rps": summary([x.rps for x in rs]),
-                            "p50_ms": summary([x.p50_ms for x in rs]),
-                            "p99_ms": summary([x.p99_ms for x in rs]),
-                            "errors": sum(x.errors for x in rs)}
-                     for side, rs in runs.items()}
+        out[page] = {side: wrk.summarize(rs) for side, rs in runs.items()}
         out[page]["master_cpu_s_per_100k"] = summary(cpu) if cpu else None
         r_fpm, r_t = out[page]["fpm"], out[page]["tenantfpm"]
         log(f"   rps {r_fpm['rps']['median']:.0f} vs {r_t['rps']['median']:.0f}, "

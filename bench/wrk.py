@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 from dataclasses import dataclass
 
@@ -50,3 +51,15 @@ def run(url: str, seconds: float, connections: int, threads: int = 1) -> WrkResu
                           "--latency", "--timeout", "10s", url],
                          capture_output=True, text=True, check=True).stdout
     return parse(out)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(runs: list[WrkResult]) -> dict:
+    """One side's rounds as the report shows them: req/s and latencies, errors summed."""
+    return {"rps": summary([x.rps for x in runs]),
+            "p50_ms": summary([x.p50_ms for x in runs]),
+            "p99_ms": summary([x.p99_ms for x in runs]),
+            "errors": sum(x.errors for x in runs)}

@@ -143,8 +143,6 @@ class WsgiStack:
 
 def run(st, cfg: dict, user: str, log=print) -> dict:
     """req/s and latency per side; ratios are taken in the report."""
-    from run import summary  # run.py imports this module: not at the top
-
     log(f"7. WSGI hello world: tenantfpm vs uWSGI vs flup, {cfg['rounds']} rounds x "
         f"{cfg['seconds']}s per side")
     with WsgiStack(st, cfg["workers"], user, log) as ws:
@@ -155,7 +153,4 @@ def run(st, cfg: dict, user: str, log=print) -> dict:
             order = SIDES[r % 3:] + SIDES[:r % 3]
             for side in order:
                 runs[side].append(wrk.run(ws.url(side), cfg["seconds"], cfg["connections"]))
-    return {side: {"rps": summary([x.rps for x in rs]),
-                   "p50_ms": summary([x.p50_ms for x in rs]),
-                   "p99_ms": summary([x.p99_ms for x in rs]),
-                   "errors": sum(x.errors for x in rs)} for side, rs in runs.items()}
+    return {side: wrk.summarize(rs) for side, rs in runs.items()}
