@@ -25,7 +25,8 @@ from tenantfpm.logs import LINE, parse_timestamp
 from tenantfpm.registry import Registry, validate_for_add
 from tenantfpm.units import format_size, parse_duration
 
-out = Console(highlight=False, soft_wrap=True)
+# into a pipe or a file (grep, scripts, a cron mail) tables must not be cut at 80 columns
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -389,10 +390,8 @@ def top(ctx: Ctx, interval: float, once: bool) -> None:
                       _memory(d))
         return t
 
-    if once:  # into a pipe or a file: wide enough that nothing is cut
-        from rich.console import Console
-
-        (out if out.is_terminal else Console(width=200)).print(table())
+    if once:
+        out.print(table())
         return
     with Live(table(), console=out, refresh_per_second=4) as live:
         while True:

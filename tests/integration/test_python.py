@@ -177,6 +177,9 @@ def test_status_and_access_log_are_exact(env, web):
     assert (ip, method, uri, status, pool) == ("127.0.0.1", "GET", f"/count?i={n - 1}",
                                                "200", "web")
     assert float(ms) >= 0
+    # what a provider reviews: the same lines through the CLI
+    shown = env.cli("logs", web, "--access", "--grep", "/count").stdout.splitlines()
+    assert shown == counted
 
 
 def test_slow_log_has_the_python_traceback_with_function_and_line(env, web):

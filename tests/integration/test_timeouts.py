@@ -56,6 +56,7 @@ def test_slow_request_gets_the_php_backtrace_once(env, users):
     assert frames == [("usleep", script, "8"), ("wait_for_it", script, "8"),
                       ("Report::build", script, "4"), ("handle", script, "12")]
     assert entry.count("[pool s]") == 1  # once per request, however long it runs
+    assert env.cli("logs", "s", "--slow").stdout.strip() == entry.strip()
     assert (f"child {pid}, script '{script}' (request: \"GET /report.php?ms=2200\") "
             "executing too slow") in env.log("s")
     st = env.status("s")
