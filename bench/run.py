@@ -33,6 +33,7 @@ from stack import USERS, Stack, rss_kb
 from wrk import summary
 
 from tenantfpm import procfs
+from tenantfpm.cgroups import favor
 
 SIDES = ("fpm", "tenantfpm")
 
@@ -306,7 +307,9 @@ def machine() -> dict:
             "python": platform.python_version(), "python_executable": sys.executable,
             "uwsgi": subprocess.run([str(Path(sys.executable).with_name("uwsgi")), "--version"],
                                     capture_output=True, text=True).stdout.strip(),
-            "flup": importlib.metadata.version("flup")}
+            "flup": importlib.metadata.version("flup"),
+            "favordynmods_before": (m := favor.find_cgroup2(
+                Path("/proc/self/mountinfo").read_text())) is not None and m.favored}
 
 
 def main() -> int:

@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tenantfpm.cgroups import favor
 from tenantfpm.client import Client
+from tenantfpm.sandbox import linux
 
 PHP_INI = "/etc/php/8.2/cgi/php.ini"
 FPM = "/usr/sbin/php-fpm8.2"
@@ -101,6 +103,9 @@ class Stack:
         self.fpm: subprocess.Popen | None = None
         self.master: subprocess.Popen | None = None
         self.cgroup_parent = f"tenantfpm-bench-{self.base.name}"
+        # the master is told to set favordynmods (as a provider would); put back afterwards
+        with open("/proc/self/mountinfo") as f:
+            self.cgroup2 = favor.find_cgroup2(f.read())
 
     # --- setup ----------------------------------------------------------
 
@@ -162,7 +167,7 @@ class Stack:
                         f'profiles_dir = "{self.base}/profiles"\nrun_dir = "{self.base}/run"\n'
                         f'log_dir = "{self.base}/log"\nstate_dir = "{self.base}/lib"\n'
                         f'[master]\ncgroup_parent = "{self.cgroup_parent}"\n'
-                        'process_control_timeout = "10s"\n')
+                        'process_control_timeout = "10s"\ncgroup_favordynmods = true\n')
         self.tfpm_env = {**os.environ, "TENANTFPM_CONFIG": str(conf)}
         self.master = self._spawn([TFPM, "run"], env=self.tfpm_env)
         self.client = Client(str(self.base / "run" / "control.sock"), timeout=120)
@@ -327,6 +332,10 @@ class Stack:
             with contextlib.suppress(OSError):
                 d.rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
+        if self.cgroup2 is not None and not self.cgroup2.favored:
+            flags, data = self.cgroup2.remount_args(favor=False)
+            with contextlib.suppress(OSError):
+                linux.mount(None, self.cgroup2.target, None, flags, data)
 
 
 def rss_kb(pid: int) -> int:

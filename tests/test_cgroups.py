@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tenantfpm import cgroups
-from tenantfpm.cgroups import Limits, V1Driver, V2Driver
+from tenantfpm.cgroups import Limits, V1Driver, V2Driver, favor
+from tenantfpm.sandbox import linux
 
 V1_MOUNTINFO = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -165,3 +166,42 @@ def test_cpu_weight_is_a_tenants_max_children_worth_of_processes():
 
     assert (weight_v1(1), weight_v1(5), weight_v1(1000)) == (1024, 5120, 262144)
     assert (weight_v2(1), weight_v2(5), weight_v2(1000)) == (100, 500, 10000)
+
+
+SYSTEMD_V2 = (
+    "24 1 0:22 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+    "30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
+    "rw,nsdelegate,memory_recursiveprot\n")
+HYBRID = (
+    "24 1 0:22 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+    "31 30 0:27 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,favordynmods\n"
+    "32 30 0:28 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n")
+
+
+def test_favordynmods_remount_keeps_every_other_option():
+    m = favor.find_cgroup2(SYSTEMD_V2)
+    assert m is not None and m.target == "/sys/fs/cgroup" and not m.favored
+    flags, data = m.remount_args()
+    # the root's flags are replaced by exactly these: nsdelegate must survive
+    assert data == "favordynmods,memory_recursiveprot,nsdelegate"
+    want = (linux.MS_REMOUNT | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+            | (1 << 21))  # relatime
+    assert flags == want and not flags & linux.MS_RDONLY
+    assert m.remount_args(favor=False) == (want, "memory_recursiveprot,nsdelegate")
+
+
+def test_favordynmods_found_on_the_hybrid_unified_mount_or_missing():
+    m = favor.find_cgroup2(HYBRID)
+    assert m is not None and m.target == "/sys/fs/cgroup/unified" and m.favored
+    assert favor.find_cgroup2(HYBRID.replace("cgroup2", "tmpfs")) is None
+    escaped = favor.find_cgroup2(SYSTEMD_V2.replace("/sys/fs/cgroup ", "/a\\040b "))
+    assert escaped is not None and escaped.target == "/a b"
+
+
+def test_favordynmods_without_a_cgroup2_mount_says_how_to_get_it(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text(HYBRID.replace("cgroup2", "tmpfs"))
+    with pytest.raises(OSError, match="cgroup_favordynmods=true"):
+        favor.enable(str(info))
+    info.write_text(HYBRID)  # already set: nothing to do, nothing mounted
+    assert favor.enable(str(info)) == "favordynmods already set on /sys/fs/cgroup/unified"

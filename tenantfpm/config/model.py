@@ -162,6 +162,9 @@ class Master(Strict):
     emergency_restart_threshold: int = 10
     emergency_restart_interval: Duration = 60.0
     cgroup_parent: CgroupPath = "tenantfpm"
+    # remount cgroup2 with favordynmods: spawns skip an RCU grace period (cgroups/favor.py);
+    # off by default because it changes a setting of the whole host
+    cgroup_favordynmods: bool = False
     isolated_subnet: Subnet = "10.213.0.0/16"  # network = "isolated": one /30 per tenant
 
 

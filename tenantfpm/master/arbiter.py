@@ -17,6 +17,7 @@ import time
 import prctl
 
 from tenantfpm import cgroups
+from tenantfpm.cgroups import favor
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.errors import ConfigError, TenantFPMError
@@ -142,6 +143,12 @@ class Master:
             self.log("warning", f"cgroups: {problem}")
         self.log("notice", f"cgroups: v{driver.version}, tenants under "
                            f"{self.conf.master.cgroup_parent}/")
+        if self.conf.master.cgroup_favordynmods:
+            try:
+                self.log("notice", f"cgroups: {favor.enable()}")
+            except OSError as e:
+                self.log("warning", f"cgroups: cgroup_favordynmods: {e.strerror or e}; "
+                                    "each worker waits for the kernel to join its cgroup")
         return driver
 
     def _write_pid_file(self) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tenantfpm import cgroups
+from tenantfpm.cgroups import favor
+from tenantfpm.sandbox import linux
 from tests.integration.conftest import body_ok, running_env
 
 SITE = """
@@ -116,3 +118,27 @@ def test_cgroup_removed_with_the_tenant(live):
     while f["procs"].exists() and time.time() < deadline:
         time.sleep(0.1)
     assert not f["procs"].parent.exists()
+
+
+def test_favordynmods_is_set_when_asked_and_nothing_else_changes(users):
+    with open("/proc/self/mountinfo") as f:
+        before = favor.find_cgroup2(f.read())
+    if before is None:
+        pytest.skip("no cgroup2 mount on this host")
+    try:
+        with running_env(extra_master="cgroup_favordynmods = true") as env:
+            env.add(env.site("fav", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'))
+            assert body_ok(env.request("fav", "/"))
+            with open("/proc/self/mountinfo") as f:
+                after = favor.find_cgroup2(f.read())
+            assert after is not None and after.favored
+            assert set(after.root_options) - {favor.FLAG} == set(before.root_options) - {
+                favor.FLAG}
+            assert after.mount_options == before.mount_options
+            log = (env.base / "log" / "master.log").read_text()
+            assert f"favordynmods {'already ' if before.favored else ''}set on " \
+                   f"{before.target}" in log
+    finally:
+        if not before.favored:  # leave the host's mount as it was
+            flags, data = before.remount_args(favor=False)
+            linux.mount(None, before.target, None, flags, data)
