@@ -295,6 +295,13 @@ def pss_kb(pid: int) -> int | None:
 # --- main ------------------------------------------------------------------
 
 
+def _in_repo(path: str) -> str:
+    """A path inside the checkout as the reader's checkout would have it."""
+    repo = Path(__file__).resolve().parent.parent
+    p = Path(path)
+    return str(p.relative_to(repo)) if p.is_relative_to(repo) else path
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
@@ -304,7 +311,7 @@ def machine() -> dict:
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_kb": int(mem),
             "kernel": platform.release(), "php": php, "nginx": nginx,
-            "python": platform.python_version(), "python_executable": sys.executable,
+            "python": platform.python_version(), "python_executable": _in_repo(sys.executable),
             "uwsgi": subprocess.run([str(Path(sys.executable).with_name("uwsgi")), "--version"],
                                     capture_output=True, text=True).stdout.strip(),
             "flup": importlib.metadata.version("flup"),
