@@ -82,7 +82,7 @@ def enable(mountinfo_path: str = "/proc/self/mountinfo") -> str:
     if mount.favored:
         return f"favordynmods already set on {mount.target}"
     flags, data = mount.remount_args()
-    linux.mount(None, mount.target, None, flags, data)
+    linux.mount("cgroup2", mount.target, None, flags, data)  # the source is ignored on remount
     with open(mountinfo_path) as f:
         after = find_cgroup2(f.read())
     if after is None or not after.favored:  # e.g. not in the initial cgroup namespace

@@ -30,8 +30,9 @@ def set_rlimits(open_files: int, core_dumps: bool) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
     elif _inherited_nofile is not None:
         resource.setrlimit(resource.RLIMIT_NOFILE, _inherited_nofile)
-    if not core_dumps:
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # inheriting would not do: a shell's usual soft limit of 0 writes no core either
+    core = resource.RLIM_INFINITY if core_dumps else 0
+    resource.setrlimit(resource.RLIMIT_CORE, (core, core))
 
 
 def drop_capability_bounding_set() -> None:
