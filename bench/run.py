@@ -315,8 +315,7 @@ def machine() -> dict:
             "uwsgi": subprocess.run([str(Path(sys.executable).with_name("uwsgi")), "--version"],
                                     capture_output=True, text=True).stdout.strip(),
             "flup": importlib.metadata.version("flup"),
-            "favordynmods_before": (m := favor.find_cgroup2(
-                Path("/proc/self/mountinfo").read_text())) is not None and m.favored}
+            "favordynmods_before": (m := favor.current()) is not None and m.favored}
 
 
 def main() -> int:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from tenantfpm.cgroups import favor
 from tenantfpm.client import Client
-from tenantfpm.sandbox import linux
 
 PHP_INI = "/etc/php/8.2/cgi/php.ini"
 FPM = "/usr/sbin/php-fpm8.2"
@@ -104,8 +103,7 @@ class Stack:
         self.master: subprocess.Popen | None = None
         self.cgroup_parent = f"tenantfpm-bench-{self.base.name}"
         # the master is told to set favordynmods (as a provider would); put back afterwards
-        with open("/proc/self/mountinfo") as f:
-            self.cgroup2 = favor.find_cgroup2(f.read())
+        self.cgroup2 = favor.current()
 
     # --- setup ----------------------------------------------------------
 
@@ -332,10 +330,9 @@ class Stack:
             with contextlib.suppress(OSError):
                 d.rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
-        if self.cgroup2 is not None and not self.cgroup2.favored:
-            flags, data = self.cgroup2.remount_args(favor=False)
+        if self.cgroup2 is not None:
             with contextlib.suppress(OSError):
-                linux.mount(None, self.cgroup2.target, None, flags, data)
+                favor.restore(self.cgroup2)
 
 
 def rss_kb(pid: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tenantfpm import cgroups
-from tenantfpm.cgroups import Limits, V1Driver, V2Driver, favor
+from tenantfpm.cgroups import Limits, V1Driver, V2Driver, favor, mountinfo
 from tenantfpm.sandbox import linux
 
 V1_MOUNTINFO = """\
@@ -34,10 +34,10 @@ def test_detect_by_what_is_mounted_at_the_cgroup_root(tmp_path):
 
 
 def test_v1_controllers_from_mountinfo():
-    d = V1Driver.from_mountinfo(V1_MOUNTINFO, "tf")
+    d = V1Driver.from_mounts(mountinfo.parse(V1_MOUNTINFO), "tf")
     assert d.mounts == {"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
                         "memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids"}
-    combined = V1Driver.from_mountinfo(V1_COMBINED, "tf")
+    combined = V1Driver.from_mounts(mountinfo.parse(V1_COMBINED), "tf")
     assert combined.mounts["cpu"] == combined.mounts["cpuacct"] == "/sys/fs/cgroup/cpu,cpuacct"
     assert combined.check() == ["cgroup v1 controller 'pids' is not mounted"]
 

@@ -11,31 +11,19 @@ from __future__ import annotations
 
 import os
 
+from tenantfpm.cgroups import mountinfo
 from tenantfpm.cgroups.base import Driver, Limits, TenantCgroup, Usage
 from tenantfpm.cgroups.v1 import V1Driver
 from tenantfpm.cgroups.v2 import V2Driver
 
 __all__ = ["Driver", "Limits", "TenantCgroup", "Usage", "V1Driver", "V2Driver", "detect"]
 
-CGROUP2_SUPER_MAGIC = 0x63677270
-
-
 def detect(parent: str, mount: str = "/sys/fs/cgroup",
-           mountinfo: str = "/proc/self/mountinfo") -> Driver:
+           mountinfo_path: str = mountinfo.PATH) -> Driver:
     """v2 when the mount point itself is cgroup2 (unified), v1 otherwise (legacy/hybrid)."""
-    if _fs_type(mount, mountinfo) == "cgroup2":
+    mounts = mountinfo.read(mountinfo_path)
+    real = os.path.realpath(mount)
+    on_top = [m.fstype for m in mounts if m.target == real][-1:]  # the last mount wins
+    if on_top == ["cgroup2"]:
         return V2Driver(mount, parent)
-    with open(mountinfo) as f:
-        return V1Driver.from_mountinfo(f.read(), parent)
-
-
-def _fs_type(path: str, mountinfo: str) -> str | None:
-    real = os.path.realpath(path)
-    found = None
-    with open(mountinfo) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if len(fields) > 4 and fields[4] == real:
-                found = right.split()[0]  # the last mount on a point wins
-    return found
+    return V1Driver.from_mounts(mounts, parent)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tenantfpm.cgroups import mountinfo
 from tenantfpm.sandbox import linux
 
 FLAG = "favordynmods"
@@ -52,40 +53,40 @@ class Cgroup2Mount:
         return flags, ",".join(sorted(data | {FLAG} if favor else data))
 
 
-def find_cgroup2(mountinfo: str) -> Cgroup2Mount | None:
-    """The last cgroup2 mount listed (the one a path lookup reaches), if any."""
-    found = None
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if not sep or len(fields) < 6 or len(tail) < 3 or tail[0] != "cgroup2":
-            continue
-        found = Cgroup2Mount(target=_unescape(fields[4]),
-                             mount_options=tuple(fields[5].split(",")),
-                             root_options=tuple(tail[2].split(",")))
-    return found
+def find_cgroup2(text: str) -> Cgroup2Mount | None:
+    """The last cgroup2 mount in this mountinfo text (the one a path lookup reaches)."""
+    found = [m for m in mountinfo.parse(text) if m.fstype == "cgroup2"][-1:]
+    return Cgroup2Mount(found[0].target, found[0].options, found[0].super_options) \
+        if found else None
 
 
-def _unescape(path: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        path = path.replace(esc, ch)
-    return path
-
-
-def enable(mountinfo_path: str = "/proc/self/mountinfo") -> str:
-    """Set favordynmods; what was done, for the master's log. OSError if it cannot be."""
+def current(mountinfo_path: str = mountinfo.PATH) -> Cgroup2Mount | None:
     with open(mountinfo_path) as f:
-        mount = find_cgroup2(f.read())
+        return find_cgroup2(f.read())
+
+
+def enable(mountinfo_path: str = mountinfo.PATH) -> str:
+    """Set favordynmods; what was done, for the master's log. OSError if it cannot be."""
+    mount = current(mountinfo_path)
     if mount is None:
         raise OSError("no cgroup2 mount to set it on (boot with cgroup_favordynmods=true)")
     if mount.favored:
         return f"favordynmods already set on {mount.target}"
-    flags, data = mount.remount_args()
-    linux.mount("cgroup2", mount.target, None, flags, data)  # the source is ignored on remount
-    with open(mountinfo_path) as f:
-        after = find_cgroup2(f.read())
+    _remount(mount, favor=True)
+    after = current(mountinfo_path)
     if after is None or not after.favored:  # e.g. not in the initial cgroup namespace
         raise OSError(f"remounting {mount.target} with favordynmods did not take")
     return f"favordynmods set on {mount.target}: workers join their cgroup without " \
            "waiting for an RCU grace period"
+
+
+def restore(before: Cgroup2Mount) -> None:
+    """Put the option back as `before` had it (for tests and the benchmark, which must
+    leave the host as they found it)."""
+    if not before.favored:
+        _remount(before, favor=False)
+
+
+def _remount(mount: Cgroup2Mount, favor: bool) -> None:
+    flags, data = mount.remount_args(favor)
+    linux.mount("cgroup2", mount.target, None, flags, data)  # the source is ignored on remount

@@ -11,6 +11,7 @@ import os
 
 from tenantfpm.cgroups import base
 from tenantfpm.cgroups.base import Limits, Usage
+from tenantfpm.cgroups.mountinfo import Mount
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
 UNLIMITED_V1 = 1 << 62  # memory.limit_in_bytes reads 9223372036854771712 when unset
@@ -24,17 +25,14 @@ class V1Driver(base.Driver):
         self.parent = parent
 
     @classmethod
-    def from_mountinfo(cls, text: str, parent: str) -> V1Driver:
-        mounts: dict[str, str] = {}
-        for line in text.splitlines():
-            left, _, right = line.partition(" - ")
-            fields, tail = left.split(), right.split()
-            if len(fields) < 5 or len(tail) < 3 or tail[0] != "cgroup":
-                continue
-            for opt in tail[2].split(","):
-                if opt in CONTROLLERS:
-                    mounts.setdefault(opt, fields[4])
-        return cls(mounts, parent)
+    def from_mounts(cls, mounts: list[Mount], parent: str) -> V1Driver:
+        found: dict[str, str] = {}
+        for m in mounts:
+            if m.fstype == "cgroup":
+                for opt in m.super_options:
+                    if opt in CONTROLLERS:
+                        found.setdefault(opt, m.target)
+        return cls(found, parent)
 
     def check(self) -> list[str]:
         return [f"cgroup v1 controller {c!r} is not mounted" for c in ("memory", "cpu", "pids")

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -235,6 +236,12 @@ def remove_cgroups(parent: str) -> list[str]:
             with contextlib.suppress(OSError):
                 os.rmdir(d)
     return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def body_ok(r: fastcgi.Response) -> bool:

@@ -15,7 +15,6 @@ import pytest
 
 from tenantfpm import cgroups
 from tenantfpm.cgroups import favor
-from tenantfpm.sandbox import linux
 from tests.integration.conftest import body_ok, running_env
 
 SITE = """
@@ -121,16 +120,14 @@ def test_cgroup_removed_with_the_tenant(live):
 
 
 def test_favordynmods_is_set_when_asked_and_nothing_else_changes(users):
-    with open("/proc/self/mountinfo") as f:
-        before = favor.find_cgroup2(f.read())
+    before = favor.current()
     if before is None:
         pytest.skip("no cgroup2 mount on this host")
     try:
         with running_env(extra_master="cgroup_favordynmods = true") as env:
             env.add(env.site("fav", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'))
             assert body_ok(env.request("fav", "/"))
-            with open("/proc/self/mountinfo") as f:
-                after = favor.find_cgroup2(f.read())
+            after = favor.current()
             assert after is not None and after.favored
             assert set(after.root_options) - {favor.FLAG} == set(before.root_options) - {
                 favor.FLAG}
@@ -139,6 +136,4 @@ def test_favordynmods_is_set_when_asked_and_nothing_else_changes(users):
             assert f"favordynmods {'already ' if before.favored else ''}set on " \
                    f"{before.target}" in log
     finally:
-        if not before.favored:  # leave the host's mount as it was
-            flags, data = before.remount_args(favor=False)
-            linux.mount(None, before.target, None, flags, data)
+        favor.restore(before)  # leave the host's mount as it was

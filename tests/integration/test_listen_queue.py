@@ -4,19 +4,12 @@ nginx reaches it, so the master's dump sees it)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
 
 from tenantfpm import fastcgi
-from tests.integration.conftest import body_ok
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.integration.conftest import body_ok, free_port
 
 
 @pytest.mark.parametrize("kind", ["unix", "tcp", "tcp-isolated"])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import threading
 import urllib.request
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tests.integration.conftest import body_ok, running_env
+from tests.integration.conftest import body_ok, free_port, running_env
 
 
 def serve_loop(env, name):
@@ -158,7 +157,7 @@ def test_sigusr1_reopens_logs_and_sigquit_stops_gracefully(env, users):
 
 
 def test_metrics_endpoint_parses_as_openmetrics(users):
-    port = _free_port()
+    port = free_port()
     with running_env(extra_master=f'metrics_listen = "127.0.0.1:{port}"') as env:
         env.add(env.site("m", users[0], '[pm]\nmode = "static"\nmax_children = 2\n'
                                         '[limits]\nmemory = "128M"\n'))
@@ -182,12 +181,6 @@ def test_metrics_endpoint_parses_as_openmetrics(users):
             "phpfpm_accepted_connections"]  # not measured for php: absent, not 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status?name=m", timeout=10) as r:
             assert json.loads(r.read())["name"] == "m"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_access_log_for_php_says_it_is_not_available(env, users):

@@ -82,14 +82,14 @@ def test_open_files_and_core_dumps_are_the_workers_rlimits(env, users):
     """))
     limits = parse(env.php("lim", ENV_AND_LIMITS).body)[1]
     assert limits == {"open files": "321/321", "core file size": "0/0"}
-    env.site("lim", users[0], """
+    site = env.site("lim", users[0], """
         [pm]
         mode = "static"
         max_children = 1
         [limits]
         core_dumps = true
     """)
-    env.cli("add", "--replace", str(env.base / "lim.toml"))
+    env.cli("add", "--replace", str(site))
     limits = parse(env.php("lim", ENV_AND_LIMITS).body)[1]
     assert limits["core file size"] == "unlimited/unlimited"
     # open_files = 0 inherits the master's limit
