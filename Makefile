@@ -5,11 +5,11 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 DEMO_DIR ?= /tmp/tenantfpm-demo
-APT_PKGS := php8.2-cgi php8.2-fpm php8.2-dev php8.2-opcache libcap-dev gcc python3-dev python3-venv python3-flask vagrant
+APT_PKGS := php8.2-cgi php8.2-fpm php8.2-dev php8.2-opcache libcap-dev gcc python3-dev python3-venv python3-flask vagrant nftables
 PYTEST_ARGS ?=
 
 VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static
-VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py
+VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_attacks.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py
 
 BENCH_PKGS := nginx wrk
 

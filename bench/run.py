@@ -228,7 +228,10 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
                             "--shell", "/usr/sbin/nologin", u], check=True)
             users.append(u)
             site = st.base / f"many{i}.toml"
-            site.write_text(f'name = "many{i}"\nuser = "{u}"\nroot = "{st.www}"\n'
+            root = st.www / f"many{i}"  # a root each: no two tenants may share one
+            root.mkdir()
+            root.chmod(0o755)
+            site.write_text(f'name = "many{i}"\nuser = "{u}"\nroot = "{root}"\n'
                             '[pm]\nmode = "ondemand"\nmax_children = 2\n')
             t = time.perf_counter()
             st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
@@ -272,7 +275,8 @@ def memory_per_worker(st: Stack, cfg: dict) -> dict:
                     else [p["pid"] for p in st.status("static")["processes"]])
             pss = [x for x in (pss_kb(p) for p in pids) if x is not None]
             if file_cache:  # the setting took: the workers wrote their cache files
-                cache = st.www / (".opcache-fpm" if side == "fpm" else ".opcache-tfpm")
+                cache = st.docroot("static") / (".opcache-fpm" if side == "fpm"
+                                                 else ".opcache-tfpm")
                 if not any(p.is_file() for p in cache.rglob("*")):
                     raise RuntimeError(f"{side}: opcache.file_cache left {cache} empty")
             out[key][side] = summary([float(x) for x in pss])

@@ -26,7 +26,7 @@ from tenantfpm import cgroups, fastcgi, runtimes
 from tenantfpm.config.loader import load_site
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.tenant import resolve
-from tenantfpm.listen import close_listener, open_listener
+from tenantfpm.listen import close_listener, open_listener, path_inode
 from tenantfpm.sandbox import namespaces
 from tenantfpm.sandbox.spawn import Plan, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
@@ -105,7 +105,7 @@ def run(base: str, user: str, n: int) -> None:
         print(f"sandboxed / plain, first answer: {ratio:.2f}x")
     finally:
         if sock is not None:
-            close_listener(sock, tenant.listen)
+            close_listener(sock, tenant.listen, path_inode(tenant.listen))
         box.release()
         cg.remove()
         driver.cleanup()

@@ -128,15 +128,24 @@ class Stack:
                                 "/usr/sbin/nologin", u], check=True)
                 self.made_users.append(u)
 
+    def docroot(self, pool: str) -> Path:
+        """The pool's files: the same pages for every pool, in a root of its own (no two
+        tenants may share a root), served at the same path to php-fpm's pool."""
+        return self.www / pool
+
     def _docroot(self) -> None:
-        (self.www / "inc").mkdir(parents=True)
-        for name, code in PAGES.items():
-            (self.www / name).write_text(code)
-        for i in range(INCLUDES):
-            (self.www / "inc" / f"f{i}.php").write_text(
-                f"<?php function f{i}() {{ return {i} * 2 + strlen('{'x' * 40}'); }}\n")
-        for p in [self.www, self.www / "inc"]:
-            p.chmod(0o755)
+        self.www.mkdir()
+        self.www.chmod(0o755)
+        for pool in POOLS:
+            root = self.docroot(pool)
+            (root / "inc").mkdir(parents=True)
+            for name, code in PAGES.items():
+                (root / name).write_text(code)
+            for i in range(INCLUDES):
+                (root / "inc" / f"f{i}.php").write_text(
+                    f"<?php function f{i}() {{ return {i} * 2 + strlen('{'x' * 40}'); }}\n")
+            for p in [root, root / "inc"]:
+                p.chmod(0o755)
 
     def _start_fpm(self) -> None:
         w = self.workers
@@ -175,8 +184,10 @@ class Stack:
             extra = {"static": "", "ondemand": 'process_idle_timeout = "1s"\n',
                      "dynamic": f"start_servers = 1\nmin_spare_servers = 1\n"
                                 f"max_spare_servers = {max(1, self.workers // 2)}\n"}[mode]
-            site.write_text(f'name = "{name}"\nuser = "{USERS[i]}"\nroot = "{self.www}"\n'
-                            f'[listen]\nmode = "0666"\n'
+            # nginx's workers run as nobody here: the socket is theirs, not everyone's
+            site.write_text(f'name = "{name}"\nuser = "{USERS[i]}"\n'
+                            f'root = "{self.docroot(name)}"\n'
+                            f'[listen]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0660"\n'
                             f'[pm]\nmode = "{mode}"\nmax_children = {self.workers}\n'
                             f"max_requests = 0\n{extra}"
                             f"[isolation]\nenabled = {'true' if sandbox else 'false'}\n")
@@ -205,7 +216,7 @@ class Stack:
                 servers.append(f"""
     server {{
         listen 127.0.0.1:{port};
-        root {self.www};
+        root {self.docroot(pool)};
         location ~ \\.php$ {{
             fastcgi_pass unix:{self.socket_of(side, pool)};
             include /etc/nginx/fastcgi_params;
@@ -268,7 +279,8 @@ class Stack:
 
     def set_file_cache(self, on: bool) -> None:
         """opcache.file_cache for both static pools (FPM reloads, the tenant is replaced)."""
-        fpm_dir, t_dir = self.www / ".opcache-fpm", self.www / ".opcache-tfpm"
+        root = self.docroot("static")
+        fpm_dir, t_dir = root / ".opcache-fpm", root / ".opcache-tfpm"
         for d in (fpm_dir, t_dir):
             d.mkdir(exist_ok=True)
             shutil.chown(d, USERS[0])

@@ -72,7 +72,7 @@ class WsgiStack:
         shutil.chown(self.base, self.user.pw_uid, self.user.pw_gid)
         site = self.st.base / "wsgi.toml"
         site.write_text(f'name = "wsgi"\nuser = "{self.user.pw_name}"\nroot = "{self.base}"\n'
-                        f'[listen]\nmode = "0666"\n'
+                        f'[listen]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0660"\n'
                         f'[runtime]\ntype = "python"\ncommand = ["{sys.executable}"]\n'
                         f'app = "wsgiapp:application"\n'
                         f'[pm]\nmode = "static"\nmax_children = {self.workers}\n'

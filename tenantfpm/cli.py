@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -19,9 +20,9 @@ from tenantfpm import fastcgi
 from tenantfpm.client import Client, NotFoundError
 from tenantfpm.config.loader import load_global, load_site
 from tenantfpm.config.model import GlobalConfig
-from tenantfpm.config.tenant import Tenant
+from tenantfpm.config.tenant import Tenant, resolve
 from tenantfpm.errors import ConfigError, MasterNotRunning, TenantFPMError
-from tenantfpm.logs import LINE, parse_timestamp
+from tenantfpm.logs import LINE, escape, parse_timestamp
 from tenantfpm.registry import Registry, validate_for_add
 from tenantfpm.units import format_size, parse_duration
 
@@ -135,19 +136,40 @@ def add(ctx: Ctx, site: str, replace: bool) -> None:
 
 
 @cli.command()
-@click.argument("sites", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("sites", nargs=-1, type=click.Path(dir_okay=False))
 @pass_ctx
 def check(ctx: Ctx, sites: tuple[str, ...]) -> None:
-    """Validate site files only (like php-fpm -t)."""
+    """Validate site files (like php-fpm -t): each on its own, then against each other and
+    the registered tenants. Without SITES: every file in tenants_dir."""
+    conf = ctx.conf
+    reg = Registry(conf)
+    files = list(sites) or [str(reg.dir / f"{n}.toml") for n in reg.names()]
+    if not files:
+        out.print(f"no site files given and none registered in {reg.dir}")
+        return
     failed = False
-    for site in sites:
+    checked: list[tuple[str, Tenant]] = []
+    for site in files:
         try:
-            s = load_site(site, ctx.conf.paths.profiles_dir)
-            out.print(f"{site}: ok (tenant {s.name}, pm {s.pm.mode}, "
-                      f"max_children {s.pm.max_children})")
+            s = load_site(site, conf.paths.profiles_dir, conf=conf)
+            checked.append((site, resolve(s, conf)))
         except ConfigError as e:
             err.print(str(e), markup=False)
             failed = True
+    registered, _ = reg.load_all()
+    names = {t.name for _, t in checked}
+    for i, (site, tenant) in enumerate(checked):
+        others = [t for _, t in checked[:i]] + [t for n, t in registered.items()
+                                               if n not in names]
+        try:
+            reg.conflicts(tenant, others, site)
+        except ConfigError as e:
+            err.print(str(e), markup=False)
+            failed = True
+            continue
+        s = tenant.site
+        out.print(f"{site}: ok (tenant {s.name}, pm {s.pm.mode}, "
+                  f"max_children {s.pm.max_children})")
     if failed:
         sys.exit(1)
 
@@ -256,7 +278,13 @@ def reload(ctx: Ctx, name: str | None) -> None:
     if name is None:
         with err.status("reloading every tenant..."):
             result = ctx.client.call("POST", "/v1/reload")
+        outcome = result.get("tenants", {})
+        failed = {n: r for n, r in outcome.items() if r.startswith("not reloaded")}
         out.print(f"reloaded: {', '.join(result['reloaded']) or 'no tenants'}")
+        for n, r in sorted(failed.items()):
+            err.print(f"tenant {n}: {r}", markup=False)
+        if failed:
+            sys.exit(1)
         return
     _action(ctx, name, "reload", f"waiting for tenant {name}'s new workers to serve...")
 
@@ -285,14 +313,26 @@ def restart(ctx: Ctx, name: str) -> None:
     _action(ctx, name, "restart", f"restarting tenant {name}...")
 
 
+def _open_log(path: str) -> Any:
+    """A log file as text, never a FIFO or device someone put in its place (opening one
+    would hang the command)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TenantFPMError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return open(fd, errors="replace")
+
+
 def _log_lines(path: str, since: float | None, grep: re.Pattern[str] | None) -> Iterator[str]:
     try:
-        f = open(path, errors="replace")  # noqa: SIM115
+        f = _open_log(path)
     except FileNotFoundError:
         return
     with f:
         for line in f:
-            line = line.rstrip("\n")
+            # lines a worker wrote itself (access.log) may hold terminal escapes
+            line = escape(line.rstrip("\n"))
             if since is not None:
                 m = LINE.match(line)
                 if not m or parse_timestamp(m.group(1)) < since:
@@ -324,6 +364,7 @@ def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines:
          grep: str | None, as_json: bool) -> None:
     """Review a tenant's logs."""
     reg = Registry(ctx.conf)
+    reg.path(name)  # a tenant's name, never a path
     try:
         log_dir = reg.load(name).log_dir
     except (ConfigError, TenantFPMError):
@@ -349,16 +390,16 @@ def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines:
         click.echo(json.dumps(_as_json(line)) if as_json else line)
     if not follow:
         return
-    with open(path, errors="replace") if os.path.exists(path) else open(os.devnull) as f:
+    with _open_log(path) if os.path.exists(path) else open(os.devnull) as f:
         f.seek(0, os.SEEK_END)
         while True:
             line = f.readline()
             if not line:
                 time.sleep(0.2)
                 if os.path.exists(path) and os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
-                    f = open(path, errors="replace")  # noqa: SIM115 - rotated
+                    f = _open_log(path)  # rotated
                 continue
-            line = line.rstrip("\n")
+            line = escape(line.rstrip("\n"))
             if pattern is None or pattern.search(line):
                 click.echo(json.dumps(_as_json(line)) if as_json else line)
 

@@ -15,8 +15,10 @@ import ipaddress
 import os
 import pwd
 import socket
+import stat
 import struct
 
+from tenantfpm import safefs
 from tenantfpm.config.rules import ListenAddress
 
 SO_ATTACH_FILTER = 26
@@ -64,17 +66,25 @@ def attach_allowlist(sock: socket.socket, addresses: list[str]) -> None:
 def open_listener(addr: ListenAddress, *, owner: str, group: str, mode: str, backlog: int,
                   allowed_clients: list[str]) -> socket.socket:
     if addr.path is not None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # only root can change the directory, so the path means the same thing from the
+        # check to the bind; an old socket may be replaced, nothing else ever is
+        os.close(safefs.open_trusted_dir(os.path.dirname(addr.path), create_mode=0o755))
         with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(addr.path).st_mode):
+                raise safefs.UnsafePath(addr.path, "exists and is not a socket")
             os.unlink(addr.path)
-        os.makedirs(os.path.dirname(addr.path), mode=0o755, exist_ok=True)
-        old_umask = os.umask(0o177)  # never world-connectable, not even for a moment
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the final mode from the first moment, by umask (chmod would follow a link)
+        old_umask = os.umask(0o777 & ~int(mode, 8))
         try:
             sock.bind(addr.path)
+        except OSError:
+            sock.close()
+            raise
         finally:
             os.umask(old_umask)
-        os.chown(addr.path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
-        os.chmod(addr.path, int(mode, 8))
+        os.chown(addr.path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid,
+                 follow_symlinks=False)
     else:
         family = socket.AF_INET6 if ":" in (addr.host or "") else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -86,8 +96,22 @@ def open_listener(addr: ListenAddress, *, owner: str, group: str, mode: str, bac
     return sock
 
 
-def close_listener(sock: socket.socket, addr: ListenAddress) -> None:
+def path_inode(addr: ListenAddress) -> int | None:
+    """The inode of a unix listener's file just after bind: what close_listener removes."""
+    if addr.path is None:
+        return None
+    try:
+        return os.lstat(addr.path).st_ino
+    except OSError:
+        return None
+
+
+def close_listener(sock: socket.socket, addr: ListenAddress, inode: int | None) -> None:
+    """Close, and remove the socket file if it is still this socket's (not one another
+    tenant or master has bound at the same path since)."""
     sock.close()
-    if addr.path is not None:
-        with contextlib.suppress(FileNotFoundError):
+    if addr.path is None or inode is None:
+        return
+    with contextlib.suppress(OSError):
+        if os.lstat(addr.path).st_ino == inode:
             os.unlink(addr.path)

@@ -1,4 +1,11 @@
-"""Log files: the master's and each tenant's error.log, in PHP-FPM's line format."""
+"""Log files: the master's and each tenant's error.log, in PHP-FPM's line format.
+
+Every file is opened relative to a directory the master verified (safefs): a
+tenant cannot point the root master at a file of its choosing. Every line is
+escaped: what a tenant wrote (its output, its script names, its URIs) can
+neither start a line of its own nor put terminal control sequences on the
+screen of an admin reading the log.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,25 @@ import sys
 import time
 from datetime import datetime
 
+from tenantfpm import safefs
+
 LEVELS = {"alert": 0, "error": 1, "warning": 2, "notice": 3, "debug": 4}
 _TS = "%d-%b-%Y %H:%M:%S"
 LINE = re.compile(r"^\[(\d{2}-\w{3}-\d{4} \d{2}:\d{2}:\d{2})\] (\w+): (.*)$")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """Control characters (newlines, CR, ESC, C1...) as \\xNN: one line stays one line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
+
+
+def _quote(line: str) -> str:
+    """A worker's line inside FPM's quotes: backslash and quote escaped, then controls."""
+    return escape(line.replace("\\", "\\\\").replace('"', '\\"'))
 
 
 def timestamp(t: float | None = None) -> str:
@@ -33,34 +56,55 @@ class LogFile:
         self.path = path
         self.threshold = LEVELS[level]
         self._fd: int | None = None
+        self.problem: str | None = None  # why the file could not be opened
+        self.size = 0  # bytes in the file as last opened plus what this master wrote
         self.reopen()
 
     def reopen(self) -> None:
+        """(Re)open in a verified directory; a failure is kept in `problem`, never raised:
+        a tenant's bad log directory fails that tenant, not the master."""
         if self.path == "stderr":
             self._fd = sys.stderr.fileno()
             return
         old = self._fd
-        os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                           0o640)
-        os.chmod(self.path, 0o640)
+        try:
+            dfd = safefs.open_trusted_dir(os.path.dirname(self.path), create_mode=0o750)
+            try:
+                fd = safefs.open_in(dfd, os.path.basename(self.path),
+                                    os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            finally:
+                os.close(dfd)
+            os.fchmod(fd, 0o640)
+        except OSError as e:
+            self.problem = f"cannot open {self.path}: {e.strerror if e.filename else e}"
+            return
+        self._fd, self.problem = fd, None
+        self.size = os.fstat(fd).st_size
         if old is not None:
             os.close(old)
 
     def write(self, level: str, message: str) -> None:
+        """One line per line of the master's own `message`; control bytes in a line
+        (a tenant's \\r, ESC...) escaped."""
         if LEVELS[level] > self.threshold or self._fd is None:
             return
         stamp = f"[{timestamp()}] {level.upper()}: "
-        self.append("".join(f"{stamp}{line}\n" for line in message.splitlines() or [""]))
+        self.append("".join(f"{stamp}{escape(line)}\n" for line in message.split("\n")))
 
     def append(self, text: str) -> None:
         """Text as it is (slow.log entries carry their own header lines)."""
         if self._fd is not None:
-            os.write(self._fd, text.encode(errors="replace"))
+            data = text.encode(errors="replace")
+            self.size += len(data)
+            try:
+                os.write(self._fd, data)
+            except OSError as e:  # a full disk loses log lines, not the master
+                self.problem = f"cannot write {self.path}: {e.strerror}"
 
     def fileno(self) -> int:
         """The descriptor, for a worker that writes lines itself (python's access.log)."""
-        assert self._fd is not None, "closed"
+        if self._fd is None:
+            raise OSError(self.problem or f"{self.path} is closed")
         return self._fd
 
     def close(self) -> None:
@@ -70,11 +114,18 @@ class LogFile:
 
 
 class TenantLog:
-    """A tenant's error.log: the master's events for it and its workers' output."""
+    """A tenant's error.log: the master's events for it and its workers' output.
 
-    def __init__(self, name: str, log_dir: str) -> None:
+    Worker output stops being written once error.log reaches `max_size` (0: no cap)
+    until the file is reopened (rotated): the dropped bytes are counted and said once,
+    so a tenant cannot fill the host's disk through its stderr.
+    """
+
+    def __init__(self, name: str, log_dir: str, max_size: int = 0) -> None:
         self.name = name
         self.dir = log_dir
+        self.max_size = max_size
+        self.dropped = 0  # bytes of worker output not written since the cap was hit
         self.error = LogFile(os.path.join(log_dir, "error.log"))
         self._slow: LogFile | None = None  # opened on the first slow request
         self._access: LogFile | None = None  # written by python workers themselves
@@ -85,17 +136,29 @@ class TenantLog:
         if self._slow is None:
             self._slow = LogFile(os.path.join(self.dir, "slow.log"))
         lines = [f"\n[{timestamp()}]  [pool {self.name}] pid {pid}",
-                 f"script_filename = {script or 'unknown'}"]
-        lines += frames if frames or not why_not else [f"(no backtrace: {why_not})"]
+                 f"script_filename = {escape(script or 'unknown')}"]
+        lines += ([escape(f) for f in frames] if frames or not why_not
+                  else [f"(no backtrace: {escape(why_not)})"])
         self._slow.append("\n".join(lines) + "\n")
 
     def event(self, level: str, message: str) -> None:
-        self.error.write(level, f"[pool {self.name}] {message}")
+        """One line, whatever tenant data (a script, a URI, its output) the message holds."""
+        self.error.write(level, f"[pool {self.name}] {escape(message)}")
 
-    def worker_said(self, pid: int, stream: str, line: str) -> None:
-        # escape like FPM does so one worker line stays one log line
-        text = line.replace("\\", "\\\\").replace('"', '\\"')
-        self.error.write("warning", f'[pool {self.name}] child {pid} said into {stream}: "{text}"')
+    def worker_said(self, pid: int, stream: str, lines: list[str]) -> None:
+        """Lines a worker wrote, in one write; escaped like FPM does (backslash, quote)
+        and every control byte besides."""
+        if self.max_size and self.error.size >= self.max_size:
+            if not self.dropped:
+                self.event("warning", f"error.log reached log.max_size ({self.max_size} "
+                                      "bytes): workers' output is dropped until the log "
+                                      "is rotated")
+            self.dropped += sum(len(line) + 1 for line in lines)
+            return
+        if self.error.threshold < LEVELS["warning"]:
+            return
+        stamp = f"[{timestamp()}] WARNING: [pool {self.name}] child {pid} said into {stream}: "
+        self.error.append("".join(f'{stamp}"{_quote(t)}"\n' for t in lines))
 
     def access_fd(self) -> int:
         """access.log for python workers, which write their own lines to it (O_APPEND,
@@ -111,6 +174,15 @@ class TenantLog:
     def reopen(self) -> None:
         for f in self._files():
             f.reopen()
+        if self.dropped:
+            self.event("warning", f"{self.dropped} bytes of workers' output were dropped "
+                                  "while error.log was at log.max_size")
+            self.dropped = 0
+
+    @property
+    def problem(self) -> str | None:
+        """Why a log of this tenant cannot be written (then the tenant must not start)."""
+        return next((f.problem for f in self._files() if f.problem), None)
 
     def close(self) -> None:
         for f in self._files():

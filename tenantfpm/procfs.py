@@ -1,4 +1,9 @@
-"""What the kernel says about a worker, read from /proc without touching the data path."""
+"""What the kernel says about a worker, read from /proc without touching the data path.
+
+A worker names itself (/proc/PID/comm is the tenant's to write, and it shows in
+`stat` and `status`), so nothing here finds a field by searching text: `stat`
+is split after the last ')', `status` by exact key before the first ':'.
+"""
 
 from __future__ import annotations
 
@@ -44,15 +49,29 @@ def sample(pid: int) -> Sample | None:
             status = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    rss_pages = int(fields[21])
-    activity = 0
-    for line in status.splitlines():
-        if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
-            activity += int(line.split()[1])
-    return Sample(idle=idle, activity=activity, rss=rss_pages * PAGE,
+    try:
+        fields = stat[stat.rindex(")") + 2:].split()
+        utime, stime = int(fields[11]), int(fields[12])
+        rss_pages = int(fields[21])
+    except (ValueError, IndexError):
+        return None  # not a stat line the kernel writes: the process went away mid-read
+    return Sample(idle=idle, activity=_switches(status), rss=rss_pages * PAGE,
                   cpu_seconds=(utime + stime) / CLK_TCK)
+
+
+_SWITCHES = ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+
+
+def _switches(status: str) -> int:
+    """voluntary + nonvoluntary context switches, by their exact keys."""
+    total = 0
+    for line in status.split("\n"):
+        key, sep, value = line.partition(":")
+        if sep and key in _SWITCHES:
+            with_digits = value.strip()
+            if with_digits.isdigit():
+                total += int(with_digits)
+    return total
 
 
 def serving_connection(pid: int, exe: str) -> bool:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
-from tenantfpm.config.loader import load_site
-from tenantfpm.config.model import GlobalConfig, Site
+from tenantfpm.config.loader import find_line, load_site
+from tenantfpm.config.model import NAME_PATTERN, GlobalConfig, Site
+from tenantfpm.config.rules import ListenAddress
 from tenantfpm.config.tenant import Tenant, resolve
-from tenantfpm.errors import ConfigError, Problem
+from tenantfpm.errors import ConfigError, Problem, TenantFPMError
+from tenantfpm.safefs import inside
+
+NAME = re.compile(NAME_PATTERN)
 
 
 class Registry:
@@ -22,42 +27,60 @@ class Registry:
         self.dir = Path(conf.paths.tenants_dir)
 
     def path(self, name: str) -> Path:
+        if not NAME.fullmatch(name):  # a name is never a path, whoever passes it
+            raise TenantFPMError(f"not a tenant name: {name!r}")
         return self.dir / f"{name}.toml"
 
     def names(self) -> list[str]:
         if not self.dir.is_dir():
             return []
-        return sorted(p.stem for p in self.dir.glob("*.toml"))
+        return sorted(p.stem for p in self.dir.glob("*.toml") if NAME.fullmatch(p.stem))
 
     def load(self, name: str) -> Tenant:
-        site = load_site(self.path(name), self.conf.paths.profiles_dir)
+        site = load_site(self.path(name), self.conf.paths.profiles_dir, conf=self.conf)
         if site.name != name:
             raise ConfigError(str(self.path(name)), [Problem(
                 "name", f"the file is registered as {name!r} but names {site.name!r}")])
         return resolve(site, self.conf)
 
-    def load_all(self) -> tuple[dict[str, Tenant], dict[str, ConfigError]]:
-        ok, bad = {}, {}
+    def load_all(self, claimed: dict[str, Tenant] | None = None
+                 ) -> tuple[dict[str, Tenant], dict[str, ConfigError]]:
+        """Every registered tenant that is valid and conflicts with none loaded before it.
+
+        `claimed`: the tenants running now, with the configuration they run. They are
+        checked first and keep what they hold: a file dropped in later that takes a
+        running tenant's socket, user or root is refused, not the running tenant.
+        """
+        claimed = claimed or {}
+        loaded, bad = {}, {}
         for name in self.names():
             try:
-                ok[name] = self.load(name)
+                loaded[name] = self.load(name)
             except ConfigError as e:
                 bad[name] = e
+        ok: dict[str, Tenant] = {}
+        for name in sorted(loaded, key=lambda n: (n not in claimed, n)):
+            holders = list(ok.values()) + [t for n, t in claimed.items()
+                                           if n not in ok and n != name]
+            try:
+                self.conflicts(loaded[name], holders, str(self.path(name)))
+            except ConfigError as e:
+                bad[name] = e
+                continue
+            ok[name] = loaded[name]
         return ok, bad
 
     def conflicts(self, tenant: Tenant, others: list[Tenant], file: str) -> None:
-        """Name, listen address and user are each one tenant's alone."""
-        problems = []
-        for o in others:
-            if o.name == tenant.name:
-                continue
-            if str(o.listen) == str(tenant.listen):
-                problems.append(Problem("listen.address",
-                                        f"{tenant.listen} is already used by tenant {o.name!r}"))
-            if o.site.user == tenant.site.user or o.uid == tenant.uid:
-                problems.append(Problem("user", f"user {tenant.site.user!r} already runs "
-                                                f"tenant {o.name!r}; each tenant needs its own"))
+        """What must be one tenant's alone: name, socket, user, root, log directory."""
+        problems = [pr for o in others if o.name != tenant.name
+                    for pr in clashes(tenant, o)]
         if problems:
+            try:
+                text = Path(file).read_text()
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            for pr in problems:
+                pr.line = find_line(text, pr.key)
             raise ConfigError(file, problems)
 
     def read_text(self, name: str) -> str | None:
@@ -90,11 +113,41 @@ class Registry:
             self.write(name, previous)
 
 
+def _same_listener(a: ListenAddress, b: ListenAddress) -> bool:
+    if a.is_unix or b.is_unix:
+        return a.is_unix and b.is_unix and os.path.normpath(a.path or "") == os.path.normpath(
+            b.path or "")
+    wildcard = ("0.0.0.0", "::")
+    return a.port == b.port and (a.host == b.host or a.host in wildcard or b.host in wildcard)
+
+
+def clashes(t: Tenant, o: Tenant) -> list[Problem]:
+    """Why `t` cannot run beside `o`."""
+    out = []
+    who = f"tenant {o.name!r}"
+    if _same_listener(t.listen, o.listen):
+        out.append(Problem("listen.address", f"{t.listen} is already used by {who}"))
+    if o.site.user == t.site.user or o.uid == t.uid:
+        out.append(Problem("user", f"user {t.site.user!r} already runs {who}; each tenant "
+                                   "needs its own"))
+    if inside(t.site.root, o.site.root) or inside(o.site.root, t.site.root):
+        out.append(Problem("root", f"{t.site.root} overlaps {who}'s root {o.site.root}"))
+    if inside(t.log_dir, o.log_dir) or inside(o.log_dir, t.log_dir):
+        out.append(Problem("log.dir", f"{t.log_dir} overlaps {who}'s log directory"))
+    if inside(t.log_dir, o.site.root):
+        out.append(Problem("log.dir", f"{t.log_dir} is inside {who}'s root"))
+    for i, b in enumerate(t.site.isolation.binds):
+        if inside(b.source, o.site.root) or inside(o.site.root, b.source):
+            out.append(Problem(f"isolation.binds[{i}].source",
+                               f"{b.source} overlaps {who}'s root {o.site.root}"))
+    return out
+
+
 def validate_for_add(conf: GlobalConfig, path: str, others: list[Tenant],
                      replace: bool) -> tuple[Site, Tenant, str]:
     """Everything `add` checks before it writes anything."""
     reg = Registry(conf)
-    site = load_site(path, conf.paths.profiles_dir)
+    site = load_site(path, conf.paths.profiles_dir, conf=conf)
     tenant = resolve(site, conf)
     if not replace and reg.path(site.name).exists():
         raise ConfigError(path, [Problem("name", f"tenant {site.name!r} is already registered; "

@@ -98,6 +98,8 @@ def _accepted(pool: Pool) -> int | None:
     if pool.tenant.site.runtime.type != "python":
         return None
     slots = [w.board.read() for w in pool.workers.values() if w.board is not None]
+    if any(s is None for s in slots):
+        return None  # a worker's page does not read as one of ours: unknown, not a guess
     return pool.accepted_gone + sum(s.accepted for s in slots if s is not None)
 
 

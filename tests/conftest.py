@@ -18,13 +18,33 @@ class FakeSystem:
         return self.groups.get(name)
 
     def is_dir(self, path):
-        return path.startswith("/srv/")
+        return path == "/" or path.startswith("/srv")
 
     def is_executable(self, path):
         return path in ("/usr/bin/php-cgi", "/usr/bin/true", "/usr/bin/python3")
 
     def exists(self, path):
         return path.startswith(("/srv/", "/run/mysqld"))
+
+    # what safety.py asks: nothing is tenant-writable, linked or in the way unless a test says
+    writable: dict[str, str] = {}
+    links: dict[str, str] = {}
+    files: dict[str, str] = {}
+
+    def writable_by(self, path, uid, gid):
+        return next((w for p, w in self.writable.items() if path.startswith(p)), None)
+
+    def symlink_in(self, path):
+        return next((link for link in self.links if path.startswith(link)), None)
+
+    def file_type(self, path):
+        return self.files.get(path)
+
+    def mem_total(self):
+        return 8 << 30
+
+    def cpus(self):
+        return 4
 
 
 @pytest.fixture

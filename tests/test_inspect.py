@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm.inspect import Unavailable, read_state
+from tenantfpm.inspect import Unavailable, read_state, symbols
 from tenantfpm.inspect.php import php_version
 
 PHP_CGI = os.path.realpath("/usr/bin/php-cgi")
@@ -124,9 +124,21 @@ def test_request_info_and_depth(tmp_path, procs):
     assert read_state(p.pid, PHP_CGI, 0).frames == []
 
 
+def test_a_fifo_or_hostile_binary_never_blocks_the_reader(tmp_path):
+    """A tenant that puts a FIFO where its runtime was: the master reads nothing, at once."""
+    fifo = tmp_path / "php-cgi"
+    os.mkfifo(fifo)
+    with pytest.raises(Unavailable, match="not a regular file"):
+        php_version(str(fifo))
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x7fELF" + b"\xff" * 200)
+    with pytest.raises(LookupError, match="not a readable ELF"):
+        symbols._read_symbols(str(junk))
+
+
 def test_not_php_or_gone_is_unavailable(tmp_path):
     with pytest.raises(Unavailable, match="not a PHP binary"):
-        php_version("/bin/true", 1.0)
+        php_version("/bin/true")
     p = subprocess.Popen(["/bin/sleep", "5"])
     try:
         with pytest.raises(Unavailable, match="not a PHP binary"):

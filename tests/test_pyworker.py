@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import inspect
+import os
 import socket
 import struct
 import threading
@@ -382,6 +383,37 @@ def test_scoreboard_round_trip_and_torn_reads():
         assert board.read() is None
     finally:
         board.close()
+
+
+@pytest.mark.parametrize("field,value", [("state", 99), ("accepted", 2**64 - 1),
+                                         ("last_duration", float("nan")),
+                                         ("request_start", float("inf")),
+                                         ("last_status", 9999)])
+def test_scoreboard_garbage_reads_as_unknown(field, value):
+    """A tenant writes what it likes into its page: the master reads None, not garbage."""
+    fd, board = Board.create()
+    try:
+        worker = Board(fd)
+        worker.publish(Slot(**{field: value}), texts=True)
+        assert board.read() is None
+        worker.publish(Slot(state=RUNNING), texts=True)
+        assert board.read() == Slot(state=RUNNING)
+    finally:
+        board.close()
+
+
+def test_scoreboard_cannot_be_resized_by_the_worker():
+    fd, board = Board.create()
+    try:
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 1 << 20)
+        assert board.read() == Slot(state=0, last_duration=0.0, last_cpu=0.0,
+                                    last_cpu_percent=0.0, content_length=0)
+    finally:
+        board.close()
+        os.close(fd)
 
 
 def test_access_log_lines_in_fpm_format():

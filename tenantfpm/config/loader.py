@@ -11,12 +11,14 @@ import grp
 import os
 import pwd
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tenantfpm import safefs
 from tenantfpm.config.model import GlobalConfig, Site
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.errors import ConfigError, Problem
@@ -169,6 +171,38 @@ class HostSystem:
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def writable_by(self, path: str, uid: int, gid: int) -> str | None:
+        try:
+            return safefs.writable_by(path, uid, gid)
+        except OSError as e:
+            return f"{path} ({e.strerror or e})"
+
+    def symlink_in(self, path: str) -> str | None:
+        here = "/"
+        for part in [c for c in path.split("/") if c]:
+            here = os.path.join(here, part)
+            try:
+                if stat.S_ISLNK(os.lstat(here).st_mode):
+                    return here
+            except OSError:
+                return None
+        return None
+
+    def file_type(self, path: str) -> str | None:
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None
+        if stat.S_ISSOCK(mode):
+            return "socket"
+        return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+    def mem_total(self) -> int:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+    def cpus(self) -> int:
+        return os.cpu_count() or 0
+
 
 def find_profile(name: str, profiles_dir: str) -> Path | None:
     if not re.match(r"^[A-Za-z0-9_-]+$", name):
@@ -188,9 +222,15 @@ def available_profiles(profiles_dir: str) -> list[str]:
     return sorted(names)
 
 
-def load_site(path: str | Path, profiles_dir: str, system: Any = None) -> Site:
-    """site.toml (+ its profile) to a validated Site, or a ConfigError listing every problem."""
+def load_site(path: str | Path, profiles_dir: str, system: Any = None,
+              conf: GlobalConfig | None = None) -> Site:
+    """site.toml (+ its profile) to a validated Site, or a ConfigError listing every problem.
+
+    With `conf`, also what the site may not ask for on this host (config/safety.py):
+    every caller that registers or starts a tenant passes it.
+    """
     from tenantfpm.config.rules import site_problems
+    from tenantfpm.config.safety import host_problems
 
     path = str(path)
     data, text = read_toml(path)
@@ -230,7 +270,10 @@ def load_site(path: str | Path, profiles_dir: str, system: Any = None) -> Site:
         site = Site.model_validate(merged)
     except ValidationError as e:
         locate(validation_problems(Site, e))
-    problems = site_problems(site, system or HostSystem())
+    system = system or HostSystem()
+    problems = site_problems(site, system)
+    if not problems and conf is not None:
+        problems = host_problems(site, conf, system)
     if problems:
         locate(problems)
     return site
@@ -273,4 +316,8 @@ def load_global(path: str | None) -> GlobalConfig:
             except ValueError as e:
                 raise ConfigError(file, [Problem(f"master.{key}", str(e),
                                                  line=find_line(text, f"master.{key}"))]) from None
+    if master.status_listen and HostSystem().group(master.status_listen_group) is None:
+        raise ConfigError(file, [Problem("master.status_listen_group",
+                                         f"no such group: {master.status_listen_group!r}",
+                                         line=find_line(text, "master.status_listen_group"))])
     return conf.model_copy(update={"master": master})

@@ -123,6 +123,10 @@ class Log(Strict):
     access: bool = False
     access_format: str = '%R - %u %t "%m %r" %s'
     catch_workers_output: bool = True
+    # workers' output the master reads per second (bytes); past it the writers wait
+    rate_limit: Size = 256 << 10
+    # error.log size past which workers' output is dropped (counted) until rotation; 0 = none
+    max_size: Size = 512 << 20
 
 
 class Site(Strict):
@@ -166,6 +170,9 @@ class Master(Strict):
     # off by default because it changes a setting of the whole host
     cgroup_favordynmods: bool = False
     isolated_subnet: Subnet = "10.213.0.0/16"  # network = "isolated": one /30 per tenant
+    # nftables rules keeping every tenant's code off TCP listeners and endpoints (netguard.py)
+    tenant_firewall: bool = True
+    status_listen_group: str = "root"  # group of a unix status_listen socket (mode 0660)
 
 
 class GlobalConfig(Strict):

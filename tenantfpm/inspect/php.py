@@ -10,12 +10,12 @@ include/eval frames show as [INCLUDE_OR_EVAL], as in FPM.
 
 from __future__ import annotations
 
-import functools
-import mmap
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
+from tenantfpm import safefs
 from tenantfpm.inspect import symbols
 from tenantfpm.inspect.memory import Memory, ReadError
 from tenantfpm.inspect.offsets import TABLES, Offsets
@@ -54,13 +54,37 @@ ZEND_API = {"20200930": "8.0", "20210902": "8.1", "20220829": "8.2", "20230831":
             "20240924": "8.4"}
 
 
-@functools.lru_cache(maxsize=16)
-def php_version(exe: str, mtime: float = 0.0) -> str:
-    """"8.2", read from the binary's bytes: the master never runs a tenant's binary as root."""
+MAX_BINARY = 256 << 20  # bytes of a runtime binary the master reads at most
+
+
+def php_version(exe: str, identity: tuple[int, int, float] | None = None) -> str:
+    """"8.2", read from the binary's bytes: the master never runs a tenant's binary as
+    root, never maps it (a truncated mapping is SIGBUS) and never blocks opening it
+    (a FIFO in its place). `identity` (device, inode, mtime) keys the cache, so every
+    worker's /proc/PID/exe of one binary is read once."""
+    if identity is None:
+        return _php_version(exe)
+    if identity not in _VERSIONS:
+        if len(_VERSIONS) >= 16:
+            _VERSIONS.pop(next(iter(_VERSIONS)))
+        try:
+            _VERSIONS[identity] = _php_version(exe)
+        except Unavailable as e:
+            _VERSIONS[identity] = e
+    found = _VERSIONS[identity]
+    if isinstance(found, Unavailable):
+        raise found
+    return found
+
+
+_VERSIONS: dict[tuple[int, int, float], str | Unavailable] = {}
+
+
+def _php_version(exe: str) -> str:
     try:
-        with open(exe, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            found = re.search(rb"API(\d{8}),(NTS|TS)\0", m)
-            tag = (found.group(1).decode(), found.group(2).decode()) if found else None
+        data = safefs.read_regular(exe, MAX_BINARY)
+        found = re.search(rb"API(\d{8}),(NTS|TS)\0", data)
+        tag = (found.group(1).decode(), found.group(2).decode()) if found else None
     except (OSError, ValueError) as e:
         raise Unavailable(f"cannot read {exe}: {e}") from None
     if tag is None:
@@ -74,15 +98,21 @@ def php_version(exe: str, mtime: float = 0.0) -> str:
 
 
 def read_state(pid: int, exe: str, depth: int = 20) -> PhpState:
+    """`exe` names the binary in messages; what is read is the one the worker runs
+    (/proc/PID/exe), whatever has been put at that path since."""
+    running = f"/proc/{pid}/exe"
     try:
-        version = php_version(exe, os.stat(exe).st_mtime)
+        st = os.stat(running)
     except OSError as e:
-        raise Unavailable(f"cannot read {exe}: {e}") from None
+        raise Unavailable(f"cannot read {exe}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Unavailable(f"{exe} is not a regular file")
+    version = php_version(running, (st.st_dev, st.st_ino, st.st_mtime))
     off = TABLES.get(version)
     if off is None:
         raise Unavailable(f"PHP {version} has no offset table (known: {', '.join(TABLES)})")
     try:
-        where = symbols.globals_of(pid, exe)
+        where = symbols.globals_of(pid, running, st)
     except (OSError, LookupError) as e:
         raise Unavailable(str(e)) from None
     mem = Memory(pid)

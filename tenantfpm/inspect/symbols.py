@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-import functools
+import io
 import os
+import struct
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
+
+from tenantfpm import safefs
 
 WANTED = ("executor_globals", "sapi_globals")
 
 
-@functools.lru_cache(maxsize=16)
-def _symbols(path: str, mtime: float) -> tuple[dict[str, int], int]:
-    """Symbol values and the lowest PT_LOAD vaddr (0 for a PIE), per binary version."""
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
+MAX_BINARY = 256 << 20
+
+
+_CACHE: dict[tuple[int, int, float], tuple[dict[str, int], int]] = {}
+
+
+def _symbols(path: str, identity: tuple[int, int, float]) -> tuple[dict[str, int], int]:
+    """Symbol values and the lowest PT_LOAD vaddr (0 for a PIE), per binary (device,
+    inode, mtime): one read per binary, whichever worker's /proc/PID/exe names it."""
+    if identity not in _CACHE:
+        if len(_CACHE) >= 16:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[identity] = _read_symbols(path)
+    return _CACHE[identity]
+
+
+def _read_symbols(path: str) -> tuple[dict[str, int], int]:
+    """Read with safefs (no FIFO, no mapping); a malformed ELF is a LookupError."""
+    try:
+        elf = ELFFile(io.BytesIO(safefs.read_regular(path, MAX_BINARY)))
         first_load = min(seg["p_vaddr"] for seg in elf.iter_segments()
                          if seg["p_type"] == "PT_LOAD")
         found: dict[str, int] = {}
@@ -28,13 +47,15 @@ def _symbols(path: str, mtime: float) -> tuple[dict[str, int], int]:
                 for sym in section.get_symbol_by_name(name) or []:
                     if sym["st_value"]:
                         found[name] = sym["st_value"]
+    except (ELFError, ValueError, KeyError, struct.error) as e:
+        raise LookupError(f"{path}: not a readable ELF binary ({e})") from None
     return found, first_load
 
 
-def globals_of(pid: int, exe: str) -> dict[str, int]:
+def globals_of(pid: int, exe: str, st: os.stat_result | None = None) -> dict[str, int]:
     """Absolute addresses of executor_globals and sapi_globals in process `pid`."""
-    st = os.stat(exe)
-    symbols, first_load = _symbols(exe, st.st_mtime)
+    st = st or os.stat(exe)
+    symbols, first_load = _symbols(exe, (st.st_dev, st.st_ino, st.st_mtime))
     missing = [n for n in WANTED if n not in symbols]
     if missing:
         raise LookupError(f"{exe} does not export {', '.join(missing)} (a ZTS or static build?)")

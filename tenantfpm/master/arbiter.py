@@ -19,11 +19,13 @@ import prctl
 from tenantfpm import cgroups
 from tenantfpm.cgroups import favor
 from tenantfpm.config.model import GlobalConfig
+from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.errors import ConfigError, TenantFPMError
 from tenantfpm.listenq import ListenQueues, Queue
 from tenantfpm.logs import LogFile
 from tenantfpm.master.pool import Pool
+from tenantfpm.netguard import NetGuard
 from tenantfpm.registry import Registry
 from tenantfpm.sandbox import namespaces, privileges
 
@@ -50,6 +52,7 @@ class Master:
         self.done = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.busy_names: set[str] = set()  # tenants with an add/remove/reload under way
+        self.guard = NetGuard(m.cgroup_parent) if m.tenant_firewall else None
 
     # --- Host protocol for pools ------------------------------------------
 
@@ -68,6 +71,23 @@ class Master:
             return pool.box.link_index
         used = {p.box.link_index for p in self.pools.values() if p is not pool}
         return next(i for i in range(len(used) + 1) if i not in used)
+
+    def protect(self, extra: list[Tenant] | None = None) -> str | None:
+        """Firewall every tenant uid off every TCP listener (netguard.py), before a tenant's
+        socket opens or its workers start. None when in force; else why not."""
+        if self.guard is None:
+            return None
+        tenants = [p.tenant for p in self.pools.values()] + (extra or [])
+        ports = {t.listen.port for t in tenants if t.listen.port is not None}
+        for addr in (self.conf.master.metrics_listen, self.conf.master.status_listen):
+            if addr and not addr.startswith("/"):
+                ports.add(parse_listen(addr).port or 0)
+        try:
+            self.guard.update({t.uid for t in tenants}, ports - {0})
+        except TenantFPMError as e:
+            self.log("alert", f"tenant firewall: {e}: tenants can reach TCP listeners")
+            return str(e)
+        return None
 
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None:
         now = time.monotonic()
@@ -105,11 +125,15 @@ class Master:
         if self.conf.master.status_listen:
             from tenantfpm.master.status_server import StatusServer
 
-            status_page = StatusServer(self, self.conf.master.status_listen)
+            status_page = StatusServer(self, self.conf.master.status_listen,
+                                       self.conf.master.status_listen_group)
             await status_page.start()
             self.log("notice", f"PHP-FPM status pages on {status_page.address}: /status/NAME")
         self.log("notice", f"tenantfpm master started, pid {os.getpid()}, control socket "
                            f"{self.conf.master.control_socket}")
+        if self.guard is None:
+            self.log("warning", "tenant_firewall = false: tenants' code can connect to TCP "
+                                "listeners of any tenant and to the metrics/status endpoints")
         self._boot_tenants()
         self._notify("READY=1\nSTATUS=serving " + f"{len(self.pools)} tenants")
         ticker = self.loop.create_task(self._ticker())
@@ -124,6 +148,8 @@ class Master:
                 await status_page.stop()
             for pool in self.pools.values():
                 pool.close()
+            if self.guard is not None:
+                self.guard.remove()
             if self.cgroups is not None:
                 self.cgroups.cleanup()
             self.queues.close()
@@ -169,6 +195,7 @@ class Master:
         for name, err in bad.items():
             self.broken[name] = str(err)
             self.log("error", f"tenant {name} not started: {err}")
+        self.protect(list(tenants.values()))  # one ruleset for all, not one per tenant
         for tenant in tenants.values():
             self._start_pool(tenant, probe=False)
 
@@ -251,18 +278,34 @@ class Master:
         await asyncio.gather(*(p.stop(graceful) for p in self.pools.values()))
         self.done.set()
 
-    async def reload_all(self) -> None:
-        tenants, bad = self.registry.load_all()
+    async def reload_all(self) -> dict[str, str]:
+        """Every tenant re-read and reloaded, each on its own: one tenant's bad file or
+        failed reload is reported for it and never stops the others."""
+        tenants, bad = self.registry.load_all(
+            claimed={n: p.tenant for n, p in self.pools.items()})
+        result: dict[str, str] = {}
         for name, err in bad.items():
             self.log("error", f"tenant {name} not reloaded: {err}")
+            result[name] = f"not reloaded: {err}"
+            if name not in self.pools:
+                self.broken[name] = str(err)
         for name in list(self.pools):
             if name not in tenants and name not in bad:
                 await self.remove(name)
+                result[name] = "removed"
         for name, tenant in tenants.items():
-            if name in self.pools:
-                await self.pools[name].reload(tenant)
-            else:
-                self._start_pool(tenant, probe=False)
+            try:
+                if name in self.pools:
+                    ok = await self.pools[name].reload(tenant)
+                    result[name] = "reloaded" if ok else (
+                        f"not reloaded: {self.pools[name].error or 'did not serve'}")
+                else:
+                    self._start_pool(tenant, probe=False)
+                    result[name] = "started"
+            except Exception as e:  # a bug in one tenant's reload must not stop the rest
+                self.log("error", f"[pool {name}] reload failed: {e!r}")
+                result[name] = f"not reloaded: {e}"
+        return result
 
     def others(self, name: str) -> list[Tenant]:
         return [p.tenant for n, p in self.pools.items() if n != name]

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tenantfpm.config.model import NAME_PATTERN
 from tenantfpm.errors import ConfigError, TenantFPMError
+
+NAME = re.compile(NAME_PATTERN)
 
 if TYPE_CHECKING:
     from tenantfpm.master.arbiter import Master
@@ -21,12 +25,37 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+class BadRequest(TenantFPMError):
+    """The caller sent something malformed: 400, nothing changed."""
+
+
+def _name(request: web.Request) -> str:
+    """A tenant name from the URL: exactly the names a site file may have, nothing that
+    could name a path (the router has already decoded %2F)."""
+    name = request.match_info["name"]
+    if not NAME.fullmatch(name):
+        raise BadRequest(f"not a tenant name: {name!r}")
+    return name
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as e:
+        raise BadRequest(f"the request body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     from tenantfpm.master.arbiter import NotFound
 
     try:
         return await handler(request)
+    except BadRequest as e:
+        return _error(400, str(e))
     except NotFound as e:
         return _error(404, str(e))
     except ConfigError as e:
@@ -70,7 +99,7 @@ class ControlServer:
             await web.UnixSite(self.runner, self.path).start()
         finally:
             os.umask(old)
-        os.chmod(self.path, 0o600)
+        os.chmod(self.path, 0o600)  # the path is root's (run_dir): no tenant can swap it
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -87,22 +116,25 @@ class ControlServer:
                                     for n, e in self.master.broken.items()])
 
     async def status(self, request: web.Request) -> web.Response:
-        pool = self.master.pool(request.match_info["name"])
+        pool = self.master.pool(_name(request))
         pool.sample()
         return web.json_response(pool.status(full=request.query.get("full") == "1"))
 
     async def add(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        result = await self.master.add(str(body["path"]), bool(body.get("replace")))
+        body = await _json_object(request)
+        path = body.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise BadRequest('"path" must be the absolute path of a site file')
+        result = await self.master.add(path, bool(body.get("replace")))
         return web.json_response(result)
 
     async def remove(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = _name(request)
         await self.master.remove(name)
         return web.json_response({"name": name, "removed": True})
 
     async def action(self, request: web.Request) -> web.Response:
-        name, action = request.match_info["name"], request.match_info["action"]
+        name, action = _name(request), request.match_info["action"]
         m = self.master
         if action == "reload":
             result = await m.reload_one(name)
@@ -116,15 +148,17 @@ class ControlServer:
         return web.json_response(result)
 
     async def reload_all(self, request: web.Request) -> web.Response:
-        await self.master.reload_all()
-        return web.json_response({"reloaded": sorted(self.master.pools)})
+        result = await self.master.reload_all()
+        return web.json_response({"reloaded": sorted(n for n, r in result.items()
+                                                     if r in ("reloaded", "started")),
+                                  "tenants": result})
 
     async def reopen_logs(self, request: web.Request) -> web.Response:
         self.master.reopen_logs()
         return web.json_response({"reopened": True})
 
     async def shutdown(self, request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
+        body = await _json_object(request) if request.can_read_body else {}
         graceful = not body.get("now")
         self.master.loop.call_soon(lambda: self.master.loop.create_task(
             self.master.shutdown(graceful)))

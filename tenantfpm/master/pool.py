@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 from tenantfpm import cgroups, inspect, pm, procfs, runtimes
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.listen import close_listener, open_listener
+from tenantfpm.listen import close_listener, open_listener, path_inode
 from tenantfpm.listenq import Queue, key_of
 from tenantfpm.logs import TenantLog
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.pyworker import TRACE_SIGNAL, scoreboard
-from tenantfpm.pyworker.scoreboard import Board
+from tenantfpm.pyworker.scoreboard import Board, Reader
 from tenantfpm.pyworker.trace import traceback_frames
+from tenantfpm.ratelimit import TokenBucket
 from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
 
@@ -37,6 +38,8 @@ QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving 
 QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets))
 STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
+OUTPUT_CHUNK = 65536  # most bytes of one worker's output read per loop callback
+OUTPUT_MIN_READ = 16384  # ... and, when the tenant's output is throttled, the least
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
 TRACE_WAIT = 0.2  # seconds a python worker gets to write its traceback for the slow log
 
@@ -56,17 +59,22 @@ class Host(Protocol):
     def link_index(self, pool: Pool) -> int: ...
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None: ...
     def log(self, level: str, message: str) -> None: ...
+    def protect(self, extra: list[Tenant] | None = None) -> str | None: ...
 
 
 class Pool:
     def __init__(self, host: Host, tenant: Tenant) -> None:
         self.host = host
         self.tenant = tenant
-        self.log = TenantLog(tenant.name, tenant.log_dir)
+        self.log = self._open_log(tenant)
+        self.output_budget = TokenBucket(tenant.site.log.rate_limit,
+                                         max(tenant.site.log.rate_limit, OUTPUT_CHUNK) * 4)
+        self.output_paused = False  # said once per pool start that output is throttled
         self.state = "stopped"
         self.error: str | None = None
         self.sock: socket.socket | None = None
         self.sock_key: int | None = None
+        self.sock_inode: int | None = None
         self.workers: dict[int, Worker] = {}
         self.generation = 0
         self.pm_state = pm.PoolState()
@@ -98,6 +106,10 @@ class Pool:
 
     # --- lifecycle -------------------------------------------------------
 
+    @staticmethod
+    def _open_log(tenant: Tenant) -> TenantLog:
+        return TenantLog(tenant.name, tenant.log_dir, tenant.site.log.max_size)
+
     @property
     def pm(self) -> Any:
         return self.tenant.site.pm
@@ -128,6 +140,16 @@ class Pool:
         self.start_failures = 0
         self.pm_state = pm.PoolState()
         site = self.tenant.site
+        if self.log.problem:
+            self.log.reopen()  # the directory may have been fixed since
+        if self.log.problem:
+            self._fail(f"cannot start: {self.log.problem}")
+            return
+        unguarded = self.host.protect()
+        if unguarded and not self.tenant.listen.is_unix:
+            self._fail(f"cannot start: the TCP listener cannot be protected from other "
+                       f"tenants ({unguarded})")
+            return
         try:
             if self.sock is None:
                 self._open_socket()
@@ -198,11 +220,12 @@ class Pool:
                                   mode=lst.mode, backlog=lst.backlog,
                                   allowed_clients=lst.allowed_clients)
         self.sock_key = key_of(self.sock)
+        self.sock_inode = path_inode(self.tenant.listen)
 
     def _close_socket(self) -> None:
         self._disarm_ondemand()
         if self.sock is not None:
-            close_listener(self.sock, self.tenant.listen)
+            close_listener(self.sock, self.tenant.listen, self.sock_inode)
             self.sock = None
             self.sock_key = None
 
@@ -242,14 +265,23 @@ class Pool:
             self.tenant = old
             await self.stop(graceful=True)
             self.tenant = tenant
-            self.log = TenantLog(tenant.name, tenant.log_dir)
+            self.log = self._open_log(tenant)
             self.start(probe=True)
             return await self.wait_settled(30.0) and self.state == "running"
-        if tenant.log_dir != old.log_dir:
+        if tenant.log_dir != old.log_dir or tenant.site.log != old.site.log:
             self.log.close()
-            self.log = TenantLog(tenant.name, tenant.log_dir)
+            self.log = self._open_log(tenant)
+            self.output_budget.rate = tenant.site.log.rate_limit
+            self.output_budget.burst = max(tenant.site.log.rate_limit, OUTPUT_CHUNK) * 4
+        if self.log.problem:
+            self._fail(f"cannot reload: {self.log.problem}")
+            return False
         self.log.event("notice", "reloading: starting a new generation of workers")
         self._set_state("reloading")
+        unguarded = self.host.protect()  # a changed user is firewalled before it runs
+        if unguarded and not tenant.listen.is_unix:
+            self._fail(f"cannot reload: the TCP listener cannot be protected ({unguarded})")
+            return False
         try:
             runtimes.prepare(tenant)
             self._isolate(tenant)
@@ -343,7 +375,7 @@ class Pool:
             if limit and site.pm.max_requests_jitter:
                 limit += random.randint(0, site.pm.max_requests_jitter)
             argv, env = runtimes.command(self.tenant, limit)
-            board: Board | None = None
+            board: Reader | None = None
             trace = trace_w = board_fd = None
             try:
                 if site.runtime.type == "python":  # its scoreboard, trace pipe, access.log
@@ -393,8 +425,14 @@ class Pool:
         w.signal(signal.SIGTERM)
 
     def _on_output(self, w: Worker, fd: int, stream: str) -> None:
+        """Read what a worker wrote, within the tenant's output budget: past it, stop
+        reading that pipe until tokens return (the writer then blocks on a full pipe)."""
+        budget = self.output_budget.available(time.monotonic())
+        if budget < OUTPUT_MIN_READ:  # no trickle of tiny reads: wait for a worthwhile one
+            self._pause_output(w, fd, stream)
+            return
         try:
-            data = os.read(fd, 65536)
+            data = os.read(fd, min(OUTPUT_CHUNK, budget))
         except BlockingIOError:
             return
         except OSError:
@@ -402,32 +440,49 @@ class Pool:
         if not data:
             self._close_output(w, fd, stream)
             return
+        self.output_budget.take(len(data))
         self._log_output(w, stream, data)
+
+    def _pause_output(self, w: Worker, fd: int, stream: str) -> None:
+        self.host.loop.remove_reader(fd)
+        if not self.output_paused:
+            self.output_paused = True
+            self.log.event("warning", f"workers write more than log.rate_limit "
+                                      f"({self.tenant.site.log.rate_limit} bytes/s): "
+                                      "their output is read more slowly (they wait)")
+        self.host.loop.call_later(self.output_budget.wait(OUTPUT_MIN_READ), self._resume_output,
+                                  w, fd, stream)
+
+    def _resume_output(self, w: Worker, fd: int, stream: str) -> None:
+        if fd in (w.stdout, w.stderr) and w.pid in self.workers:
+            self.host.loop.add_reader(fd, self._on_output, w, fd, stream)
 
     def _log_output(self, w: Worker, stream: str, data: bytes) -> None:
         buf = w.partial.get(stream, b"") + data
         *lines, rest = buf.split(b"\n")
         w.partial[stream] = rest[-LOG_LINE_LIMIT:] if len(rest) > LOG_LINE_LIMIT else rest
-        for line in lines:
-            text = line[:LOG_LINE_LIMIT].decode(errors="replace").rstrip("\r")
-            if text:
-                w.last_output = text
-                self.log.worker_said(w.pid, stream, text)
+        texts = [t for t in (line[:LOG_LINE_LIMIT].decode(errors="replace").rstrip("\r")
+                             for line in lines) if t]
+        if texts:
+            w.last_output = texts[-1]
+            self.log.worker_said(w.pid, stream, texts)
 
     def _drain(self, w: Worker) -> None:
-        """Everything the worker wrote before it died, then close its pipes."""
+        """What the worker wrote before it died (within the output budget plus one
+        chunk: a grandchild may hold the pipe and keep writing), then close its pipes."""
         for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
             if fd is None:
                 continue
-            for _ in range(64):  # bounded: a grandchild may still hold the pipe
-                if fd not in (w.stdout, w.stderr):
-                    break
+            allowance = self.output_budget.available(time.monotonic()) + OUTPUT_CHUNK
+            while fd in (w.stdout, w.stderr) and allowance > 0:
                 try:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, min(OUTPUT_CHUNK, allowance))
                 except OSError:
                     break
                 if not data:
                     break
+                allowance -= len(data)
+                self.output_budget.take(len(data))
                 self._log_output(w, stream, data)
             if fd in (w.stdout, w.stderr):
                 self._close_output(w, fd, stream)
@@ -438,7 +493,7 @@ class Pool:
         if rest:
             text = rest.decode(errors="replace")
             w.last_output = text
-            self.log.worker_said(w.pid, stream, text)
+            self.log.worker_said(w.pid, stream, [text])
         os.close(fd)
         if stream == "stdout":
             w.stdout = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import struct
 from typing import TYPE_CHECKING
@@ -26,9 +27,10 @@ READ_TIMEOUT = 10.0
 
 
 class StatusServer:
-    def __init__(self, master: Master, listen: str) -> None:
+    def __init__(self, master: Master, listen: str, group: str = "root") -> None:
         self.master = master
         self.address = parse_listen(listen)
+        self.group = group  # who may read every tenant's status besides root
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -37,8 +39,12 @@ class StatusServer:
             assert a.path is not None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(a.path)
-            self.server = await asyncio.start_unix_server(self.serve, a.path)
-            os.chmod(a.path, 0o666)  # like an FPM status socket a web server must reach
+            old = os.umask(0o117)  # 0660 from the first moment: no user but root and the group
+            try:
+                self.server = await asyncio.start_unix_server(self.serve, a.path)
+            finally:
+                os.umask(old)
+            os.chown(a.path, 0, grp.getgrnam(self.group).gr_gid, follow_symlinks=False)
         else:
             self.server = await asyncio.start_server(self.serve, a.host, a.port)
 

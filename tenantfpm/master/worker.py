@@ -7,7 +7,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from tenantfpm.pyworker.scoreboard import Board, Slot
+from tenantfpm.pyworker.scoreboard import Reader, Slot
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Worker:
     partial: dict[str, bytes] = field(default_factory=dict)
     last_output: str = ""
     # python workers only: their scoreboard, its last reading, the slow-log trace pipe
-    board: Board | None = None
+    board: Reader | None = None
     slot: Slot | None = None
     trace: int | None = None
 

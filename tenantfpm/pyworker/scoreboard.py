@@ -7,10 +7,18 @@ scoreboard. The slot is a memfd the master creates and maps; the worker gets
 it as an inherited fd. One writer (the worker), one reader (the master): a
 sequence number, odd while a write is under way, lets the reader detect a torn
 read and retry (a seqlock); no locks, no syscalls on the worker's hot path.
+
+The page is the tenant's to write, so the master treats it as hostile: the
+memfd is sealed against resizing, the master never maps it (it preads: a page
+truncated under a mapping would kill the master with SIGBUS), and every field
+it reads is checked; a slot that fails a check reads as unknown (None), which
+degrades that worker's figures only.
 """
 
 from __future__ import annotations
 
+import fcntl
+import math
 import mmap
 import os
 import struct
@@ -54,19 +62,40 @@ class Slot:
     fatal: str = ""  # why the worker could not start (the traceback's last line)
 
 
+COUNT_MAX = 1 << 48  # more requests or bytes than any worker can reach: garbage
+SECONDS_MAX = 1e8  # about three years
+
+
+def _valid(n: tuple) -> bool:
+    """The numbers a well-behaved worker can write (see Slot)."""
+    (state, requests, accepted, start, length, duration, cpu, cpu_pct, memory,
+     status) = n
+    floats = (start, duration, cpu, cpu_pct)
+    return (state in STATE_NAMES and requests < COUNT_MAX and accepted < COUNT_MAX
+            and all(math.isfinite(f) for f in floats)
+            and 0.0 <= start < SECONDS_MAX and -1 <= length < COUNT_MAX
+            and (duration == -1.0 or 0.0 <= duration < SECONDS_MAX)
+            and (cpu == -1.0 or 0.0 <= cpu < SECONDS_MAX)
+            and (cpu_pct == -1.0 or 0.0 <= cpu_pct <= 100.0 * 4096)
+            and memory < COUNT_MAX and status < 1000)
+
+
 class Board:
-    """One worker's mapped slot; the worker writes, the master reads."""
+    """One worker's mapped slot: the worker's side (it writes)."""
 
     def __init__(self, fd: int) -> None:
         self.map = mmap.mmap(fd, SIZE)
 
-    @classmethod
-    def create(cls) -> tuple[int, Board]:
-        """(fd for the worker, the master's mapping); the fd is close-on-exec here."""
-        fd = os.memfd_create("tenantfpm-scoreboard", os.MFD_CLOEXEC)
+    @staticmethod
+    def create() -> tuple[int, Reader]:
+        """(fd for the worker, the master's reader); the fd is close-on-exec here and
+        sealed: neither side can shrink or grow it."""
+        fd = os.memfd_create("tenantfpm-scoreboard", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, SIZE)
-            return fd, cls(fd)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            return fd, Reader(os.dup(fd))
         except OSError:
             os.close(fd)
             raise
@@ -84,18 +113,39 @@ class Board:
                              _bytes(s.script, 1024), _bytes(s.fatal, 512))
         _SEQ.pack_into(self.map, 0, seq + 2)
 
+    def close(self) -> None:
+        self.map.close()
+
+
+class Reader:
+    """The master's side: preads of the page, each field checked."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
     def read(self) -> Slot | None:
-        """A consistent copy, or None if the worker kept writing through a few tries."""
+        """A consistent, plausible copy; None if the worker kept writing through a few
+        tries, or wrote what no worker of ours writes."""
+        size = _TEXTS_AT + _TEXTS.size
         for _ in range(8):
-            (before,) = _SEQ.unpack_from(self.map, 0)
-            if before & 1:
+            try:
+                page = os.pread(self.fd, size, 0)
+                (after,) = _SEQ.unpack(os.pread(self.fd, _SEQ.size, 0))
+            except (OSError, struct.error):
+                return None
+            if len(page) < size:
+                return None
+            (before,) = _SEQ.unpack_from(page, 0)
+            if before & 1 or before != after:
                 continue
-            numbers = _NUMBERS.unpack_from(self.map, _SEQ.size)
-            texts = _TEXTS.unpack_from(self.map, _TEXTS_AT)
-            (after,) = _SEQ.unpack_from(self.map, 0)
-            if before == after:
-                return Slot(*numbers, *(_text(t) for t in texts))
+            numbers = _NUMBERS.unpack_from(page, _SEQ.size)
+            if not _valid(numbers):
+                return None
+            texts = _TEXTS.unpack_from(page, _TEXTS_AT)
+            return Slot(*numbers, *(_text(t) for t in texts))
         return None
 
     def close(self) -> None:
-        self.map.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

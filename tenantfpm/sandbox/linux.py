@@ -33,6 +33,16 @@ MS_SLAVE = 1 << 19
 
 MNT_DETACH = 2
 SYS_PIVOT_ROOT = 155  # x86_64
+SYS_OPENAT2 = 437  # the same on every architecture (added after the tables were unified)
+AT_FDCWD = -100
+O_PATH = 0o10000000
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
 
 
 def _check(ret: int, what: str) -> None:
@@ -65,6 +75,19 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2): `resolve` constrains the whole walk (RESOLVE_NO_SYMLINKS: no link in
+    any component, RESOLVE_BENEATH: never above dirfd), not only the last component."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    fd = _libc.syscall(SYS_OPENAT2, ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        why = "a symlink on the way" if err == 40 else os.strerror(err)  # ELOOP
+        raise OSError(err, f"{path}: {why}")
+    return int(fd)
 
 
 def sethostname(name: str) -> None:

@@ -14,6 +14,7 @@ own /proc. Everything else of the host is absent, not merely unreadable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ class Step:
     data: str | None = None
     readonly: bool = False
     content: str = ""
+    # bind only: source and target resolved without following any symlink (a tenant's
+    # tree can hold links), the target created as `kind` ("dir" or "file") on the way
+    nofollow: bool = False
+    kind: str = "dir"
 
 
 @dataclass(frozen=True)
@@ -163,16 +168,86 @@ def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
               Step("mount", "/proc", source="proc", fstype="proc",
                    flags=linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
                    data="hidepid=2" if spec.hide_processes else None)]
-    steps += [Step("mkdir", spec.tenant_root),
-              Step("bind", spec.tenant_root, source=spec.tenant_root)]
+    # the tenant's tree and what the site binds: sources and targets (a target may lie
+    # in the tenant's tree, or its /tmp) are resolved without following any link
+    steps.append(Step("bind", spec.tenant_root, source=spec.tenant_root, nofollow=True))
     for source, target, readonly in spec.binds:
         kind = probe.kind(source)
         if kind is None:
             raise FileNotFoundError(f"isolation.binds: {source} does not exist")
-        steps += [Step("touch" if kind == "file" else "mkdir", target),
-                  Step("bind", target, source=source, readonly=readonly)]
+        steps.append(Step("bind", target, source=source, readonly=readonly, nofollow=True,
+                          kind="file" if kind == "file" else "dir"))
     steps += [Step("pivot", "/"), Step("seal", "/")]
     return steps
+
+
+def _bind_flags(s: Step) -> int:
+    flags = linux.MS_NOSUID | (linux.MS_NODEV if not s.target.startswith("/dev/") else 0)
+    return flags | (linux.MS_RDONLY if s.readonly else 0)
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _bind_nofollow(root: str, s: Step) -> None:
+    """mount --bind by file descriptors: the source opened from / and the target from the
+    new root with no symlink allowed in any component, so a tenant that swaps a directory
+    for a link between check and spawn gets an error, never a view of someone else's
+    files or root's mkdir in a directory of its choosing."""
+    assert s.source is not None
+    src = linux.openat2(linux.AT_FDCWD, s.source, linux.O_PATH, linux.RESOLVE_NO_SYMLINKS)
+    try:
+        parent, name = _make_parents(root, s.target)
+        try:
+            _make_last(parent, name, s.kind)
+            tgt = linux.openat2(parent, name, linux.O_PATH,
+                                linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_BENEATH)
+            try:
+                linux.mount(_fd_path(src), _fd_path(tgt), None, linux.MS_BIND | linux.MS_REC)
+            finally:
+                os.close(tgt)
+            # the mount now on top of that name, not the directory under it
+            top = linux.openat2(parent, name, linux.O_PATH,
+                                linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_BENEATH)
+            try:
+                linux.mount(None, _fd_path(top), None,
+                            linux.MS_REMOUNT | linux.MS_BIND | _bind_flags(s))
+            finally:
+                os.close(top)
+        finally:
+            os.close(parent)
+    finally:
+        os.close(src)
+
+
+def _make_parents(root: str, target: str) -> tuple[int, str]:
+    """(fd of the target's parent inside `root`, the last name), each directory on the
+    way made if missing and never a symlink."""
+    parts = [p for p in target.split("/") if p]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            nfd = linux.openat2(fd, part, os.O_RDONLY | os.O_DIRECTORY,
+                                linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_BENEATH)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, parts[-1]
+
+
+def _make_last(parent: int, name: str, kind: str) -> None:
+    if kind == "file":
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=parent))
+    else:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o755, dir_fd=parent)
 
 
 def build(spec: RootSpec, steps: list[Step]) -> None:
@@ -200,13 +275,12 @@ def build(spec: RootSpec, steps: list[Step]) -> None:
                 os.close(fd)
         elif s.op == "mount":
             linux.mount(s.source, t, s.fstype, s.flags, s.data)
+        elif s.op == "bind" and s.nofollow:
+            _bind_nofollow(root, s)
         elif s.op == "bind":
             assert s.source is not None
             linux.mount(s.source, t, None, linux.MS_BIND | linux.MS_REC)
-            flags = linux.MS_NOSUID | (linux.MS_NODEV if not s.target.startswith("/dev/") else 0)
-            if s.readonly:
-                flags |= linux.MS_RDONLY
-            linux.mount(None, t, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
+            linux.mount(None, t, None, linux.MS_REMOUNT | linux.MS_BIND | _bind_flags(s))
         elif s.op == "pivot":
             os.chdir(root)
             linux.pivot_root(".", ".")  # the old root ends up stacked under "/" ...

@@ -31,7 +31,7 @@ from tenantfpm.errors import TenantFPMError
 BIN = str(Path(sys.executable).with_name("tenantfpm"))
 # every wait is this many times longer: `make vm-test` runs under full emulation
 SLOW = float(os.environ.get("TENANTFPM_TEST_SLOWDOWN", "1"))
-USERS = ["tfpmt-a", "tfpmt-b", "tfpmt-c"]
+USERS = ["tfpmt-a", "tfpmt-b", "tfpmt-c", "tfpmt-d", "tfpmt-e"]
 
 PHP = {
     "index.php": '<?php printf("hello pid=%s uid=%d\\n", getenv("TENANTFPM_WORKER_PID"), '

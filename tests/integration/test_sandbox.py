@@ -75,11 +75,17 @@ def test_missing_bind_source_is_a_config_error(env, users):
 
 
 def test_a_failing_sandbox_step_is_named(env, users):
-    # a working directory outside the tenant's root exists on the host, not in the sandbox
+    # a working directory outside the tenant's root: check refuses it
     outside = env.base / "elsewhere"
     outside.mkdir()
     site = env.site("cd", users[0])
-    site.write_text(site.read_text() + f'chdir = "{outside}"\n' + STATIC1)
+    text = site.read_text()
+    site.write_text(text + f'chdir = "{outside}"\n' + STATIC1)
+    r = env.cli("add", str(site), check=False)
+    assert r.returncode == 1 and "chdir: " in r.stderr and "outside the tenant's root" in r.stderr
+    # one in the root that is not there when the worker starts: the step is named
+    missing = env.base / "srv" / "cd" / "missing"
+    site.write_text(text + f'chdir = "{missing}"\n' + STATIC1)
     r = env.cli("add", str(site), check=False)
     assert r.returncode == 1
-    assert f"failed to start: chdir: No such file or directory: {outside}" in r.stderr
+    assert f"failed to start: chdir: No such file or directory: {missing}" in r.stderr

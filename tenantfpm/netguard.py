@@ -1,0 +1,100 @@
+"""Tenants cannot connect to any tenant's TCP listener, nor to the metrics or status
+endpoints: enforced by the kernel (nftables), whatever a tenant's code does.
+
+With `network = "host"` a tenant shares the host's loopback, and a FastCGI
+listener trusts whoever connects: a tenant that reaches another's listener runs
+that tenant's scripts as that tenant (PHP-FPM has the same hole, php-src #15499).
+allowed_clients cannot help (the attacker connects from 127.0.0.1 too); only
+the socket's owner tells them apart. So the master keeps one nftables table:
+
+- output, on loopback: a connection attempt (SYN without ACK) from a socket
+  owned by any tenant's uid to any protected port is answered with a reset;
+  answers on connections already made (a worker replying to nginx) are not
+  SYNs and pass, so no connection tracking is needed;
+- input, from the veth of an `isolated` tenant (`tf*`): the same ports refused.
+
+A tenant's unix socket is out of reach already: run_dir is not in its view, and
+check refuses socket modes open to every user and tenants in the socket's group.
+The cost is one set lookup per outgoing SYN on loopback by a tenant uid; nginx
+and other users' packets leave the rule at its first match (oif, then uid set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+
+from tenantfpm.errors import TenantFPMError
+
+TIMEOUT = 10.0
+
+
+def table_name(cgroup_parent: str) -> str:
+    """One table per master (tests run several masters on one host, in turn)."""
+    return "tenantfpm_" + re.sub(r"[^A-Za-z0-9_]", "_", cgroup_parent)[:200]
+
+
+def _elements(values: set[int]) -> str:
+    return f"elements = {{ {', '.join(str(v) for v in sorted(values))} }}" if values else ""
+
+
+def ruleset(table: str, uids: set[int], ports: set[int]) -> str:
+    """The whole table, replaced in one transaction (declare, delete, re-create: nft
+    applies a file atomically, so no connection ever sees it half-made)."""
+    return (f"table inet {table} {{}}\n"
+            f"delete table inet {table}\n"
+            f"table inet {table} {{\n"
+            f"  set tenant_uids {{ type uid; {_elements(uids)} }}\n"
+            f"  set protected_ports {{ type inet_service; {_elements(ports)} }}\n"
+            f"  chain out {{ type filter hook output priority 0; policy accept;\n"
+            f"    oifname \"lo\" meta skuid @tenant_uids tcp dport @protected_ports "
+            f"tcp flags & (syn | ack) == syn reject with tcp reset\n"
+            f"  }}\n"
+            f"  chain in {{ type filter hook input priority 0; policy accept;\n"
+            f"    iifname \"tf*\" tcp dport @protected_ports reject with tcp reset\n"
+            f"  }}\n"
+            f"}}\n")
+
+
+class NetGuard:
+    """The master's table: replaced when the set of tenants or listeners changes."""
+
+    def __init__(self, cgroup_parent: str) -> None:
+        self.table = table_name(cgroup_parent)
+        self.applied: tuple[frozenset[int], frozenset[int]] | None = None
+        self.problem: str | None = None  # why the table could not be installed
+
+    def update(self, uids: set[int], ports: set[int]) -> None:
+        """Install the rules for these uids and ports (no-op when unchanged)."""
+        want = (frozenset(uids), frozenset(ports))
+        if want == self.applied and self.problem is None:
+            return
+        try:
+            self._nft(ruleset(self.table, uids, ports))
+        except TenantFPMError as e:
+            self.problem = str(e)
+            raise
+        self.applied, self.problem = want, None
+
+    def remove(self) -> None:
+        if self.applied is None:
+            return
+        # nothing more to do if it fails on the way out; the next start replaces it
+        with contextlib.suppress(TenantFPMError):
+            self._nft(f"table inet {self.table} {{}}\ndelete table inet {self.table}\n")
+        self.applied = None
+
+    @staticmethod
+    def _nft(script: str) -> None:
+        nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+        if nft is None:
+            raise TenantFPMError("nft (package nftables) is not installed")
+        try:
+            r = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True,
+                               timeout=TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise TenantFPMError(f"nft failed: {e}") from None
+        if r.returncode != 0:
+            raise TenantFPMError(f"nft failed: {r.stderr.strip() or r.returncode}")
