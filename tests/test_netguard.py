@@ -8,8 +8,8 @@ from tenantfpm.ratelimit import TokenBucket
 def test_ruleset_rejects_new_connections_from_tenant_uids_to_protected_ports():
     text = ruleset("tenantfpm_x", {1002, 1001}, {9253, 19001})
     assert "elements = { 1001, 1002 }" in text and "elements = { 9253, 19001 }" in text
-    assert ('oifname "lo" meta skuid @tenant_uids tcp dport @protected_ports '
-            "tcp flags & (syn | ack) == syn reject with tcp reset") in text
+    assert ('oifname "lo" tcp flags & (syn | ack) == syn tcp dport @protected_ports '
+            "meta skuid @tenant_uids reject with tcp reset") in text
     assert 'iifname "tf*" tcp dport @protected_ports reject' in text
     # declared, deleted, re-created: one atomic transaction whatever was there
     assert text.index("delete table inet tenantfpm_x") < text.index("set tenant_uids")

@@ -37,5 +37,6 @@ def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str
 
 
 def binds(tenant: Tenant) -> list[tuple[str, str, bool]]:
-    """What the sandbox needs besides the tenant's own binds: the worker package, read-only."""
-    return [(PACKAGE_DIR, os.path.join(LIB_DIR, "tenantfpm"), True)]
+    """What the sandbox needs besides the tenant's own binds: the worker package, read-only
+    (by its real path: binds are mounted without following links)."""
+    return [(os.path.realpath(PACKAGE_DIR), os.path.join(LIB_DIR, "tenantfpm"), True)]
