@@ -69,7 +69,7 @@ class Pool:
         self.log = self._open_log(tenant)
         self.output_budget = TokenBucket(tenant.site.log.rate_limit,
                                          max(tenant.site.log.rate_limit, OUTPUT_CHUNK) * 4)
-        self.output_paused = False  # said once per pool start that output is throttled
+        self.output_paused = False  # said (once per pool start) that output is throttled
         self.state = "stopped"
         self.error: str | None = None
         self.sock: socket.socket | None = None
@@ -139,6 +139,7 @@ class Pool:
         self.start_time = time.time()
         self.start_failures = 0
         self.pm_state = pm.PoolState()
+        self.output_paused = False
         site = self.tenant.site
         if self.log.problem:
             self.log.reopen()  # the directory may have been fixed since
