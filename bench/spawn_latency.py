@@ -1,6 +1,6 @@
 """Worker spawn latency with and without the sandbox, on this machine, in one run.
 
-    sudo .venv/bin/python bench/spawn_latency.py [-n 200]
+    sudo .venv/bin/python bench/spawn_latency.py [-n 200] [--network none|isolated]
 
 For each sample: spawn() one php-cgi worker on the tenant's socket exactly as
 the master does (same Plan, same code), send one FastCGI request, time the
@@ -8,7 +8,9 @@ answer, kill the worker, reap it. Plain and sandboxed samples alternate so
 drift hits both alike. Reported: the median and p90 of the time the master
 spends inside spawn() (its loop is blocked that long) and of fork-to-first-
 response (what an ondemand pool's first visitor waits for, besides php-cgi's
-own start-up).
+own start-up). With --network, a third variant alternates with them: the
+sandbox in that network mode (the worker joins the tenant's network namespace),
+to weigh a safer default than `host` for new tenants.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from tenantfpm.sandbox.tenant import TenantSandbox
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=200, help="samples per variant")
+    ap.add_argument("--network", choices=("host", "none", "isolated"), default="host",
+                    help="also time the sandbox in this network mode")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: spawning workers as another user needs it")
@@ -42,12 +46,12 @@ def main() -> None:
     pwd.getpwnam(user)
     base = tempfile.mkdtemp(prefix="tfpm-bench-")
     try:
-        run(base, user, args.n)
+        run(base, user, args.n, args.network)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(base: str, user: str, n: int) -> None:
+def run(base: str, user: str, n: int, network: str = "host") -> None:
     os.chmod(base, 0o755)
     root = os.path.join(base, "srv")
     os.makedirs(root, mode=0o755)
@@ -65,6 +69,8 @@ def run(base: str, user: str, n: int) -> None:
     driver = cgroups.detect(conf.master.cgroup_parent)
     cg = driver.tenant(tenant.name)
     box = TenantSandbox(tenant)
+    netted = _with_network(tenant, network)
+    net_box = TenantSandbox(netted)
     sock = None
     try:
         cg.create()
@@ -72,14 +78,16 @@ def run(base: str, user: str, n: int) -> None:
                              backlog=511, allowed_clients=[])
         runtimes.prepare(tenant)
         sandbox = box.prepare(tenant, 0, conf.master.isolated_subnet)
+        variants = {"plain": (_no_isolation(tenant), None), "sandbox": (tenant, sandbox)}
+        if network != "host":
+            variants[f"net-{network}"] = (netted, net_box.prepare(
+                netted, 0, conf.master.isolated_subnet))
         params = fastcgi.cgi_params(root, "/index.php")
-        results: dict[str, tuple[list[float], list[float]]] = {"plain": ([], []),
-                                                               "sandbox": ([], [])}
+        results: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in variants}
         print(f"{n} samples each, alternating; php-cgi {os.path.realpath('/usr/bin/php-cgi')}")
         for i in range(n):
-            for name in ("plain", "sandbox"):
-                t_iso = sandbox if name == "sandbox" else None
-                argv, env = runtimes.command(tenant if t_iso else _no_isolation(tenant), 0)
+            for name, (variant, t_iso) in variants.items():
+                argv, env = runtimes.command(variant, 0)
                 plan = Plan(argv=argv, env=env, cwd=tenant.cwd, uid=tenant.uid, gid=tenant.gid,
                             listen_fd=sock.fileno(), catch_output=False,
                             cgroup_procs=cg.join_files(), sandbox=t_iso)
@@ -101,12 +109,14 @@ def run(base: str, user: str, n: int) -> None:
         for name, (calls, firsts) in results.items():
             print(f"{name:10}{statistics.median(calls):>13.2f} ms{_p90(calls):>8.2f}"
                   f"{statistics.median(firsts):>19.2f} ms{_p90(firsts):>8.2f}")
-        ratio = statistics.median(results["sandbox"][1]) / statistics.median(results["plain"][1])
-        print(f"sandboxed / plain, first answer: {ratio:.2f}x")
+        for name in list(results)[1:]:
+            ratio = statistics.median(results[name][1]) / statistics.median(results["plain"][1])
+            print(f"{name} / plain, first answer: {ratio:.2f}x")
     finally:
         if sock is not None:
             close_listener(sock, tenant.listen, path_inode(tenant.listen))
         box.release()
+        net_box.release()
         cg.remove()
         driver.cleanup()
 
@@ -114,6 +124,12 @@ def run(base: str, user: str, n: int) -> None:
 def _no_isolation(tenant):
     site = tenant.site.model_copy(update={
         "isolation": tenant.site.isolation.model_copy(update={"enabled": False})})
+    return type(tenant)(**{**tenant.__dict__, "site": site})
+
+
+def _with_network(tenant, network: str):
+    site = tenant.site.model_copy(update={
+        "isolation": tenant.site.isolation.model_copy(update={"network": network})})
     return type(tenant)(**{**tenant.__dict__, "site": site})
 
 
