@@ -177,9 +177,9 @@ def writable_by(path: str, uid: int, gid: int) -> str | None:
     links = 0
     while todo:
         name = todo.pop(0)
-        if name == "..":
-            where = os.path.dirname(where)
-            parent = os.lstat(os.path.dirname(where) or "/")
+        if name == "..":  # `parent` is always the directory `where` names
+            where = os.path.dirname(where) or "/"
+            parent = os.lstat(where)
             continue
         here = os.path.join(where, name)
         try:

@@ -32,3 +32,25 @@ def test_token_bucket_refills_at_its_rate_up_to_its_burst():
     assert b.available(2.0) == 2000
     assert b.available(100.0) == 4000
     assert TokenBucket(rate=0, burst=0).available(0.0) > 1 << 20  # 0 = unlimited
+
+
+def test_a_uid_stays_fenced_after_its_tenant_changes_user():
+    """The old generation keeps running under the old uid for a while after a reload."""
+    from types import SimpleNamespace
+
+    from tenantfpm.config.model import GlobalConfig
+    from tenantfpm.config.rules import parse_listen
+    from tenantfpm.master.arbiter import Master
+
+    master = Master(GlobalConfig.model_validate({"master": {"log_file": "stderr"}}))
+    applied = []
+    master.guard = SimpleNamespace(update=lambda uids, ports: applied.append((set(uids), ports)))
+
+    def tenant(uid, listen):
+        return SimpleNamespace(uid=uid, listen=parse_listen(listen))
+
+    master.pools = {"a": SimpleNamespace(tenant=tenant(1001, "127.0.0.1:9001"))}
+    assert master.protect() is None
+    master.pools["a"].tenant = tenant(1002, "/run/a.sock")  # reloaded as another user
+    master.protect()
+    assert applied == [({1001}, {9001}), ({1001, 1002}, set())]

@@ -101,6 +101,9 @@ def test_writable_by_names_the_component_a_tenant_could_replace(tree):
     os.chown(home / "bin", 0, TENANT)
     (home / "bin").chmod(0o775)  # the tenant's group may write the directory
     assert safefs.writable_by(str(link), TENANT, TENANT) == str(prog)
+    up = tree / "up"
+    up.symlink_to("home/bin/../bin/php")  # '..' in a link: judged where it leads
+    assert safefs.writable_by(str(up), TENANT, TENANT) == str(prog)
 
 
 def test_escape_keeps_one_line_one_line():

@@ -53,6 +53,9 @@ class Master:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.busy_names: set[str] = set()  # tenants with an add/remove/reload under way
         self.guard = NetGuard(m.cgroup_parent) if m.tenant_firewall else None
+        # every uid that ran a tenant's code under this master stays fenced: an old
+        # generation (or what it left running) keeps its uid after a reload changed it
+        self.fenced_uids: set[int] = set()
 
     # --- Host protocol for pools ------------------------------------------
 
@@ -82,8 +85,9 @@ class Master:
         for addr in (self.conf.master.metrics_listen, self.conf.master.status_listen):
             if addr and not addr.startswith("/"):
                 ports.add(parse_listen(addr).port or 0)
+        self.fenced_uids |= {t.uid for t in tenants}
         try:
-            self.guard.update({t.uid for t in tenants}, ports - {0})
+            self.guard.update(self.fenced_uids, ports - {0})
         except TenantFPMError as e:
             self.log("alert", f"tenant firewall: {e}: tenants can reach TCP listeners")
             return str(e)
