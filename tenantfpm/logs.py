@@ -9,6 +9,7 @@ screen of an admin reading the log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -96,10 +97,10 @@ class LogFile:
         if self._fd is not None:
             data = text.encode(errors="replace")
             self.size += len(data)
-            try:
+            # a full disk loses log lines; it must not stop the master, nor (as an open
+            # failure does) the tenant's next start
+            with contextlib.suppress(OSError):
                 os.write(self._fd, data)
-            except OSError as e:  # a full disk loses log lines, not the master
-                self.problem = f"cannot write {self.path}: {e.strerror}"
 
     def fileno(self) -> int:
         """The descriptor, for a worker that writes lines itself (python's access.log)."""

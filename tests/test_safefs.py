@@ -109,3 +109,21 @@ def test_writable_by_names_the_component_a_tenant_could_replace(tree):
 def test_escape_keeps_one_line_one_line():
     assert escape("a\rb\nc\x1b[31m\x85d\u2028") == "a\\x0db\\x0ac\\x1b[31m\\x85d\\u2028"
     assert escape("naïve \\ \"quoted\"\ttab") == "naïve \\ \"quoted\"\ttab"
+
+
+def test_error_log_cap_drops_worker_output_counts_it_and_says_so(tree):
+    from tenantfpm.logs import TenantLog
+
+    log = TenantLog("t", str(tree / "logs"), max_size=2000)
+    for i in range(100):
+        log.worker_said(42, "stderr", [f"line {i} " + "x" * 80])
+    size = (tree / "logs" / "error.log").stat().st_size
+    assert size < 2000 + 200  # the last write may pass the cap, none after it
+    text = (tree / "logs" / "error.log").read_text()
+    assert text.count("reached log.max_size") == 1 and log.dropped > 5000
+    (tree / "logs" / "error.log").rename(tree / "logs" / "error.log.1")  # logrotate
+    log.reopen()
+    log.worker_said(42, "stderr", ["after rotation"])
+    text = (tree / "logs" / "error.log").read_text()
+    assert "bytes of workers' output were dropped" in text and "after rotation" in text
+    log.close()
