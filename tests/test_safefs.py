@@ -127,3 +127,11 @@ def test_error_log_cap_drops_worker_output_counts_it_and_says_so(tree):
     text = (tree / "logs" / "error.log").read_text()
     assert "bytes of workers' output were dropped" in text and "after rotation" in text
     log.close()
+
+
+def test_a_hostile_process_name_does_not_change_the_counters():
+    from tenantfpm.procfs import _switches
+
+    status = ("Name:\tctxt_switches: 99999\nState:\tS (sleeping)\n"
+              "voluntary_ctxt_switches:\t7\nnonvoluntary_ctxt_switches:\t5\n")
+    assert _switches(status) == 12
