@@ -17,29 +17,22 @@ import socket
 import time
 from typing import Any, Protocol
 
-from tenantfpm import cgroups, inspect, pm, procfs, runtimes
+from tenantfpm import cgroups, inspect, pm, procfs, runtimes, verdicts
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.listen import close_listener, open_listener, path_inode
 from tenantfpm.listenq import Queue, key_of
 from tenantfpm.logs import TenantLog
+from tenantfpm.master.stdio import Output
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.pyworker import TRACE_SIGNAL, scoreboard
 from tenantfpm.pyworker.scoreboard import Board, Reader
 from tenantfpm.pyworker.trace import traceback_frames
-from tenantfpm.ratelimit import TokenBucket
 from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
 
-START_GRACE = 5.0  # a worker dying this soon, before ever accepting, failed to start
-START_FAILURES = 3  # consecutive start failures that mark the tenant failed
-RETRY_MAX = 60.0
-OOM_ATTRIBUTION_DELAY = 1.0  # seconds a moved oom_kill count waits for a worker's reaping
 QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving connection
 QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets))
 STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
-LOG_LINE_LIMIT = 1024  # FPM's log_limit default
-OUTPUT_CHUNK = 65536  # most bytes of one worker's output read per loop callback
-OUTPUT_MIN_READ = 16384  # ... and, when the tenant's output is throttled, the least
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
 TRACE_WAIT = 0.2  # seconds a python worker gets to write its traceback for the slow log
 
@@ -67,9 +60,7 @@ class Pool:
         self.host = host
         self.tenant = tenant
         self.log = self._open_log(tenant)
-        self.output_budget = TokenBucket(tenant.site.log.rate_limit,
-                                         max(tenant.site.log.rate_limit, OUTPUT_CHUNK) * 4)
-        self.output_paused = False  # said (once per pool start) that output is throttled
+        self.output = Output(host.loop, lambda: self.log, tenant.site.log.rate_limit)
         self.state = "stopped"
         self.error: str | None = None
         self.sock: socket.socket | None = None
@@ -81,15 +72,14 @@ class Pool:
         self.start_time = time.time()
         self.next_tick = 0.0
         self.start_failures = 0
-        self.retry_delay = 1.0
+        self.retry_delay = verdicts.RETRY_FIRST
         self.next_retry: float | None = None
         self.crashes: collections.deque[float] = collections.deque()
         self.box = TenantSandbox(tenant)
         self.sandbox: Sandbox | None = None  # the planned sequence; None: isolation disabled
         self.cgroup: cgroups.TenantCgroup | None = None
         self.oom_base = 0  # the cgroup's oom_kill count when this master took it over
-        self.oom_seen = 0
-        self.oom_pending_since: float | None = None
+        self.oom = verdicts.OomWatch()
         self.changed = asyncio.Event()  # set on any state change, for waiters
         self.ondemand_armed = False
         self.ondemand_handle: asyncio.TimerHandle | None = None
@@ -139,7 +129,7 @@ class Pool:
         self.start_time = time.time()
         self.start_failures = 0
         self.pm_state = pm.PoolState()
-        self.output_paused = False
+        self.output.paused = False
         site = self.tenant.site
         if self.log.problem:
             self.log.reopen()  # the directory may have been fixed since
@@ -187,7 +177,8 @@ class Pool:
                 cg = driver.tenant(tenant.name)
                 cg.create()
                 self.cgroup = cg
-                self.oom_base = self.oom_seen = cg.oom_kills() or 0
+                self.oom_base = cg.oom_kills() or 0
+                self.oom = verdicts.OomWatch(seen=self.oom_base)
             self.cgroup.apply(cgroups.Limits(memory=site.limits.memory or None,
                                              cpu=site.limits.cpu or None,
                                              pids=site.limits.pids or None,
@@ -236,7 +227,7 @@ class Pool:
         self.host.log("error", f"[pool {self.name}] failed: {reason}")
         self._set_state("failed", reason)
         self.next_retry = time.monotonic() + self.retry_delay
-        self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+        self.retry_delay = verdicts.next_retry_delay(self.retry_delay)
         for w in list(self.workers.values()):
             self.retire(w, "failed")
 
@@ -272,8 +263,7 @@ class Pool:
         if tenant.log_dir != old.log_dir or tenant.site.log != old.site.log:
             self.log.close()
             self.log = self._open_log(tenant)
-            self.output_budget.rate = tenant.site.log.rate_limit
-            self.output_budget.burst = max(tenant.site.log.rate_limit, OUTPUT_CHUNK) * 4
+            self.output.set_rate(tenant.site.log.rate_limit)
         if self.log.problem:
             self._fail(f"cannot reload: {self.log.problem}")
             return False
@@ -412,9 +402,7 @@ class Pool:
                        errpipe=child.errpipe, last_activity=now, wall_started=time.time(),
                        exe=argv[0], board=board, trace=trace)
             self.workers[w.pid] = w
-            for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
-                if fd is not None:
-                    self.host.loop.add_reader(fd, self._on_output, w, fd, stream)
+            self.output.watch(w)
             self.log.event("notice", f"child {w.pid} started")
 
     def retire(self, w: Worker, reason: str) -> None:
@@ -425,86 +413,10 @@ class Pool:
         w.kill_at = time.monotonic() + self.host.process_control_timeout
         w.signal(signal.SIGTERM)
 
-    def _on_output(self, w: Worker, fd: int, stream: str) -> None:
-        """Read what a worker wrote, within the tenant's output budget: past it, stop
-        reading that pipe until tokens return (the writer then blocks on a full pipe)."""
-        budget = self.output_budget.available(time.monotonic())
-        if budget < OUTPUT_MIN_READ:  # no trickle of tiny reads: wait for a worthwhile one
-            self._pause_output(w, fd, stream)
-            return
-        try:
-            data = os.read(fd, min(OUTPUT_CHUNK, budget))
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_output(w, fd, stream)
-            return
-        self.output_budget.take(len(data))
-        self._log_output(w, stream, data)
-
-    def _pause_output(self, w: Worker, fd: int, stream: str) -> None:
-        self.host.loop.remove_reader(fd)
-        if not self.output_paused:
-            self.output_paused = True
-            self.log.event("warning", f"workers write more than log.rate_limit "
-                                      f"({self.tenant.site.log.rate_limit} bytes/s): "
-                                      "their output is read more slowly (they wait)")
-        self.host.loop.call_later(self.output_budget.wait(OUTPUT_MIN_READ), self._resume_output,
-                                  w, fd, stream)
-
-    def _resume_output(self, w: Worker, fd: int, stream: str) -> None:
-        if fd in (w.stdout, w.stderr) and w.pid in self.workers:
-            self.host.loop.add_reader(fd, self._on_output, w, fd, stream)
-
-    def _log_output(self, w: Worker, stream: str, data: bytes) -> None:
-        buf = w.partial.get(stream, b"") + data
-        *lines, rest = buf.split(b"\n")
-        w.partial[stream] = rest[-LOG_LINE_LIMIT:] if len(rest) > LOG_LINE_LIMIT else rest
-        texts = [t for t in (line[:LOG_LINE_LIMIT].decode(errors="replace").rstrip("\r")
-                             for line in lines) if t]
-        if texts:
-            w.last_output = texts[-1]
-            self.log.worker_said(w.pid, stream, texts)
-
-    def _drain(self, w: Worker) -> None:
-        """What the worker wrote before it died (within the output budget plus one
-        chunk: a grandchild may hold the pipe and keep writing), then close its pipes."""
-        for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
-            if fd is None:
-                continue
-            allowance = self.output_budget.available(time.monotonic()) + OUTPUT_CHUNK
-            while fd in (w.stdout, w.stderr) and allowance > 0:
-                try:
-                    data = os.read(fd, min(OUTPUT_CHUNK, allowance))
-                except OSError:
-                    break
-                if not data:
-                    break
-                allowance -= len(data)
-                self.output_budget.take(len(data))
-                self._log_output(w, stream, data)
-            if fd in (w.stdout, w.stderr):
-                self._close_output(w, fd, stream)
-
-    def _close_output(self, w: Worker, fd: int, stream: str) -> None:
-        self.host.loop.remove_reader(fd)
-        rest = w.partial.pop(stream, b"")
-        if rest:
-            text = rest.decode(errors="replace")
-            w.last_output = text
-            self.log.worker_said(w.pid, stream, [text])
-        os.close(fd)
-        if stream == "stdout":
-            w.stdout = None
-        else:
-            w.stderr = None
-
     def _forget(self, w: Worker) -> str:
         """Stop tracking a worker: its output is drained, its pipes closed."""
         self.workers.pop(w.pid, None)
-        self._drain(w)
+        self.output.drain(w)
         exec_error = w.exec_error()
         os.close(w.errpipe)
         if w.board is not None:
@@ -540,14 +452,14 @@ class Pool:
             return
         # unexpected exit
         fatal = w.slot.fatal if w.slot else ""  # a python app that could not be loaded
-        if not w.seen_idle and (lived < START_GRACE or fatal):
+        if verdicts.failed_start(w.seen_idle, lived, fatal):
             reason = (exec_error
                       or (f"app {self.tenant.site.runtime.app}: {fatal}" if fatal else "")
                       or (f"worker {text}: {w.last_output}" if w.last_output
                           else f"worker {text} before accepting connections"))
             self.start_failures += 1
             self.log.event("error", f"child {pid} failed to start: {reason}")
-            if self.start_failures >= START_FAILURES or exec_error or fatal:
+            if verdicts.gives_up(self.start_failures, exec_error, fatal):
                 self._fail(reason)
                 return
         if sig in CRASH_SIGNALS and self._crash_storm(now):
@@ -562,13 +474,8 @@ class Pool:
 
     def _oom_killed(self, pid: int) -> bool:
         """The oom_kill count moved since the last look: the OOM killer sent that SIGKILL."""
-        if self.cgroup is None:
+        if self.cgroup is None or not self.oom.worker_killed(self.cgroup.oom_kills()):
             return False
-        count = self.cgroup.oom_kills()
-        if count is None or count <= self.oom_seen:
-            return False
-        self.oom_seen += 1  # this worker; any other kill is told by _watch_oom()
-        self.oom_pending_since = None
         self.log.event("error", f"worker {pid} killed by the OOM killer: tenant memory limit "
                                 f"{self._oom_limit()} reached")
         return True
@@ -576,36 +483,25 @@ class Pool:
     def _watch_oom(self, now: float) -> None:
         """OOM kills of processes that are not workers (what PHP started), once their
         worker had its chance to be reaped first."""
-        if self.cgroup is None or (not self.workers and self.oom_pending_since is None):
+        if self.cgroup is None or (not self.workers and self.oom.pending_since is None):
             return  # nothing runs in the cgroup: nothing to kill
-        count = self.cgroup.oom_kills()
-        if count is None or count <= self.oom_seen:
-            self.oom_pending_since = None
-            return
-        if self.oom_pending_since is None:
-            self.oom_pending_since = now
-        elif now - self.oom_pending_since >= OOM_ATTRIBUTION_DELAY:
-            n, self.oom_seen, self.oom_pending_since = count - self.oom_seen, count, None
+        n = self.oom.others_killed(self.cgroup.oom_kills(), now)
+        if n:
             self.log.event("error", f"the OOM killer killed {n} process(es) started by the "
                                     f"tenant's workers: tenant memory limit {self._oom_limit()} "
                                     "reached")
 
     def _crash_storm(self, now: float) -> bool:
         """emergency_restart_threshold SIGSEGV/SIGBUS within the interval: restart this pool."""
-        threshold = self.host.emergency_restart_threshold
-        if threshold <= 0:
+        host = self.host
+        if not verdicts.crash_storm(self.crashes, now, host.emergency_restart_threshold,
+                                    host.emergency_restart_interval):
             return False
-        self.crashes.append(now)
-        while self.crashes and now - self.crashes[0] > self.host.emergency_restart_interval:
-            self.crashes.popleft()
-        if len(self.crashes) < threshold:
-            return False
-        self.crashes.clear()
-        msg = (f"{threshold} children have received SIGSEGV or SIGBUS within "
-               f"{self.host.emergency_restart_interval:g} seconds, restarting the pool")
+        msg = (f"{host.emergency_restart_threshold} children have received SIGSEGV or SIGBUS "
+               f"within {host.emergency_restart_interval:g} seconds, restarting the pool")
         self.log.event("alert", msg)
-        self.host.log("alert", f"[pool {self.name}] {msg}")
-        self.host.loop.create_task(self.reload(self.tenant))
+        host.log("alert", f"[pool {self.name}] {msg}")
+        host.loop.create_task(self.reload(self.tenant))
         return True
 
     def _serving(self) -> bool:
@@ -675,7 +571,7 @@ class Pool:
         """The worker's runtime is up and taking connections."""
         w.seen_idle = True
         self.start_failures = 0
-        self.retry_delay = 1.0
+        self.retry_delay = verdicts.RETRY_FIRST
         if self.state == "starting":
             self._set_state("running")
             self.log.event("notice", "ready: serving")
@@ -723,11 +619,11 @@ class Pool:
             return
         limits = self.tenant.site.limits
         took = now - w.busy_since
-        terminate = limits.request_terminate_timeout and took >= limits.request_terminate_timeout
-        slow = (limits.request_slowlog_timeout and not w.slow_logged
-                and took >= limits.request_slowlog_timeout)
-        if not (terminate or slow):
+        verdict = verdicts.request(took, limits.request_slowlog_timeout,
+                                   limits.request_terminate_timeout, w.slow_logged)
+        if verdict is verdicts.Request.OK:
             return
+        terminate, slow = verdict is verdicts.Request.TERMINATE, verdict is verdicts.Request.SLOW
         python = w.board is not None
         state: inspect.PhpState | None = None
         why_not = ""

@@ -1,0 +1,50 @@
+"""The master's verdicts (verdicts.py): pure rules, checked without a process in sight."""
+
+import collections
+
+from tenantfpm import verdicts
+from tenantfpm.verdicts import OomWatch, Request
+
+
+def test_request_timeouts_as_fpm_applies_them():
+    assert verdicts.request(1.9, 2, 5, False) is Request.OK
+    assert verdicts.request(2.0, 2, 5, False) is Request.SLOW
+    assert verdicts.request(3.0, 2, 5, True) is Request.OK  # logged once per request
+    assert verdicts.request(5.0, 2, 5, True) is Request.TERMINATE
+    assert verdicts.request(9.0, 2, 5, False) is Request.TERMINATE  # terminating wins
+    assert verdicts.request(1e6, 0, 0, False) is Request.OK  # 0 = off
+
+
+def test_start_failures_and_back_off():
+    assert verdicts.failed_start(seen_idle=False, lived=1.0, fatal="")
+    assert not verdicts.failed_start(seen_idle=False, lived=60.0, fatal="")
+    assert verdicts.failed_start(seen_idle=False, lived=60.0, fatal="ImportError: x")
+    assert not verdicts.failed_start(seen_idle=True, lived=0.1, fatal="")
+    assert not verdicts.gives_up(2, "", "")
+    assert verdicts.gives_up(3, "", "")
+    assert verdicts.gives_up(1, "exec: no such file", "")
+    delays = [verdicts.RETRY_FIRST]
+    for _ in range(8):
+        delays.append(verdicts.next_retry_delay(delays[-1]))
+    assert delays[:4] == [1, 2, 4, 8] and delays[-1] == verdicts.RETRY_MAX
+
+
+def test_crash_storm_counts_within_the_window_and_starts_over():
+    crashes: collections.deque[float] = collections.deque()
+    assert not verdicts.crash_storm(crashes, 0.0, 3, 10.0)
+    assert not verdicts.crash_storm(crashes, 5.0, 3, 10.0)
+    assert not verdicts.crash_storm(crashes, 11.0, 3, 10.0)  # the one at 0 fell out
+    assert verdicts.crash_storm(crashes, 12.0, 3, 10.0)
+    assert not crashes  # the window starts over after a restart
+    assert not verdicts.crash_storm(collections.deque(), 0.0, 0, 10.0)  # 0 = off
+
+
+def test_oom_kills_of_workers_and_of_what_they_started():
+    oom = OomWatch(seen=4)  # kills from before this master are not ours
+    assert not oom.worker_killed(4)  # a SIGKILL with no count moved: not the OOM killer
+    assert oom.worker_killed(5)
+    assert oom.others_killed(5, 0.0) == 0
+    assert oom.others_killed(7, 1.0) == 0  # moved: wait for a reaping to claim it
+    assert oom.others_killed(7, 1.5) == 0
+    assert oom.others_killed(7, 2.0) == 2  # unclaimed after the delay: processes it started
+    assert oom.others_killed(None, 3.0) == 0  # no cgroup figure
