@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tenantfpm import fastcgi
+from tenantfpm import fastcgi, runtimes
 from tenantfpm.client import Client, NotFoundError
 from tenantfpm.config.loader import load_global, load_site
 from tenantfpm.config.model import GlobalConfig
@@ -74,21 +74,7 @@ def _dump(data: Any) -> None:
 
 
 def nginx_snippet(tenant: Tenant) -> str:
-    target = (f"unix:{tenant.listen.path}" if tenant.listen.is_unix else str(tenant.listen))
-    if tenant.site.runtime.type == "python":  # the app routes every path itself
-        return (f"location / {{\n"
-                f"    fastcgi_pass {target};\n"
-                f"    include fastcgi_params;\n"
-                f"    fastcgi_param SCRIPT_NAME \"\";\n"
-                f"    fastcgi_param PATH_INFO $uri;\n"
-                f"}}")
-    return (f"location ~ \\.php$ {{\n"
-            f"    root {tenant.site.root};\n"
-            f"    try_files $uri =404;\n"
-            f"    fastcgi_pass {target};\n"
-            f"    include fastcgi_params;\n"
-            f"    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n"
-            f"}}")
+    return runtimes.of(tenant).nginx_location(tenant)
 
 
 @cli.command()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from tenantfpm import inspect
+from tenantfpm import inspect, runtimes
 from tenantfpm.pyworker.scoreboard import READING, RUNNING, STATE_NAMES, Slot
 
 if TYPE_CHECKING:
@@ -95,8 +95,8 @@ def _sandbox(pool: Pool) -> dict[str, Any] | str:
 
 
 def _accepted(pool: Pool) -> int | None:
-    if pool.tenant.site.runtime.type != "python":
-        return None
+    if not runtimes.of(pool.tenant).reports_requests:
+        return None  # php-cgi keeps its count to itself
     slots = [w.board.read() for w in pool.workers.values() if w.board is not None]
     if any(s is None for s in slots):
         return None  # a worker's page does not read as one of ours: unknown, not a guess

@@ -25,7 +25,6 @@ from tenantfpm.logs import TenantLog
 from tenantfpm.master.stdio import Output
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.pyworker import TRACE_SIGNAL, scoreboard
-from tenantfpm.pyworker.scoreboard import Board, Reader
 from tenantfpm.pyworker.trace import traceback_frames
 from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
@@ -149,8 +148,8 @@ class Pool:
         except OSError as e:
             self._fail(f"cannot start: {e}")
             return
-        if site.log.access and site.runtime.type != "python":
-            self.log.event("warning", "log.access: php-cgi and fastcgi workers report no "
+        if site.log.access and not runtimes.of(self.tenant).reports_requests:
+            self.log.event("warning", f"log.access: {site.runtime.type} workers report no "
                                       "per-request data to the master, so no access.log is "
                                       "written for this tenant; use the web server's log")
         self.log.event("notice", f"starting: pm {site.pm.mode}, max_children "
@@ -365,42 +364,32 @@ class Pool:
             limit = site.pm.max_requests
             if limit and site.pm.max_requests_jitter:
                 limit += random.randint(0, site.pm.max_requests_jitter)
-            argv, env = runtimes.command(self.tenant, limit)
-            board: Reader | None = None
-            trace = trace_w = board_fd = None
+            runtime = runtimes.of(self.tenant)
+            argv, env = runtime.command(self.tenant, limit)
             try:
-                if site.runtime.type == "python":  # its scoreboard, trace pipe, access.log
-                    board_fd, board = Board.create()
-                    trace, trace_w = os.pipe()
-                    os.set_blocking(trace, False)
-                passed = (board_fd, trace_w) if board_fd is not None else ()
-                if passed and site.log.access:
-                    passed += (self.log.access_fd(),)
+                ch = runtime.channels(self.tenant, self.log)
+            except OSError as e:
+                self.log.event("error", f"cannot start a worker: {e.strerror or e}")
+                return
+            try:
                 plan = Plan(argv=argv, env=env, cwd=self.tenant.cwd, uid=self.tenant.uid,
                             gid=self.tenant.gid, listen_fd=self.sock.fileno(),
                             open_files=site.limits.open_files,
                             core_dumps=site.limits.core_dumps,
                             catch_output=site.log.catch_workers_output,
                             cgroup_procs=self.cgroup.join_files() if self.cgroup else [],
-                            sandbox=self.sandbox, pass_fds=tuple(passed))
+                            sandbox=self.sandbox, pass_fds=ch.pass_fds)
                 child = spawn(plan)
             except OSError as e:
                 self.log.event("error", f"cannot start a worker: {e.strerror or e}")
-                if trace is not None:  # trace_w and board_fd: closed just below
-                    os.close(trace)
-                if board is not None:
-                    board.close()
+                ch.close()
                 return
-            finally:
-                for fd in (board_fd, trace_w):  # the worker has its copies
-                    if fd is not None:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
+            ch.close_worker_ends()  # the worker has its copies
             now = time.monotonic()
             w = Worker(pid=child.pid, generation=self.generation, started=now,
                        max_requests=limit, stdout=child.stdout, stderr=child.stderr,
                        errpipe=child.errpipe, last_activity=now, wall_started=time.time(),
-                       exe=argv[0], board=board, trace=trace)
+                       exe=argv[0], board=ch.board, trace=ch.trace)
             self.workers[w.pid] = w
             self.output.watch(w)
             self.log.event("notice", f"child {w.pid} started")
@@ -608,10 +597,8 @@ class Pool:
             self.next_tick = now + 0.02
 
     def inspect(self, w: Worker, depth: int = 0) -> inspect.PhpState:
-        """The worker's current request (and `depth` stack frames) from its memory."""
-        if self.tenant.site.runtime.type != "php":
-            raise inspect.Unavailable("only php-cgi workers can be read")
-        return inspect.read_state(w.pid, w.exe, depth)
+        """The worker's current request (and `depth` stack frames), read from outside it."""
+        return runtimes.of(self.tenant).inspect(w.pid, w.exe, depth)
 
     def _check_request_time(self, w: Worker, now: float) -> None:
         """request_slowlog_timeout and request_terminate_timeout, as PHP-FPM applies them."""

@@ -62,6 +62,7 @@ class Slot:
     fatal: str = ""  # why the worker could not start (the traceback's last line)
 
 
+READ_TRIES = 64  # torn reads retried; a worker that writes all the time reads as unknown
 COUNT_MAX = 1 << 48  # more requests or bytes than any worker can reach: garbage
 SECONDS_MAX = 1e8  # about three years
 
@@ -127,7 +128,7 @@ class Reader:
         """A consistent, plausible copy; None if the worker kept writing through a few
         tries, or wrote what no worker of ours writes."""
         size = _TEXTS_AT + _TEXTS.size
-        for _ in range(8):
+        for _ in range(READ_TRIES):
             try:
                 page = os.pread(self.fd, size, 0)
                 (after,) = _SEQ.unpack(os.pread(self.fd, _SEQ.size, 0))
@@ -137,6 +138,7 @@ class Reader:
                 return None
             (before,) = _SEQ.unpack_from(page, 0)
             if before & 1 or before != after:
+                os.sched_yield()  # let a worker in the middle of a write finish it
                 continue
             numbers = _NUMBERS.unpack_from(page, _SEQ.size)
             if not _valid(numbers):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tenantfpm.config.tenant import Tenant
+from tenantfpm.runtimes.base import Runtime
 
 
 def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
@@ -13,3 +14,12 @@ def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str
     env = dict(tenant.site.env)
     env.setdefault("PHP_FCGI_MAX_REQUESTS", str(max_requests))
     return argv, env
+
+
+class FastCgi(Runtime):
+    """Any FastCGI program: observed from /proc only."""
+
+    type = "fastcgi"
+
+    def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+        return command(tenant, max_requests)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 
+from tenantfpm import inspect
 from tenantfpm.config.model import IniValue
 from tenantfpm.config.tenant import Tenant
+from tenantfpm.runtimes.base import Runtime
 from tenantfpm.sandbox.rootfs import INI_TARGET
 
 
@@ -69,3 +71,21 @@ def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str
     env["PHP_FCGI_MAX_REQUESTS"] = str(max_requests)
     env.pop("PHP_FCGI_CHILDREN", None)  # the worker must serve requests itself
     return argv, env
+
+
+class Php(Runtime):
+    """php-cgi: observed from /proc, its request and stack read from its memory."""
+
+    type = "php"
+
+    def prepare(self, tenant: Tenant) -> None:
+        write_ini(tenant)
+
+    def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+        return command(tenant, max_requests)
+
+    def ini_source(self, tenant: Tenant) -> str | None:
+        return ini_path(tenant)
+
+    def inspect(self, pid: int, exe: str, depth: int) -> inspect.PhpState:
+        return inspect.read_state(pid, exe, depth)

@@ -14,7 +14,10 @@ import os
 
 from tenantfpm.config.python_ini import settings
 from tenantfpm.config.tenant import Tenant
+from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
+from tenantfpm.pyworker.scoreboard import Board
+from tenantfpm.runtimes.base import Channels, Runtime, fastcgi_target
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
 BOOT = ("import sys; sys.path.insert(0, {lib!r}); "
@@ -40,3 +43,45 @@ def binds(tenant: Tenant) -> list[tuple[str, str, bool]]:
     """What the sandbox needs besides the tenant's own binds: the worker package, read-only
     (by its real path: binds are mounted without following links)."""
     return [(os.path.realpath(PACKAGE_DIR), os.path.join(LIB_DIR, "tenantfpm"), True)]
+
+
+class Python(Runtime):
+    """tenantfpm's own WSGI worker: it publishes a scoreboard, writes its own access.log and
+    its stack on request (fd 3 the scoreboard, 4 the trace pipe, 5 access.log)."""
+
+    type = "python"
+    reports_requests = True
+
+    def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+        return command(tenant, max_requests)
+
+    def binds(self, tenant: Tenant) -> list[tuple[str, str, bool]]:
+        return binds(tenant)
+
+    def channels(self, tenant: Tenant, log: TenantLog) -> Channels:
+        board_fd, board = Board.create()
+        try:
+            trace, trace_w = os.pipe()
+        except OSError:
+            os.close(board_fd)
+            board.close()
+            raise
+        os.set_blocking(trace, False)
+        ch = Channels(pass_fds=(board_fd, trace_w), worker_ends=(board_fd, trace_w),
+                      board=board, trace=trace)
+        if tenant.site.log.access:
+            try:
+                ch.pass_fds += (log.access_fd(),)
+            except OSError:
+                ch.close()
+                raise
+        return ch
+
+    def nginx_location(self, tenant: Tenant) -> str:
+        """The app routes every path itself."""
+        return (f"location / {{\n"
+                f"    fastcgi_pass {fastcgi_target(tenant)};\n"
+                f"    include fastcgi_params;\n"
+                f"    fastcgi_param SCRIPT_NAME \"\";\n"
+                f"    fastcgi_param PATH_INFO $uri;\n"
+                f"}}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from tenantfpm import runtimes
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.runtimes import php, python
 from tenantfpm.sandbox import linux, network, rootfs
 from tenantfpm.sandbox.spawn import Sandbox
 
@@ -48,13 +48,13 @@ class TenantSandbox:
             network.create(handle, link)
             self.netns, self.link = handle, link
             self.link_index = link_index if link else None
+        runtime = runtimes.of(tenant)
         spec = rootfs.RootSpec(
             new_root=self.new_root, tenant_root=tenant.site.root, user=tenant.site.user,
             uid=tenant.uid, gid=tenant.gid, group=tenant.group_name, tmp_source=self.tmp,
-            ini_source=php.ini_path(tenant) if tenant.site.runtime.type == "php" else None,
-            hide_processes=iso.hide_processes,
+            ini_source=runtime.ini_source(tenant), hide_processes=iso.hide_processes,
             binds=[(b.source, b.target or b.source, b.readonly) for b in iso.binds]
-            + (python.binds(tenant) if tenant.site.runtime.type == "python" else []))
+            + runtime.binds(tenant))
         return Sandbox(hostname=iso.hostname or tenant.name, root=spec,
                        steps=rootfs.plan(spec), pid_namespace=iso.hide_processes,
                        netns=self.netns)

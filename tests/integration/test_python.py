@@ -216,10 +216,13 @@ def test_finish_request_answers_at_once_and_keeps_the_worker_busy(env, web):
     took = time.monotonic() - started
     assert r.complete and r.body == b"accepted"
     assert took < 1.5 * SLOW, f"the answer waited for the work after finish_request ({took:.2f}s)"
-    busy = [p for p in env.status(web)["processes"] if p["request_uri"].startswith("/finish")]
+    # a worker that has served nothing yet (the replacement of the one the previous test
+    # had killed may still be starting) has no request_uri
+    busy = [p for p in env.status(web)["processes"]
+            if (p["request_uri"] or "").startswith("/finish")]
     assert busy and busy[0]["state"] == "Running"
     env.wait_for("the work after finish_request", lambda: any(
-        p["state"] == "Idle" and p["request_uri"].startswith("/finish")
+        p["state"] == "Idle" and (p["request_uri"] or "").startswith("/finish")
         for p in env.status(web)["processes"]))
     # written after the response, in the tenant's own /tmp (not the host's)
     assert get(env, web, f"/exists?path={mark}").body == b"true"

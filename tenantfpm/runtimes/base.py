@@ -1,0 +1,90 @@
+"""The Runtime interface: everything the master needs to know of what a worker runs.
+
+One class per `[runtime] type`, so the master (pool.py, status.py, cli.py, the
+sandbox) asks the tenant's runtime instead of branching on its type: what to
+exec, what to write before the first spawn, what it must see in its sandbox,
+which extra descriptors a worker gets, whether it reports its own requests, how
+its current request is read, and how a web server reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from tenantfpm.config.tenant import Tenant
+from tenantfpm.inspect import PhpState, Unavailable
+from tenantfpm.logs import TenantLog
+from tenantfpm.pyworker.scoreboard import Reader
+
+
+@dataclass
+class Channels:
+    """Descriptors a worker gets besides its socket and stdio (as fds 3, 4, 5...), and the
+    master's own ends of them."""
+
+    pass_fds: tuple[int, ...] = ()
+    worker_ends: tuple[int, ...] = ()  # closed by the master once the worker has its copies
+    board: Reader | None = None  # the worker's scoreboard, as the master reads it
+    trace: int | None = None  # the read end of the worker's slow-log trace pipe
+
+    def close_worker_ends(self) -> None:
+        """Once: a descriptor number closed twice may by then be someone else's."""
+        for fd in self.worker_ends:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.worker_ends = ()
+
+    def close(self) -> None:
+        """The spawn failed: nothing of it stays open."""
+        self.close_worker_ends()
+        if self.trace is not None:
+            os.close(self.trace)
+            self.trace = None
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
+
+class Runtime:
+    type = ""
+    # the worker publishes a scoreboard (accepted conn, per-request figures, access.log);
+    # others are observed from /proc and their memory
+    reports_requests = False
+
+    def prepare(self, tenant: Tenant) -> None:
+        """Files the workers need, written before the first spawn of a start or reload."""
+
+    def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def ini_source(self, tenant: Tenant) -> str | None:
+        """A generated php.ini to show the worker at /etc/tenantfpm/php.ini, if any."""
+        return None
+
+    def binds(self, tenant: Tenant) -> list[tuple[str, str, bool]]:
+        """What the sandbox must show besides the tenant's own binds: (source, target, ro)."""
+        return []
+
+    def channels(self, tenant: Tenant, log: TenantLog) -> Channels:
+        """The extra descriptors one new worker gets."""
+        return Channels()
+
+    def inspect(self, pid: int, exe: str, depth: int) -> PhpState:
+        """A busy worker's request (and `depth` stack frames), read from outside it."""
+        raise Unavailable(f"{self.type} workers cannot be read from outside")
+
+    def nginx_location(self, tenant: Tenant) -> str:
+        """The nginx block that reaches this tenant, as `add` prints it."""
+        return (f"location ~ \\.php$ {{\n"
+                f"    root {tenant.site.root};\n"
+                f"    try_files $uri =404;\n"
+                f"    fastcgi_pass {fastcgi_target(tenant)};\n"
+                f"    include fastcgi_params;\n"
+                f"    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n"
+                f"}}")
+
+
+def fastcgi_target(tenant: Tenant) -> str:
+    return f"unix:{tenant.listen.path}" if tenant.listen.is_unix else str(tenant.listen)

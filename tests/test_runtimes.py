@@ -1,0 +1,47 @@
+"""The Runtime interface: what each `[runtime] type` tells the master."""
+
+import os
+
+from tenantfpm import runtimes
+from tenantfpm.config.model import GlobalConfig, Site
+from tenantfpm.config.rules import parse_listen
+from tenantfpm.config.tenant import Tenant
+from tenantfpm.logs import TenantLog
+from tenantfpm.pyworker.scoreboard import Board, Slot
+
+
+def tenant(tmp_path, **runtime) -> Tenant:
+    site = Site.model_validate({"name": "shop", "user": "alice", "root": "/srv/shop",
+                                "runtime": runtime, "log": {"access": True}})
+    return Tenant(site=site, listen=parse_listen("/run/t/shop.sock"), log_dir=str(tmp_path),
+                  run_dir=str(tmp_path / "run"), uid=1001, gid=1001)
+
+
+def test_each_type_has_a_runtime_and_only_python_reports_its_requests(tmp_path):
+    assert set(runtimes.RUNTIMES) == {"php", "python", "fastcgi"}
+    php, py = tenant(tmp_path), tenant(tmp_path, type="python", app="app:application")
+    assert not runtimes.of(php).reports_requests and runtimes.of(py).reports_requests
+    assert runtimes.of(php).ini_source(php) == str(tmp_path / "run" / "php.ini")
+    assert runtimes.of(py).ini_source(py) is None and runtimes.of(py).binds(py)
+    assert "SCRIPT_FILENAME" in runtimes.of(php).nginx_location(php)
+    assert "location / {" in runtimes.of(py).nginx_location(py)
+    assert GlobalConfig()  # the defaults still load
+
+
+def test_python_channels_are_a_scoreboard_a_trace_pipe_and_the_access_log(tmp_path):
+    py = tenant(tmp_path, type="python", app="app:application")
+    log = TenantLog("shop", str(tmp_path / "log"))
+    ch = runtimes.of(py).channels(py, log)
+    try:
+        board_fd, trace_w, access = ch.pass_fds
+        assert (board_fd, trace_w) == ch.worker_ends and access == log.access_fd()
+        Board(board_fd).publish(Slot(state=1, requests=3))
+        assert ch.board is not None and ch.board.read().requests == 3
+        os.write(trace_w, b"x")
+        assert os.read(ch.trace, 1) == b"x"
+        ch.close_worker_ends()
+        assert os.read(ch.trace, 1) == b""  # the master holds no write end of its own
+    finally:
+        ch.close()
+        log.close()
+    assert runtimes.of(tenant(tmp_path)).channels(tenant(tmp_path), log).pass_fds == ()
