@@ -56,6 +56,7 @@ class Master:
         # every uid that ran a tenant's code under this master stays fenced: an old
         # generation (or what it left running) keeps its uid after a reload changed it
         self.fenced_uids: set[int] = set()
+        self.booting = False  # starting the registered tenants, all already firewalled
 
     # --- Host protocol for pools ------------------------------------------
 
@@ -78,7 +79,7 @@ class Master:
     def protect(self, extra: list[Tenant] | None = None) -> str | None:
         """Firewall every tenant uid off every TCP listener (netguard.py), before a tenant's
         socket opens or its workers start. None when in force; else why not."""
-        if self.guard is None:
+        if self.guard is None or self.booting:
             return None
         tenants = [p.tenant for p in self.pools.values()] + (extra or [])
         ports = {t.listen.port for t in tenants if t.listen.port is not None}
@@ -199,9 +200,13 @@ class Master:
         for name, err in bad.items():
             self.broken[name] = str(err)
             self.log("error", f"tenant {name} not started: {err}")
-        self.protect(list(tenants.values()))  # one ruleset for all, not one per tenant
-        for tenant in tenants.values():
-            self._start_pool(tenant, probe=False)
+        unguarded = self.protect(list(tenants.values()))  # one ruleset for all of them
+        self.booting = unguarded is None  # ... so each pool's start need not recompute it
+        try:
+            for tenant in tenants.values():
+                self._start_pool(tenant, probe=False)
+        finally:
+            self.booting = False
 
     def _start_pool(self, tenant: Tenant, probe: bool) -> Pool:
         pool = Pool(self, tenant)

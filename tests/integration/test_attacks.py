@@ -462,3 +462,11 @@ def _raw(client: Client, method: str, url: str, body) -> tuple[int, bytes]:
 
 def test_the_master_survived_everything(arena):
     everyone_serves(arena)
+
+
+def test_after_a_master_restart_the_firewall_is_back_before_tenants_run(arena):
+    """At boot the registered tenants start under one ruleset made for all of them."""
+    arena.stop_master()
+    arena.start_master()
+    arena.wait_for("t serving", lambda: arena.status("t")["state"] == "running")
+    test_no_tenant_reaches_a_tcp_listener_or_the_metrics(arena)
