@@ -206,8 +206,6 @@ def _binds(site: Site, conf: GlobalConfig, system: HostView) -> list[Problem]:
                 if inside(src, d) or inside(d, src):
                     why = f"{src} is system data: bind it with readonly = true"
                     break
-        if not why and src == "/etc":
-            why = "cannot bind /etc: the sandbox provides the /etc entries a runtime needs"
         if why:
             p.append(Problem(f"{key}.source", why))
         link = system.symlink_in(src)

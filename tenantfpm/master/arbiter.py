@@ -57,6 +57,9 @@ class Master:
         # generation (or what it left running) keeps its uid after a reload changed it
         self.fenced_uids: set[int] = set()
         self.booting = False  # starting the registered tenants, all already firewalled
+        # the master's own TCP endpoints, as protected as any tenant's listener
+        endpoints = [a for a in (m.metrics_listen, m.status_listen) if a and a[0] != "/"]
+        self.endpoint_ports = {p for a in endpoints if (p := parse_listen(a).port)}
 
     # --- Host protocol for pools ------------------------------------------
 
@@ -83,12 +86,9 @@ class Master:
             return None
         tenants = [p.tenant for p in self.pools.values()] + (extra or [])
         ports = {t.listen.port for t in tenants if t.listen.port is not None}
-        for addr in (self.conf.master.metrics_listen, self.conf.master.status_listen):
-            if addr and not addr.startswith("/"):
-                ports.add(parse_listen(addr).port or 0)
         self.fenced_uids |= {t.uid for t in tenants}
         try:
-            self.guard.update(self.fenced_uids, ports - {0})
+            self.guard.update(self.fenced_uids, ports | self.endpoint_ports)
         except TenantFPMError as e:
             self.log("alert", f"tenant firewall: {e}: tenants can reach TCP listeners")
             return str(e)

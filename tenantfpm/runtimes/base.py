@@ -77,13 +77,18 @@ class Runtime:
 
     def nginx_location(self, tenant: Tenant) -> str:
         """The nginx block that reaches this tenant, as `add` prints it."""
-        return (f"location ~ \\.php$ {{\n"
-                f"    root {tenant.site.root};\n"
-                f"    try_files $uri =404;\n"
-                f"    fastcgi_pass {fastcgi_target(tenant)};\n"
-                f"    include fastcgi_params;\n"
-                f"    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n"
-                f"}}")
+        return nginx_location(tenant, "~ \\.php$", f"root {tenant.site.root}",
+                              "try_files $uri =404",
+                              "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name")
+
+
+def nginx_location(tenant: Tenant, match: str, *directives: str) -> str:
+    """`location MATCH { ... }` passing to the tenant's socket with nginx's fastcgi_params;
+    `directives` go around the fastcgi_pass the way the runtime needs them."""
+    before = [d for d in directives if not d.startswith("fastcgi_param")]
+    after = [d for d in directives if d.startswith("fastcgi_param")]
+    body = [*before, f"fastcgi_pass {fastcgi_target(tenant)}", "include fastcgi_params", *after]
+    return f"location {match} {{\n" + "".join(f"    {d};\n" for d in body) + "}"
 
 
 def fastcgi_target(tenant: Tenant) -> str:

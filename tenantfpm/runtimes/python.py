@@ -17,7 +17,7 @@ from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
 from tenantfpm.pyworker.scoreboard import Board
-from tenantfpm.runtimes.base import Channels, Runtime, fastcgi_target
+from tenantfpm.runtimes.base import Channels, Runtime, nginx_location
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
 BOOT = ("import sys; sys.path.insert(0, {lib!r}); "
@@ -79,9 +79,5 @@ class Python(Runtime):
 
     def nginx_location(self, tenant: Tenant) -> str:
         """The app routes every path itself."""
-        return (f"location / {{\n"
-                f"    fastcgi_pass {fastcgi_target(tenant)};\n"
-                f"    include fastcgi_params;\n"
-                f"    fastcgi_param SCRIPT_NAME \"\";\n"
-                f"    fastcgi_param PATH_INFO $uri;\n"
-                f"}}")
+        return nginx_location(tenant, "/", 'fastcgi_param SCRIPT_NAME ""',
+                              "fastcgi_param PATH_INFO $uri")
