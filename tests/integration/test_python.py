@@ -239,7 +239,9 @@ def test_exceptions_go_to_the_error_log_and_max_requests_recycles(env):
     first = info(env, "recycle")["pid"]
     r = get(env, "recycle", "/boom")
     assert r.status == 500 and b"RuntimeError" not in r.body  # display_errors is off
-    assert "RuntimeError: the app broke on purpose" in env.log("recycle")
+    # the master reads the worker's stderr on its loop: the line may land just after the 500
+    env.wait_for("the traceback in error.log",
+                 lambda: "RuntimeError: the app broke on purpose" in env.log("recycle"))
     assert info(env, "recycle")["pid"] == first  # the third request: the limit
     env.wait_for("the worker's replacement", lambda: info(env, "recycle")["pid"] != first)
     assert f"child {first} exited with code 0" in env.log("recycle")
