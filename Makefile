@@ -5,7 +5,7 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 DEMO_DIR ?= /tmp/tenantfpm-demo
-APT_PKGS := php8.2-cgi php8.2-fpm php8.2-dev php8.2-opcache libcap-dev gcc python3-dev python3-venv python3-flask vagrant nftables
+APT_PKGS := php8.2-cgi php8.2-fpm php8.2-dev php8.2-opcache libphp8.2-embed libcap-dev gcc make python3-dev python3-venv python3-flask vagrant nftables
 PYTEST_ARGS ?=
 
 VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static
@@ -13,7 +13,10 @@ VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_attacks.py 
 
 BENCH_PKGS := nginx wrk
 
-.PHONY: setup system-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke
+SAPI_BIN := tenantfpm/libexec/tenantfpm-php
+SAPI_SRC := $(wildcard sapi/*.c sapi/*.h) sapi/Makefile
+
+.PHONY: setup system-deps sapi sapi-test-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke
 
 # apt-get install what is missing of $(1) (said as $(2)); policy-rc.d keeps packages such as
 # nginx and php8.2-fpm from starting services: the tests and benchmarks start their own.
@@ -38,7 +41,14 @@ $(VENV)/.installed: pyproject.toml | system-deps
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-setup: system-deps $(VENV)/.installed
+# The PHP SAPI and zygote (sapi/), built into the package so the sandbox sees it with it.
+$(SAPI_BIN): $(SAPI_SRC) | system-deps
+	@echo ">> building the PHP SAPI (sapi/) against libphp8.2-embed"
+	$(MAKE) --no-print-directory -C sapi OUT=$(abspath tenantfpm/libexec)
+
+sapi: $(SAPI_BIN)
+
+setup: system-deps $(VENV)/.installed $(SAPI_BIN)
 
 # The example tenant "hello" under $(DEMO_DIR), a master in the foreground.
 run: setup
@@ -60,9 +70,18 @@ run: setup
 	echo "     $(abspath $(BIN))/tenantfpm status hello --full"; echo; \
 	exec $(BIN)/tenantfpm run
 
-test: setup bench-deps
+# the SAPI under AddressSanitizer + UBSan (tests/test_sapi.py runs it too) and its fuzzer
+SAPI_TEST_PKGS := clang libclang-rt-14-dev
+SAPI_ASAN := $(abspath sapi/build/tenantfpm-php-asan)
+
+sapi-test-deps: system-deps
+	$(call apt_install,$(SAPI_TEST_PKGS),the fuzzer's compiler)
+
+test: setup bench-deps sapi-test-deps
 	$(BIN)/ruff check tenantfpm tests bench
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory -C sapi asan fuzz
+	TENANTFPM_PHP_ASAN=$(SAPI_ASAN) $(BIN)/pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory -C sapi fuzz-run
 	$(MAKE) --no-print-directory bench-smoke
 
 lint: setup

@@ -57,25 +57,29 @@ def get(url: str, timeout: float = 30) -> tuple[int, float]:
 
 
 def steady(st: Stack, cfg: dict) -> dict:
+    """Each page on the static pools: workers that live for ever (max_requests 0), then
+    workers recycled every 500 requests on both sides (the leak containment a host wants)."""
     out: dict = {}
-    for page in ("hello.php", "cpu.php", "include.php"):
-        log(f"1. steady load on {page}: {cfg['rounds']} rounds x {cfg['seconds']}s per side")
-        for side in SIDES:  # warm up opcache and the workers
-            wrk.run(st.url(side, "static", page), 1, cfg["connections"])
-        runs: dict[str, list[wrk.WrkResult]] = {s: [] for s in SIDES}
-        cpu: list[float] = []
-        for r in range(cfg["rounds"]):
-            for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
-                before = master_cpu(st) if side == "tenantfpm" else 0.0
-                res = wrk.run(st.url(side, "static", page), cfg["seconds"], cfg["connections"])
-                if side == "tenantfpm" and res.requests:
-                    cpu.append((master_cpu(st) - before) / res.requests * 100_000)
-                runs[side].append(res)
-        out[page] = {side: wrk.summarize(rs) for side, rs in runs.items()}
-        out[page]["master_cpu_s_per_100k"] = summary(cpu) if cpu else None
-        r_fpm, r_t = out[page]["fpm"], out[page]["tenantfpm"]
-        log(f"   rps {r_fpm['rps']['median']:.0f} vs {r_t['rps']['median']:.0f}, "
-            f"p99 {r_fpm['p99_ms']['median']:.2f} vs {r_t['p99_ms']['median']:.2f} ms")
+    for pool, suffix in (("static", ""), ("recycle", " (max_requests 500)")):
+        for page in ("hello.php", "cpu.php", "include.php"):
+            key = page + suffix
+            log(f"1. steady load on {key}: {cfg['rounds']} rounds x {cfg['seconds']}s per side")
+            for side in SIDES:  # warm up opcache and the workers
+                wrk.run(st.url(side, pool, page), 1, cfg["connections"])
+            runs: dict[str, list[wrk.WrkResult]] = {s: [] for s in SIDES}
+            cpu: list[float] = []
+            for r in range(cfg["rounds"]):
+                for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
+                    before = master_cpu(st) if side == "tenantfpm" else 0.0
+                    res = wrk.run(st.url(side, pool, page), cfg["seconds"], cfg["connections"])
+                    if side == "tenantfpm" and res.requests:
+                        cpu.append((master_cpu(st) - before) / res.requests * 100_000)
+                    runs[side].append(res)
+            out[key] = {side: wrk.summarize(rs) for side, rs in runs.items()}
+            out[key]["master_cpu_s_per_100k"] = summary(cpu) if cpu else None
+            r_fpm, r_t = out[key]["fpm"], out[key]["tenantfpm"]
+            log(f"   rps {r_fpm['rps']['median']:.0f} vs {r_t['rps']['median']:.0f}, "
+                f"p99 {r_fpm['p99_ms']['median']:.2f} vs {r_t['p99_ms']['median']:.2f} ms")
     return out
 
 
@@ -345,7 +349,7 @@ def main() -> int:
         results["scale_up"] = scale_up(st, cfg)
         results["reloads"] = reloads(st, cfg)
         results["memory"] = memory_per_worker(st, cfg)
-        results["wsgi"] = wsgi.run(st, cfg, USERS[4], log)
+        results["wsgi"] = wsgi.run(st, cfg, USERS[-1], log)
         results["manager"] = manager(st, results["steady"], cfg)
     results["duration_s"] = round(time.time() - started)
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))

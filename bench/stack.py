@@ -28,7 +28,8 @@ from tenantfpm.client import Client
 PHP_INI = "/etc/php/8.2/cgi/php.ini"
 FPM = "/usr/sbin/php-fpm8.2"
 TFPM = str(Path(sys.executable).with_name("tenantfpm"))
-USERS = ["tfpmbench1", "tfpmbench2", "tfpmbench3", "tfpmbench4", "tfpmbench5"]  # 5: WSGI
+USERS = ["tfpmbench1", "tfpmbench2", "tfpmbench3", "tfpmbench4", "tfpmbench5",
+         "tfpmbench6"]  # one per tenantfpm pool (POOLS), the last for WSGI
 INCLUDES = 300
 
 PAGES = {
@@ -42,11 +43,12 @@ PAGES = {
 }
 
 # name -> (backend, pm, sandbox): the pools each side runs
-POOLS = {
-    "static": ("both", "static", True),
-    "ondemand": ("both", "ondemand", True),
-    "ondemand-nosandbox": ("tenantfpm", "ondemand", False),
-    "dynamic": ("both", "dynamic", True),
+POOLS = {  # name: (which sides, pm, sandboxed, max_requests)
+    "static": ("both", "static", True, 0),
+    "recycle": ("both", "static", True, 500),
+    "ondemand": ("both", "ondemand", True, 0),
+    "ondemand-nosandbox": ("tenantfpm", "ondemand", False, 0),
+    "dynamic": ("both", "dynamic", True, 0),
 }
 
 
@@ -150,7 +152,7 @@ class Stack:
     def _start_fpm(self) -> None:
         w = self.workers
         pools = []
-        for name, (backend, mode, _) in POOLS.items():
+        for name, (backend, mode, _, max_requests) in POOLS.items():
             if backend != "both":
                 continue
             extra = {"static": "",
@@ -159,7 +161,8 @@ class Stack:
                                 f"pm.max_spare_servers = {max(1, w // 2)}\n"}[mode]
             pools.append(f"[{name}]\nuser = {USERS[0]}\ngroup = {USERS[0]}\n"
                          f"listen = {self.base}/fpm-{name}.sock\nlisten.mode = 0666\n"
-                         f"pm = {mode}\npm.max_children = {w}\npm.max_requests = 0\n{extra}")
+                         f"pm = {mode}\npm.max_children = {w}\npm.max_requests = {max_requests}\n"
+                         f"{extra}")
         conf = self.base / "php-fpm.conf"
         conf.write_text(f"[global]\npid = {self.base}/fpm.pid\nerror_log = {self.base}/fpm.log\n"
                         "daemonize = no\nprocess_control_timeout = 0\n\n" + "\n".join(pools))
@@ -179,7 +182,7 @@ class Stack:
         self.master = self._spawn([TFPM, "run"], env=self.tfpm_env)
         self.client = Client(str(self.base / "run" / "control.sock"), timeout=120)
         self._wait_for(lambda: self._answers(), "the tenantfpm master")
-        for i, (name, (_, mode, sandbox)) in enumerate(POOLS.items()):
+        for i, (name, (_, mode, sandbox, max_requests)) in enumerate(POOLS.items()):
             site = self.base / f"{name}.toml"
             extra = {"static": "", "ondemand": 'process_idle_timeout = "1s"\n',
                      "dynamic": f"start_servers = 1\nmin_spare_servers = 1\n"
@@ -189,7 +192,7 @@ class Stack:
                             f'root = "{self.docroot(name)}"\n'
                             f'[listen]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0660"\n'
                             f'[pm]\nmode = "{mode}"\nmax_children = {self.workers}\n'
-                            f"max_requests = 0\n{extra}"
+                            f"max_requests = {max_requests}\n{extra}"
                             f"[isolation]\nenabled = {'true' if sandbox else 'false'}\n")
             self.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
 
@@ -207,7 +210,7 @@ class Stack:
 
     def _start_nginx(self) -> None:
         servers = []
-        for pool, (backend, _, _) in POOLS.items():
+        for pool, (backend, *_) in POOLS.items():
             for side in ("fpm", "tenantfpm"):
                 if side == "fpm" and backend != "both":
                     continue

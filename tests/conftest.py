@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from tenantfpm.config.model import PHP_SAPI_BINARY
+
 
 class FakeSystem:
     """The machine as config rules see it, without touching it."""
@@ -21,7 +23,7 @@ class FakeSystem:
         return path == "/" or path.startswith("/srv")
 
     def is_executable(self, path):
-        return path in ("/usr/bin/php-cgi", "/usr/bin/true", "/usr/bin/python3")
+        return path in ("/usr/bin/php-cgi", "/usr/bin/true", "/usr/bin/python3", PHP_SAPI_BINARY)
 
     def exists(self, path):
         return path.startswith(("/srv/", "/run/mysqld"))

@@ -17,11 +17,15 @@ def tenant(tmp_path, **runtime) -> Tenant:
                   run_dir=str(tmp_path / "run"), uid=1001, gid=1001)
 
 
-def test_each_type_has_a_runtime_and_only_python_reports_its_requests(tmp_path):
-    assert set(runtimes.RUNTIMES) == {"php", "python", "fastcgi"}
+def test_each_type_has_a_runtime_and_the_own_workers_report_their_requests(tmp_path):
+    assert set(runtimes.RUNTIMES) == {"php", "php-cgi", "python", "fastcgi"}
     php, py = tenant(tmp_path), tenant(tmp_path, type="python", app="app:application")
-    assert not runtimes.of(php).reports_requests and runtimes.of(py).reports_requests
+    cgi = tenant(tmp_path, type="php-cgi")
+    assert runtimes.of(php).reports_requests and runtimes.of(py).reports_requests
+    assert not runtimes.of(cgi).reports_requests
+    assert runtimes.of(php).zygote and not runtimes.of(cgi).zygote
     assert runtimes.of(php).ini_source(php) == str(tmp_path / "run" / "php.ini")
+    assert runtimes.of(cgi).ini_source(cgi) == str(tmp_path / "run" / "php.ini")
     assert runtimes.of(py).ini_source(py) is None and runtimes.of(py).binds(py)
     assert "SCRIPT_FILENAME" in runtimes.of(php).nginx_location(php)
     assert "location / {" in runtimes.of(py).nginx_location(py)
@@ -44,4 +48,19 @@ def test_python_channels_are_a_scoreboard_a_trace_pipe_and_the_access_log(tmp_pa
     finally:
         ch.close()
         log.close()
-    assert runtimes.of(tenant(tmp_path)).channels(tenant(tmp_path), log).pass_fds == ()
+    fcgi = tenant(tmp_path, type="fastcgi", command=["/usr/bin/true"])
+    assert runtimes.of(fcgi).channels(fcgi, log).pass_fds == ()
+
+
+def test_php_zygote_gets_its_ini_locked_keys_user_and_home(tmp_path):
+    site = Site.model_validate({"name": "shop", "user": "alice", "root": "/srv/shop",
+                                "ini": {"memory_limit": "64M", "display_errors": False}})
+    t = Tenant(site=site, listen=parse_listen("/run/t/shop.sock"), log_dir=str(tmp_path),
+               run_dir=str(tmp_path / "run"), uid=1001, gid=1001)
+    argv, env = runtimes.of(t).zygote_command(t)
+    assert argv[0].endswith("/tenantfpm/libexec/tenantfpm-php")  # as the sandbox shows it
+    assert argv[argv.index("-c") + 1] == "/etc/tenantfpm/php.ini"
+    locked = [argv[i + 1] for i, a in enumerate(argv) if a == "-a"]
+    assert locked == ["memory_limit", "display_errors"]
+    assert env["USER"] == "alice" and env["HOME"] == "/srv/shop"
+    assert runtimes.of(t).binds(t)[0][2] is True  # the package, read-only

@@ -1,10 +1,12 @@
 """config/safety.py and the registry's clashes: site files that would reach past their
 tenant are refused, each with its key (the same cases run live in test_attacks.py)."""
 
+import os
+
 import pytest
 
 from tenantfpm.config.loader import load_site
-from tenantfpm.config.model import GlobalConfig
+from tenantfpm.config.model import PHP_SAPI_BINARY, GlobalConfig
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.errors import ConfigError
@@ -60,7 +62,7 @@ def test_a_socket_over_the_masters_or_an_existing_file(write_site, fake_system):
 
 
 def test_tenant_writable_runtime_and_linked_root(write_site, fake_system):
-    fake_system.writable = {"/usr/bin/php-cgi": "/usr/bin"}
+    fake_system.writable = {PHP_SAPI_BINARY: os.path.dirname(PHP_SAPI_BINARY)}
     fake_system.links = {"/srv/shop": "/srv/shop"}
     found = problems(write_site, fake_system, 'root = "/srv/shop"\n')
     assert "cannot replace" in found["runtime.command"] and "symlink" in found["root"]

@@ -7,6 +7,7 @@ the way PHP-FPM reports them.
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -58,17 +59,26 @@ class Listen(Strict):
     allowed_clients: list[str] = []
 
 
+# the project's PHP SAPI and zygote, built from sapi/ into the package
+PHP_SAPI_BINARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "libexec", "tenantfpm-php")
+DEFAULT_COMMANDS = {"php": [PHP_SAPI_BINARY], "php-cgi": ["/usr/bin/php-cgi"],
+                    "python": ["/usr/bin/python3"]}
+
+
 class Runtime(Strict):
-    type: Literal["php", "python", "fastcgi"] = "php"
-    command: list[str] = ["/usr/bin/php-cgi"]
+    type: Literal["php", "php-cgi", "python", "fastcgi"] = "php"
+    command: list[str] = [PHP_SAPI_BINARY]
     app: str = ""
 
     @model_validator(mode="before")
     @classmethod
-    def _python_interpreter(cls, data: object) -> object:
-        """A python tenant that names no interpreter gets the system's, not php-cgi."""
-        if isinstance(data, dict) and data.get("type") == "python" and "command" not in data:
-            return {**data, "command": ["/usr/bin/python3"]}
+    def _default_command(cls, data: object) -> object:
+        """A tenant that names no program gets its type's: the project's SAPI for php,
+        the system's php-cgi or python3."""
+        if isinstance(data, dict) and "command" not in data and \
+                data.get("type") in DEFAULT_COMMANDS:
+            return {**data, "command": DEFAULT_COMMANDS[data["type"]]}
         return data
 
 

@@ -30,7 +30,7 @@ class Unavailable(Exception):
 @dataclass
 class Frame:
     address: int
-    function: str  # "sleep", "Shop\\Cart::total", "[INCLUDE_OR_EVAL]"
+    function: str  # "sleep", "total" (FPM names no class), "[INCLUDE_OR_EVAL]"
     file: str | None
     line: int
 
@@ -55,6 +55,7 @@ ZEND_API = {"20200930": "8.0", "20210902": "8.1", "20220829": "8.2", "20230831":
 
 
 MAX_BINARY = 256 << 20  # bytes of a runtime binary the master reads at most
+MAX_FRAMES = 1000  # execute_data records followed at most
 
 
 def php_version(exe: str, identity: tuple[int, int, float] | None = None) -> str:
@@ -97,10 +98,17 @@ def _php_version(exe: str) -> str:
     return ZEND_API[api]
 
 
-def read_state(pid: int, exe: str, depth: int = 20) -> PhpState:
+def read_state(pid: int, exe: str, depth: int = 20, library: str | None = None) -> PhpState:
     """`exe` names the binary in messages; what is read is the one the worker runs
-    (/proc/PID/exe), whatever has been put at that path since."""
+    (/proc/PID/exe), whatever has been put at that path since. With `library` (the
+    project's SAPI: PHP is libphp8.2.so), the mapped library of that name is read, through
+    /proc/PID/map_files: the very inode the worker mapped."""
     running = f"/proc/{pid}/exe"
+    if library is not None:
+        try:
+            running, exe = symbols.mapped_library(pid, library)
+        except (OSError, LookupError) as e:
+            raise Unavailable(str(e)) from None
     try:
         st = os.stat(running)
     except OSError as e:
@@ -112,7 +120,7 @@ def read_state(pid: int, exe: str, depth: int = 20) -> PhpState:
     if off is None:
         raise Unavailable(f"PHP {version} has no offset table (known: {', '.join(TABLES)})")
     try:
-        where = symbols.globals_of(pid, running, st)
+        where = _globals(pid, running, st, library is not None)
     except (OSError, LookupError) as e:
         raise Unavailable(str(e)) from None
     mem = Memory(pid)
@@ -120,6 +128,19 @@ def read_state(pid: int, exe: str, depth: int = 20) -> PhpState:
         return _read(mem, off, where["executor_globals"], where["sapi_globals"], depth)
     except ReadError as e:
         raise Unavailable(f"reading the worker's memory failed: {e}") from None
+
+
+def _globals(pid: int, running: str, st: os.stat_result, in_library: bool) -> dict[str, int]:
+    """EG and SG. A program linked against libphp that uses them itself (the project's
+    SAPI does) gets its own copies by copy relocation, and the library then uses those:
+    look in the program first."""
+    if in_library:
+        exe = f"/proc/{pid}/exe"
+        try:
+            return symbols.globals_of(pid, exe, os.stat(exe))
+        except LookupError:
+            pass
+    return symbols.globals_of(pid, running, st)
 
 
 def _zstring(mem: Memory, off: Offsets, ptr: int) -> str | None:
@@ -148,60 +169,39 @@ def _read(mem: Memory, off: Offsets, eg: int, sg: int, depth: int) -> PhpState:
         query=query,
         content_length=mem.pointer(ri + off.ri_content_length),
     )
+    # FPM's walk (fpm_php_trace.c): each frame is its function's name (no class), at the
+    # file:line where it was called: the current line of the nearest user frame above it
+    chain: list[int] = []
     ex = mem.pointer(eg + off.eg_current_execute_data)
-    seen: set[int] = set()
-    pending_internal: list[Frame] = []  # internal frames wait for their caller's file:line
-    while ex and len(state.frames) + len(pending_internal) < depth:
-        if ex in seen or ex % 8:
+    while ex and len(chain) < MAX_FRAMES:
+        if ex in chain or ex % 8:
             raise ReadError(f"execute_data chain is not a list at {ex:#x}")
-        seen.add(ex)
+        chain.append(ex)
+        ex = mem.pointer(ex + off.ex_prev_execute_data)
+    for i, ex in enumerate(chain):
+        if len(state.frames) >= depth:
+            break
         func = mem.pointer(ex + off.ex_func)
-        frame = Frame(ex, "???", None, 0)
-        user = False
+        name = "???"
         if func and func % 8 == 0:
-            name = _zstring(mem, off, mem.pointer(func + off.fn_function_name))
-            if name is None:
+            fname = _zstring(mem, off, mem.pointer(func + off.fn_function_name))
+            if fname is None:
                 kind = mem.u32(ex + off.ex_this_type_info) & off.call_kind_mask
                 if kind == off.call_top_code:
                     break  # the script itself: where FPM's walk ends too
-                name = "[INCLUDE_OR_EVAL]"
-            else:
-                scope = mem.pointer(func + off.fn_scope)
-                cls = _zstring(mem, off, mem.pointer(scope + off.ce_name)) if scope else None
-                name = f"{cls}::{name}" if cls else name
-            frame.function = name
-            user = mem.u8(func + off.fn_type) == off.user_function
-            if user:
-                frame.file = _zstring(mem, off, mem.pointer(func + off.op_array_filename))
-                opline = mem.pointer(ex + off.ex_opline)
-                frame.line = (mem.u32(opline + off.op_lineno) if opline and opline % 8 == 0
-                              else mem.u32(func + off.op_array_line_start))
-        if user:
-            for f in pending_internal:
-                f.file, f.line = frame.file, _caller_line(mem, off, ex)
-            state.frames += pending_internal
-            pending_internal = []
-            state.frames.append(frame)
-        else:
-            pending_internal.append(frame)
-        ex = mem.pointer(ex + off.ex_prev_execute_data)
-    if pending_internal:  # called from the top-level script: its file and current line
-        for f in pending_internal:
-            f.file, f.line = _top_position(mem, off, ex)
-        state.frames += pending_internal
+                fname = "[INCLUDE_OR_EVAL]"
+            name = fname
+        file, line = None, 0
+        for caller in chain[i + 1:]:
+            cf = mem.pointer(caller + off.ex_func)
+            if cf and cf % 8 == 0 and mem.u8(cf + off.fn_type) == off.user_function:
+                file = _zstring(mem, off, mem.pointer(cf + off.op_array_filename))
+                line = _caller_line(mem, off, caller)
+                break
+        state.frames.append(Frame(ex, name, file, line))
     return state
 
 
 def _caller_line(mem: Memory, off: Offsets, ex: int) -> int:
     opline = mem.pointer(ex + off.ex_opline)
     return mem.u32(opline + off.op_lineno) if opline and opline % 8 == 0 else 0
-
-
-def _top_position(mem: Memory, off: Offsets, ex: int) -> tuple[str | None, int]:
-    if not ex:
-        return None, 0
-    func = mem.pointer(ex + off.ex_func)
-    if not func or mem.u8(func + off.fn_type) != off.user_function:
-        return None, 0
-    return (_zstring(mem, off, mem.pointer(func + off.op_array_filename)),
-            _caller_line(mem, off, ex))

@@ -73,3 +73,19 @@ def _load_base(pid: int, exe: str, st: os.stat_result) -> int:
             if int(fields[4]) == st.st_ino and os.makedev(dev_major, dev_minor) == st.st_dev:
                 return int(fields[0].split("-")[0], 16)
     raise LookupError(f"{exe} is not mapped in process {pid}")
+
+
+def mapped_library(pid: int, prefix: str) -> tuple[str, str]:
+    """(/proc/PID/map_files/... of the first mapping of a file named `prefix`*.so, that
+    file's name as the process sees it). The map_files link opens the mapped inode itself,
+    not whatever the tenant put at the name since."""
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or int(fields[2], 16) != 0:
+                continue
+            name = fields[5].rstrip("\n")
+            base = os.path.basename(name)
+            if base.startswith(prefix) and base.endswith(".so"):
+                return f"/proc/{pid}/map_files/{fields[0]}", name
+    raise LookupError(f"no {prefix}*.so is mapped in process {pid}")

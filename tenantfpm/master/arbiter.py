@@ -251,7 +251,8 @@ class Master:
                 return
             # looked up per child, never from a map built earlier in this loop:
             # on_exit() may spawn a replacement that dies and is reaped right here
-            pool = next((p for p in self.pools.values() if pid in p.workers), None)
+            pool = next((p for p in self.pools.values()
+                         if pid in p.workers or p.forker.owns(pid)), None)
             if pool is not None:
                 pool.on_exit(pid, status)
 

@@ -24,6 +24,7 @@ from tenantfpm.listenq import Queue, key_of
 from tenantfpm.logs import TenantLog
 from tenantfpm.master.stdio import Output
 from tenantfpm.master.worker import Worker, describe_exit
+from tenantfpm.master.zygote import Forker
 from tenantfpm.pyworker import TRACE_SIGNAL, scoreboard
 from tenantfpm.pyworker.trace import traceback_frames
 from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
@@ -74,6 +75,7 @@ class Pool:
         self.retry_delay = verdicts.RETRY_FIRST
         self.next_retry: float | None = None
         self.crashes: collections.deque[float] = collections.deque()
+        self.forker = Forker(self)  # the zygotes, for runtimes that fork from one
         self.box = TenantSandbox(tenant)
         self.sandbox: Sandbox | None = None  # the planned sequence; None: isolation disabled
         self.cgroup: cgroups.TenantCgroup | None = None
@@ -227,6 +229,7 @@ class Pool:
         self._set_state("failed", reason)
         self.next_retry = time.monotonic() + self.retry_delay
         self.retry_delay = verdicts.next_retry_delay(self.retry_delay)
+        self.forker.finish_all()
         for w in list(self.workers.values()):
             self.retire(w, "failed")
 
@@ -280,6 +283,7 @@ class Pool:
             return False
         old_gen = self.generation
         self.generation += 1
+        self.forker.new_generation()
         self.pm_state = pm.PoolState()
         n = pm.initial_workers(tenant.site.pm)
         if tenant.site.pm.mode == "ondemand":
@@ -294,6 +298,7 @@ class Pool:
             await asyncio.sleep(0.02)
             self.sample()
         if self.state != "reloading":
+            self.forker.reloaded(False)
             return False  # failed while starting: _fail() already took over
         if n and not any(w.generation == self.generation and w.seen_idle
                          for w in self.workers.values()):
@@ -302,12 +307,14 @@ class Pool:
             for w in list(self.workers.values()):
                 if w.generation == self.generation:
                     self.retire(w, "reload")
+            self.forker.reloaded(False)
             self.tenant = old
             self._set_state("running")
             return False
         for w in list(self.workers.values()):
             if w.generation <= old_gen:
                 self.retire(w, "reload")
+        self.forker.reloaded(True)
         if self.state == "reloading":
             self._set_state("running")
             self.log.event("notice", f"reloaded: generation {self.generation}")
@@ -317,6 +324,7 @@ class Pool:
         self._set_state("stopping")
         self.log.event("notice", "stopping" + ("" if graceful else " (fast)"))
         self._disarm_ondemand()
+        self.forker.finish_all()
         for w in list(self.workers.values()):
             if graceful:
                 self.retire(w, "stop")
@@ -327,14 +335,15 @@ class Pool:
         # SIGKILL comes at process_control_timeout (tick); past that and a margin,
         # a worker still listed is stuck in the kernel or was lost: say so, move on
         deadline = time.monotonic() + self.host.process_control_timeout + STOP_MARGIN
-        while self.workers:
+        while self.workers or self.forker.zygotes:
             left = deadline - time.monotonic()
             if left <= 0:
+                self.forker.kill_all()
                 for w in list(self.workers.values()):
                     self.log.event("error", f"child {w.pid} still not reaped "
                                             f"{self.host.process_control_timeout + STOP_MARGIN:g}s "
                                             "after stop; no longer tracked")
-                    self._forget(w)
+                    self.forget(w)
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), left)
@@ -344,6 +353,7 @@ class Pool:
 
     def close(self) -> None:
         """The pool is gone for good (removed, or the master exits): release everything."""
+        self.forker.kill_all()
         self._close_socket()
         self.box.release()
         if self.cgroup is not None:
@@ -365,6 +375,13 @@ class Pool:
             if limit and site.pm.max_requests_jitter:
                 limit += random.randint(0, site.pm.max_requests_jitter)
             runtime = runtimes.of(self.tenant)
+            if runtime.zygote:
+                w = self.forker.fork(limit)
+                if w is None:
+                    return
+                self.workers[w.pid] = w
+                self.output.watch(w)
+                continue
             argv, env = runtime.command(self.tenant, limit)
             try:
                 ch = runtime.channels(self.tenant, self.log)
@@ -402,12 +419,15 @@ class Pool:
         w.kill_at = time.monotonic() + self.host.process_control_timeout
         w.signal(signal.SIGTERM)
 
-    def _forget(self, w: Worker) -> str:
+    def forget(self, w: Worker) -> str:
         """Stop tracking a worker: its output is drained, its pipes closed."""
         self.workers.pop(w.pid, None)
         self.output.drain(w)
         exec_error = w.exec_error()
-        os.close(w.errpipe)
+        if w.errpipe is not None:
+            os.close(w.errpipe)
+            w.errpipe = None
+        w.close_pidfd()
         if w.board is not None:
             w.slot = w.board.read() or w.slot
             self.accepted_gone += w.slot.accepted if w.slot else 0
@@ -421,10 +441,13 @@ class Pool:
 
     def on_exit(self, pid: int, status: int) -> None:
         """A worker was reaped: log it, account for it, replace it if the pm wants."""
+        if self.forker.owns(pid):
+            self.forker.on_exit(pid, status)
+            return
         w = self.workers.get(pid)
         if w is None:
             return
-        exec_error = self._forget(w)
+        exec_error = self.forget(w)
         now = time.monotonic()
         lived = now - w.started
         text, code, sig = describe_exit(status)
@@ -446,16 +469,22 @@ class Pool:
                       or (f"app {self.tenant.site.runtime.app}: {fatal}" if fatal else "")
                       or (f"worker {text}: {w.last_output}" if w.last_output
                           else f"worker {text} before accepting connections"))
-            self.start_failures += 1
             self.log.event("error", f"child {pid} failed to start: {reason}")
-            if verdicts.gives_up(self.start_failures, exec_error, fatal):
-                self._fail(reason)
+            if self.start_failed(reason, exec_error, fatal):
                 return
         if sig in CRASH_SIGNALS and self._crash_storm(now):
             return
         if pm.respawn_on_exit(self.pm) and self._serving():
             self.worker_restarts += 1
             self.spawn(1)
+
+    def start_failed(self, reason: str, exec_error: str = "", fatal: str = "") -> bool:
+        """A worker or zygote died before serving; True when the pool gives up (failed)."""
+        self.start_failures += 1
+        if verdicts.gives_up(self.start_failures, exec_error, fatal):
+            self._fail(reason)
+            return True
+        return False
 
     def _oom_limit(self) -> str:
         limit = self.tenant.site.limits.memory
@@ -568,12 +597,14 @@ class Pool:
     def tick(self) -> None:
         now = time.monotonic()
         if self.state == "failed":
-            if self.next_retry is not None and now >= self.next_retry and not self.workers:
+            if (self.next_retry is not None and now >= self.next_retry and not self.workers
+                    and not self.forker.zygotes):
                 self.next_retry = None
                 self.log.event("notice", "retrying start")
                 self.start(probe=True)
             return
         self.sample()
+        self.forker.tick(now)
         self._watch_oom(now)
         for w in list(self.workers.values()):
             if w.kill_at is not None and now >= w.kill_at:
@@ -611,7 +642,7 @@ class Pool:
         if verdict is verdicts.Request.OK:
             return
         terminate, slow = verdict is verdicts.Request.TERMINATE, verdict is verdicts.Request.SLOW
-        python = w.board is not None
+        python = w.trace is not None  # the worker writes its own stack
         state: inspect.PhpState | None = None
         why_not = ""
         if not python:
@@ -620,7 +651,7 @@ class Pool:
             except inspect.Unavailable as e:
                 why_not = str(e)
         # the request: from a python worker's scoreboard, or from php-cgi's memory
-        req = w.slot if python else state
+        req = w.slot if w.slot is not None else state
         what = (f"script '{req.script}' (request: \"{req.method} {req.uri}\")"
                 if req else "script unknown")
         if terminate:
@@ -640,7 +671,8 @@ class Pool:
             self.host.loop.call_later(TRACE_WAIT, self._write_trace, w,
                                       req.script if req else None)
             return
-        self.log.slow(w.pid, state.script if state else None,
+        script = (state.script if state else None) or (req.script if req else None)
+        self.log.slow(w.pid, script,
                       [f.slowlog() for f in state.frames] if state else None, why_not)
 
     def _read_trace(self, w: Worker) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
 
 from tenantfpm.pyworker.scoreboard import Reader, Slot
@@ -18,7 +19,7 @@ class Worker:
     max_requests: int
     stdout: int | None
     stderr: int | None
-    errpipe: int
+    errpipe: int | None  # exec errors of a worker the master spawned itself
     wall_started: float = 0.0
     exe: str = ""  # what it execs: /proc/PID/exe once it has
     seen_idle: bool = False  # reached accept() at least once: the runtime started
@@ -38,17 +39,34 @@ class Worker:
     board: Reader | None = None
     slot: Slot | None = None
     trace: int | None = None
+    # forked by a zygote: its pid in the tenant's namespace, a pidfd for signals
+    ns_pid: int | None = None
+    pidfd: int | None = None
+    hello: socket.socket | None = None  # its own channel until it said hello
 
     @property
     def starting(self) -> bool:
         return not self.seen_idle
 
     def signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, sig)
+        """Through the pidfd when there is one: a zygote's worker is not the master's
+        child, so its pid could be recycled before the master hears of its exit."""
+        if self.pidfd is not None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, sig)
+        elif self.pid > 0:  # a fork ordered but not yet reported has no pid (<= 0)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def close_pidfd(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def exec_error(self) -> str:
         """What the child wrote before exec failed; empty if exec succeeded."""
+        if self.errpipe is None:
+            return ""
         try:
             return os.read(self.errpipe, 512).decode(errors="replace")
         except BlockingIOError:

@@ -6,9 +6,10 @@ from tenantfpm.config.tenant import Tenant
 from tenantfpm.runtimes.base import Channels, Runtime
 from tenantfpm.runtimes.fastcgi import FastCgi
 from tenantfpm.runtimes.php import Php
+from tenantfpm.runtimes.php_cgi import PhpCgi
 from tenantfpm.runtimes.python import Python
 
-RUNTIMES: dict[str, Runtime] = {r.type: r for r in (Php(), Python(), FastCgi())}
+RUNTIMES: dict[str, Runtime] = {r.type: r for r in (Php(), PhpCgi(), Python(), FastCgi())}
 
 __all__ = ["RUNTIMES", "Channels", "Runtime", "command", "of", "prepare"]
 

@@ -52,11 +52,17 @@ class Runtime:
     # the worker publishes a scoreboard (accepted conn, per-request figures, access.log);
     # others are observed from /proc and their memory
     reports_requests = False
+    # workers are forked by a per-tenant zygote (master/zygote.py), not spawned one by one
+    zygote = False
 
     def prepare(self, tenant: Tenant) -> None:
         """Files the workers need, written before the first spawn of a start or reload."""
 
     def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def zygote_command(self, tenant: Tenant) -> tuple[list[str], dict[str, str]]:
+        """What the zygote execs (runtimes with `zygote`)."""
         raise NotImplementedError
 
     def ini_source(self, tenant: Tenant) -> str | None:

@@ -1,91 +1,119 @@
-"""php-cgi serving FastCGI on its inherited fd 0 (DESIGN "php-cgi as the PHP worker")."""
+"""PHP on the project's own SAPI (sapi/): one zygote per tenant, workers forked from it.
+
+The zygote binary (`tenantfpm-php`, built from sapi/ against Debian's
+libphp8.2-embed) starts PHP once inside the tenant's sandbox; the master orders
+workers from it (master/zygote.py). Its SAPI name is "fpm-fcgi", so opcache
+turns itself on as under PHP-FPM and applications that test PHP_SAPI behave as
+they do there. The tenant's workers share one opcache segment, made by their
+zygote; no two tenants share one.
+
+php.ini: the distribution's FPM php.ini (else the CGI one) and the same SAPI's
+conf.d, then the tenant's [ini], every key of which is locked against ini_set()
+and the web server's PHP_VALUE / PHP_ADMIN_VALUE (SPEC 2: the admin's values).
+"""
 
 from __future__ import annotations
 
 import os
-import re
+import pwd
 
 from tenantfpm import inspect
-from tenantfpm.config.model import IniValue
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.runtimes.base import Runtime
+from tenantfpm.logs import TenantLog
+from tenantfpm.pyworker import LIB_DIR
+from tenantfpm.pyworker.scoreboard import Board
+from tenantfpm.runtimes.base import Channels, Runtime
+from tenantfpm.runtimes.php_cgi import PHP_VERSION, ini_path, system_ini, write_ini
 from tenantfpm.sandbox.rootfs import INI_TARGET
 
-
-def ini_value(value: IniValue) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def system_ini(binary: str) -> str | None:
-    """The distribution's php.ini for this php-cgi (Debian: /etc/php/X.Y/cgi/php.ini)."""
-    m = re.search(r"(\d+\.\d+)$", os.path.basename(binary))
-    if m:
-        candidate = f"/etc/php/{m.group(1)}/cgi/php.ini"
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
+SAPI_BINARY = os.path.join(PACKAGE_DIR, "libexec", "tenantfpm-php")
+SAPI_INSIDE = os.path.join(LIB_DIR, "tenantfpm", "libexec", "tenantfpm-php")
+INI_SAPIS = ("fpm", "cgi", "cli", "embed")  # whose php.ini and conf.d a tenant starts from
+HEAD_TIMEOUT_MS = 30000  # a connection must send its request's head within this
 
 
-def ini_path(tenant: Tenant) -> str:
-    return os.path.join(tenant.run_dir, "php.ini")
+def base_ini() -> str | None:
+    return system_ini(f"php{PHP_VERSION}", INI_SAPIS)
 
 
-def write_ini(tenant: Tenant) -> str:
-    """The tenant's php.ini: the system one, then its overrides, readable by its workers.
-
-    Always passed with -c so php-cgi never picks up a php.ini from its working
-    directory (the tenant's own files).
-    """
-    binary = os.path.realpath(tenant.site.runtime.command[0])
-    parts = []
-    base = system_ini(binary)
-    if base:
-        with open(base) as f:
-            parts.append(f.read())
-    parts.append(f"\n; tenantfpm overrides for tenant {tenant.name}\n[PHP]\n")
-    if tenant.site.isolation.enabled:  # the distribution's session dir is not in the sandbox
-        parts.append("session.save_path = /tmp\n")
-    for k, v in tenant.site.ini.items():
-        parts.append(f"{k} = {ini_value(v)}\n")
-    os.makedirs(tenant.run_dir, mode=0o755, exist_ok=True)
-    path = ini_path(tenant)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("".join(parts))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+def scan_dir() -> str | None:
+    base = base_ini()
+    if base is None:
+        return None
+    d = os.path.join(os.path.dirname(base), "conf.d")
+    return d if os.path.isdir(d) else None
 
 
-def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
-    rt = tenant.site.runtime
-    binary = os.path.realpath(rt.command[0])  # through /etc/alternatives
-    ini = INI_TARGET if tenant.site.isolation.enabled else ini_path(tenant)
-    argv = [binary, "-c", ini]
-    for k, v in tenant.site.ini.items():
-        argv += ["-d", f"{k}={ini_value(v)}"]
-    argv += rt.command[1:]
-    env = dict(tenant.site.env)
-    env["PHP_FCGI_MAX_REQUESTS"] = str(max_requests)
-    env.pop("PHP_FCGI_CHILDREN", None)  # the worker must serve requests itself
+def bundled(tenant: Tenant) -> bool:
+    return os.path.realpath(tenant.site.runtime.command[0]) == os.path.realpath(SAPI_BINARY)
+
+
+def home(tenant: Tenant) -> str:
+    """HOME as FPM sets it (the pool user's home): in the sandbox, the tenant's root is
+    the home its /etc/passwd names."""
+    if tenant.site.isolation.enabled:
+        return tenant.site.root
+    try:
+        return pwd.getpwnam(tenant.site.user).pw_dir
+    except KeyError:
+        return "/"
+
+
+def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
+    site = tenant.site
+    isolated = site.isolation.enabled
+    binary = (SAPI_INSIDE if isolated and bundled(tenant)
+              else os.path.realpath(site.runtime.command[0]))
+    argv = [binary, "-c", INI_TARGET if isolated else ini_path(tenant),
+            "-t", str(HEAD_TIMEOUT_MS)]
+    for key in site.ini:
+        argv += ["-a", key]
+    if site.log.access:  # each worker writes its lines (fd from channels())
+        argv += ["-l", site.log.access_format, "-n", tenant.name, "-m", str(os.getpid())]
+    argv += site.runtime.command[1:]
+    env = dict(site.env)
+    env.setdefault("USER", site.user)
+    env.setdefault("HOME", home(tenant))
+    conf_d = scan_dir()
+    if conf_d:
+        env["PHP_INI_SCAN_DIR"] = conf_d
     return argv, env
 
 
 class Php(Runtime):
-    """php-cgi: observed from /proc, its request and stack read from its memory."""
+    """The zygote: PHP started once per tenant, workers that publish a scoreboard."""
 
     type = "php"
+    zygote = True
+    reports_requests = True
 
     def prepare(self, tenant: Tenant) -> None:
-        write_ini(tenant)
+        write_ini(tenant, base_ini())
 
-    def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
-        return command(tenant, max_requests)
+    def zygote_command(self, tenant: Tenant) -> tuple[list[str], dict[str, str]]:
+        return zygote_command(tenant)
 
     def ini_source(self, tenant: Tenant) -> str | None:
         return ini_path(tenant)
 
+    def binds(self, tenant: Tenant) -> list[tuple[str, str, bool]]:
+        """The SAPI binary, read-only, where the sandbox shows this package."""
+        if not bundled(tenant):
+            return []
+        return [(os.path.realpath(PACKAGE_DIR), os.path.join(LIB_DIR, "tenantfpm"), True)]
+
+    def channels(self, tenant: Tenant, log: TenantLog) -> Channels:
+        """The worker's scoreboard page, and access.log (opened by the master, O_APPEND)."""
+        board_fd, board = Board.create()
+        ch = Channels(pass_fds=(board_fd,), worker_ends=(board_fd,), board=board)
+        if tenant.site.log.access:
+            try:
+                ch.pass_fds += (log.access_fd(),)
+            except OSError:
+                ch.close()
+                raise
+        return ch
+
     def inspect(self, pid: int, exe: str, depth: int) -> inspect.PhpState:
-        return inspect.read_state(pid, exe, depth)
+        return inspect.read_state(pid, exe, depth, library="libphp")

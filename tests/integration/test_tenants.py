@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import urllib.request
@@ -104,7 +105,10 @@ def test_status_json_shape(env, users):
             "terminated_requests")
     for k in ints:
         assert isinstance(st[k], int), k
-    assert "accepted_conn" in st and st["accepted_conn"] is None  # php-cgi keeps no count
+    # the zygote's workers count what they accept (php-cgi's count was null)
+    assert st["accepted_conn"] == 0
+    env.request("s", "/")
+    assert env.status("s")["accepted_conn"] == 1
     assert st["memory_limit"] == 96 << 20 and st["oom_kills"] == 0
     # the cgroup's own figure (pages charged to the tenant), not made up and within the cap
     assert 1 << 20 < st["memory_current"] <= st["memory_limit"]
@@ -177,18 +181,23 @@ def test_metrics_endpoint_parses_as_openmetrics(users):
         assert sample["tenantfpm_memory_limit_bytes"]["tenantfpm_memory_limit_bytes"] == 128 << 20
         assert sample["tenantfpm_oom_kills"]["tenantfpm_oom_kills_total"] == 0
         assert sample["tenantfpm_memory_bytes"]["tenantfpm_memory_bytes"] > 0
-        assert "phpfpm_accepted_connections" not in sample or not sample[
-            "phpfpm_accepted_connections"]  # not measured for php: absent, not 0
+        # measured by the zygote's workers (php-cgi's was absent)
+        assert sample["phpfpm_accepted_connections"]["phpfpm_accepted_connections_total"] == 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status?name=m", timeout=10) as r:
             assert json.loads(r.read())["name"] == "m"
 
 
-def test_access_log_for_php_says_it_is_not_available(env, users):
+def test_access_log_for_php_in_fpms_format(env, users):
     env.add(env.site("acc", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'
-                                      '[log]\naccess = true\n'))
-    assert body_ok(env.request("acc", "/"))
-    assert "no access.log is written for this tenant" in env.log("acc")
-    assert not (env.base / "log" / "acc" / "access.log").exists()
+                                      '[log]\naccess = true\n'
+                                      'access_format = "%R %m %r%Q%q %s %{mili}d %n %p %f"\n'))
+    assert body_ok(env.request("acc", "/?a=1"))
+    pid = env.status("acc")["processes"][0]["pid"]
+    line = (env.base / "log" / "acc" / "access.log").read_text().splitlines()[-1]
+    root = env.base / "srv" / "acc"
+    assert re.fullmatch(rf"127\.0\.0\.1 GET /\?a=1 200 \d+\.\d{{3}} acc {pid} {root}/index\.php",
+                        line), line
+    assert "no access.log is written" not in env.log("acc")
 
 
 def test_top_shows_every_tenant_with_its_limits(env, users):

@@ -43,7 +43,7 @@ def parse(body: bytes) -> tuple[dict[str, str], dict[str, str]]:
     return env, limits
 
 
-def test_environment_is_cleared_except_env_and_php_fcgi_max_requests(env, users):
+def test_environment_is_cleared_except_env_user_and_home(env, users):
     env.env["TENANTFPM_TEST_MARKER"] = "the master's environment"
     env.stop_master()
     env.start_master()
@@ -64,12 +64,16 @@ def test_environment_is_cleared_except_env_and_php_fcgi_max_requests(env, users)
         seen.append(parse(r.body)[0])
     for worker_env in seen:
         assert worker_env["APP_ENV"] == "production" and worker_env["GREETING"] == "hi there"
-        assert 100 <= int(worker_env["PHP_FCGI_MAX_REQUESTS"]) <= 150
         assert "PHP_FCGI_CHILDREN" not in worker_env
-        # nothing of the master's environment: not its marker, PATH or config
-        assert not {"TENANTFPM_TEST_MARKER", "TENANTFPM_CONFIG", "PATH", "HOME"} & set(worker_env)
-        assert set(worker_env) == {"APP_ENV", "GREETING", "PHP_FCGI_MAX_REQUESTS",
-                                   "TENANTFPM_WORKER_PID"}
+        # nothing of the master's environment: not its marker, PATH or config; USER and
+        # HOME as FPM sets them (the pool's user, its home: the tenant's root)
+        assert not {"TENANTFPM_TEST_MARKER", "TENANTFPM_CONFIG", "PATH"} & set(worker_env)
+        assert set(worker_env) == {"APP_ENV", "GREETING", "TENANTFPM_WORKER_PID", "USER",
+                                   "HOME", "PHP_INI_SCAN_DIR"}
+        assert worker_env["USER"] == users[0] and worker_env["HOME"] == str(env.base / "srv/e")
+    # max_requests with its jitter, per worker
+    for p in env.status("e")["processes"]:
+        assert 100 <= p["max_requests"] <= 150
 
 
 def test_open_files_and_core_dumps_are_the_workers_rlimits(env, users):

@@ -1,0 +1,35 @@
+/* What the zygote, the worker loop and the SAPI callbacks share. */
+#ifndef TFPM_H
+#define TFPM_H
+
+#include "accesslog.h"
+#include "fcgi.h"
+#include "scoreboard.h"
+
+#define TFPM_SAPI_NAME "fpm-fcgi"  /* opcache's list and apps' PHP_SAPI checks: as FPM */
+#define CONTROL_FD 3               /* the zygote's channel to the master */
+
+/* Settings the master gave the zygote (argv), the same for all its workers. */
+struct tfpm_settings {
+    const char *ini_path;
+    const char **admin_keys;   /* [ini] keys the script and the web server cannot change */
+    int n_admin_keys;
+    int head_timeout_ms;       /* a connection must send its request head within this */
+    const char *limit_extensions;  /* space-separated, FPM's security.limit_extensions */
+    const char *pool;          /* the tenant's name, for access.log's %n */
+    long master_pid;           /* access.log's %P */
+    int access_fd;             /* the worker's access.log; -1: none */
+};
+extern struct tfpm_settings tfpm;
+
+/* sapi.c */
+int tfpm_php_startup(void);
+void tfpm_lock_admin_keys(void);
+/* Run one request read from `r`, answering on its connection; the HTTP status. */
+int tfpm_serve(struct fcgi_request *r, struct sb_slot *board);
+
+/* worker.c: serve connections from fd 0 until max_requests, a stop signal or an error. */
+void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
+    __attribute__((noreturn));
+
+#endif

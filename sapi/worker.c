@@ -1,0 +1,88 @@
+/* One worker: accept on the tenant's socket (fd 0), serve, repeat (fpm_main.c's loop).
+ *
+ * A stop request (SIGTERM or SIGQUIT from the master: retire, reload, stop) is blocked
+ * while a request runs, so the request finishes untouched (PHP-FPM's children let it cut
+ * a sleep() short); it is taken between requests, where the worker exits.
+ */
+#include "tfpm.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stopping;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+/* A stop arrived while serving: do not wait for the next request on a kept connection. */
+static int sigpending_stop(const sigset_t *stops)
+{
+    sigset_t pending;
+    if (sigpending(&pending))
+        return 0;
+    return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGQUIT) == 1 ||
+           (sigismember(stops, SIGTERM) && stopping);
+}
+
+static void set_state(struct sb_slot *b, int state)
+{
+    if (!b)
+        return;
+    sb_begin(b);
+    b->n.state = (uint8_t)state;
+    sb_end(b);
+}
+
+void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
+{
+    struct sigaction sa = {.sa_handler = on_stop};  /* no SA_RESTART: accept() returns */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
+    sigset_t stops, none;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGQUIT);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    struct fcgi_request r = {.fd = -1};
+    unsigned long served = 0;
+    while (!stopping && (!max_requests || served < max_requests)) {
+        set_state(board, SB_IDLE);
+        int c = accept4(0, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+                continue;
+            break;  /* the socket is gone or unusable: let the master replace us */
+        }
+        sigprocmask(SIG_BLOCK, &stops, NULL);
+        if (board) {
+            sb_begin(board);
+            board->n.accepted++;
+            sb_end(board);
+        }
+        do {
+            set_state(board, SB_READING);
+            fcgi_request_reset(&r);
+            r.fd = c;
+            r.read_timeout_ms = tfpm.head_timeout_ms;
+            if (fcgi_read_request(&r))
+                break;
+            tfpm_serve(&r, board);
+            served++;
+        } while (r.keep_conn && !r.aborted && (!max_requests || served < max_requests) &&
+                 !sigpending_stop(&stops));
+        close(c);
+        sigprocmask(SIG_UNBLOCK, &stops, NULL);  /* a pending stop is taken here */
+    }
+    set_state(board, SB_EXITING);
+    fcgi_request_free(&r);
+    _exit(0);
+}

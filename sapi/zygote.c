@@ -1,0 +1,243 @@
+/* The tenant's zygote: PHP started once, workers forked on the master's word.
+ *
+ * It runs inside the tenant's sandbox (exec'd there by the master as the tenant's user),
+ * does PHP's module startup (opcache's shared segment is created here, so the tenant's
+ * workers share one opcode cache and no other tenant ever sees it), then serves its
+ * control channel on fd 3, a SOCK_SEQPACKET socket to the master:
+ *
+ *   zygote -> master  "ready"                      module startup done
+ *                     "exit <pid> <wait status>"   a worker ended (pid in the tenant's
+ *                                                  PID namespace)
+ *   master -> zygote  "fork <max_requests>"        + SCM_RIGHTS: the worker's own channel,
+ *                                                  stdout, stderr, and optionally its
+ *                                                  scoreboard page and the access log
+ *
+ * and on the worker's own channel (a socket pair per worker, made by the master):
+ *
+ *   worker -> master  "hello <pid>"                the kernel attaches the sender's
+ *                                                  credentials: the master learns the
+ *                                                  worker's host pid from the kernel
+ *   master -> worker  "pid <host pid>"             for logs that name it (the variable
+ *                                                  TENANTFPM_WORKER_PID, as exec'd workers)
+ *
+ * The master keeps every decision (how many, when, which to retire); the zygote forks and
+ * reports, nothing more. It holds no tenant request state: only the master's messages.
+ * When the channel closes it forks no more and exits once its last worker has.
+ */
+#include "tfpm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_FDS 5
+#define HELLO_WAIT_MS 5000
+
+static int say(const char *fmt, long a, long b)
+{
+    char msg[64];
+    int n = snprintf(msg, sizeof msg, fmt, a, b);
+    if (n <= 0 || (size_t)n >= sizeof msg)
+        return -1;
+    return send(CONTROL_FD, msg, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
+}
+
+/* A fork order: its text and the descriptors that came with it; -1 if malformed. */
+static int receive(char *text, size_t size, int *fds, int *nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {text, size - 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    ssize_t n = recvmsg(CONTROL_FD, &m, MSG_CMSG_CLOEXEC);
+    if (n <= 0)
+        return (int)n;  /* 0: the master closed the channel */
+    text[n] = 0;
+    *nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (*nfds < MAX_FDS)
+                    fds[(*nfds)++] = fd;
+                else
+                    close(fd);
+            }
+        }
+    }
+    return 1;
+}
+
+static void close_all(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* The new worker introduces itself on its own channel and learns its host pid. */
+static void hello(int chan)
+{
+    char msg[64];
+    int n = snprintf(msg, sizeof msg, "hello %ld", (long)getpid());
+    if (n <= 0 || send(chan, msg, (size_t)n, MSG_NOSIGNAL) != n)
+        _exit(71);
+    struct pollfd p = {.fd = chan, .events = POLLIN};
+    if (poll(&p, 1, HELLO_WAIT_MS) == 1) {
+        n = (int)recv(chan, msg, sizeof msg - 1, 0);
+        long host = 0;
+        if (n > 0) {
+            msg[n] = 0;
+            if (sscanf(msg, "pid %ld", &host) == 1 && host > 0) {
+                char v[24];
+                snprintf(v, sizeof v, "%ld", host);
+                setenv("TENANTFPM_WORKER_PID", v, 1);
+            }
+        }
+    }
+    close(chan);
+}
+
+static void become_worker(unsigned long max_requests, int *fds, int nfds, int sigfd)
+{
+    close(sigfd);
+    close(CONTROL_FD);  /* the worker runs the tenant's code: no channel to the master */
+    sigset_t none;
+    sigemptyset(&none);
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (dup2(fds[1], STDOUT_FILENO) < 0 || dup2(fds[2], STDERR_FILENO) < 0)
+        _exit(70);
+    close(fds[1]);
+    close(fds[2]);
+    hello(fds[0]);
+    struct sb_slot *board = nfds > 3 ? sb_attach(fds[3]) : NULL;
+    tfpm.access_fd = nfds > 4 ? fds[4] : -1;
+    if (nfds > 3)
+        close(fds[3]);
+    tfpm_worker(board, max_requests);
+}
+
+static int order(int sigfd, int *children)
+{
+    char text[128];
+    int fds[MAX_FDS], nfds = 0;
+    int got = receive(text, sizeof text, fds, &nfds);
+    if (got <= 0)
+        return got < 0 && errno == EINTR ? 1 : got;
+    unsigned long max_requests;
+    if (sscanf(text, "fork %lu", &max_requests) != 1 || nfds < 3) {
+        close_all(fds, nfds);
+        return 1;  /* not an order from our master: ignored */
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        become_worker(max_requests, fds, nfds, sigfd);
+    if (pid > 0)
+        (*children)++;
+    close_all(fds, nfds);  /* a failed fork: the master sees its worker's channel end */
+    return 1;
+}
+
+static void reap(int *children)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        (*children)--;
+        say("exit %ld %ld", pid, status);
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: tenantfpm-php -c PHP_INI [-a ADMIN_KEY]... [-t HEAD_TIMEOUT_MS] "
+                    "[-x EXTENSIONS] [-l ACCESS_FORMAT -n POOL -m MASTER_PID]\n(started by the tenantfpm master with its channel on "
+                    "fd 3 and the tenant's socket on fd 0)\n");
+    exit(64);
+}
+
+int main(int argc, char **argv)
+{
+    static const char *keys[256];
+    int opt;
+    tfpm.head_timeout_ms = 30000;
+    tfpm.limit_extensions = ".php .phar";
+    tfpm.admin_keys = keys;
+    tfpm.access_fd = -1;
+    tfpm.pool = "";
+    const char *access_format = NULL;
+    while ((opt = getopt(argc, argv, "c:a:t:x:l:n:m:")) != -1) {
+        switch (opt) {
+        case 'c': tfpm.ini_path = optarg; break;
+        case 'a':
+            if (tfpm.n_admin_keys < 256)
+                keys[tfpm.n_admin_keys++] = optarg;
+            break;
+        case 't': tfpm.head_timeout_ms = atoi(optarg); break;
+        case 'x': tfpm.limit_extensions = optarg; break;
+        case 'l': access_format = optarg; break;
+        case 'n': tfpm.pool = optarg; break;
+        case 'm': tfpm.master_pid = atol(optarg); break;
+        default: usage();
+        }
+    }
+    if (!tfpm.ini_path || fcntl(CONTROL_FD, F_GETFD) < 0)
+        usage();
+    char err[128];
+    if (access_format && access_compile(access_format, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 64;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (tfpm_php_startup()) {
+        fprintf(stderr, "PHP startup failed\n");
+        return 1;
+    }
+    tfpm_lock_admin_keys();
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigaddset(&chld, SIGTERM);
+    sigaddset(&chld, SIGQUIT);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sigfd < 0 || say("ready", 0, 0))
+        return 1;
+    int children = 0, open_channel = 1;
+    while (open_channel || children > 0) {
+        struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},
+                              {.fd = open_channel ? CONTROL_FD : -1, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return 1;
+        }
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sigfd, &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGQUIT)
+                    open_channel = 0;  /* stop forking; the master signals the workers */
+            }
+            reap(&children);
+        }
+        if (open_channel && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            if (order(sigfd, &children) <= 0)
+                open_channel = 0;
+        }
+    }
+    return 0;
+}

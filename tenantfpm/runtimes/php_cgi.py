@@ -1,0 +1,100 @@
+"""php-cgi exec'd per worker, serving FastCGI on its inherited fd 0 (`type = "php-cgi"`).
+
+The runtime tenantfpm had before its own SAPI (runtimes/php.py): kept for hosts
+that need the stock binary. Each worker is a fresh exec with its own opcache;
+the master sees it through /proc and reads its request from its memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from tenantfpm import inspect
+from tenantfpm.config.model import IniValue
+from tenantfpm.config.tenant import Tenant
+from tenantfpm.runtimes.base import Runtime
+from tenantfpm.sandbox.rootfs import INI_TARGET
+
+
+def ini_value(value: IniValue) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def system_ini(binary: str, sapis: tuple[str, ...] = ("cgi",)) -> str | None:
+    """The distribution's php.ini for this PHP (Debian: /etc/php/X.Y/<sapi>/php.ini), the
+    first of `sapis` that exists."""
+    m = re.search(r"(\d+\.\d+)$", os.path.basename(binary))
+    version = m.group(1) if m else PHP_VERSION
+    for sapi in sapis:
+        candidate = f"/etc/php/{version}/{sapi}/php.ini"
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+PHP_VERSION = "8.2"  # the libphp the project's SAPI links against
+
+
+def ini_path(tenant: Tenant) -> str:
+    return os.path.join(tenant.run_dir, "php.ini")
+
+
+def write_ini(tenant: Tenant, base: str | None) -> str:
+    """The tenant's php.ini: the system one (`base`), then its overrides, readable by its
+    workers.
+
+    Always passed with -c so php-cgi never picks up a php.ini from its working
+    directory (the tenant's own files).
+    """
+    parts = []
+    if base:
+        with open(base) as f:
+            parts.append(f.read())
+    parts.append(f"\n; tenantfpm overrides for tenant {tenant.name}\n[PHP]\n")
+    if tenant.site.isolation.enabled:  # the distribution's session dir is not in the sandbox
+        parts.append("session.save_path = /tmp\n")
+    for k, v in tenant.site.ini.items():
+        parts.append(f"{k} = {ini_value(v)}\n")
+    os.makedirs(tenant.run_dir, mode=0o755, exist_ok=True)
+    path = ini_path(tenant)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(parts))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+    rt = tenant.site.runtime
+    binary = os.path.realpath(rt.command[0])  # through /etc/alternatives
+    ini = INI_TARGET if tenant.site.isolation.enabled else ini_path(tenant)
+    argv = [binary, "-c", ini]
+    for k, v in tenant.site.ini.items():
+        argv += ["-d", f"{k}={ini_value(v)}"]
+    argv += rt.command[1:]
+    env = dict(tenant.site.env)
+    env["PHP_FCGI_MAX_REQUESTS"] = str(max_requests)
+    env.pop("PHP_FCGI_CHILDREN", None)  # the worker must serve requests itself
+    return argv, env
+
+
+class PhpCgi(Runtime):
+    """php-cgi: observed from /proc, its request and stack read from its memory."""
+
+    type = "php-cgi"
+
+    def prepare(self, tenant: Tenant) -> None:
+        write_ini(tenant, system_ini(os.path.realpath(tenant.site.runtime.command[0])))
+
+    def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+        return command(tenant, max_requests)
+
+    def ini_source(self, tenant: Tenant) -> str | None:
+        return ini_path(tenant)
+
+    def inspect(self, pid: int, exe: str, depth: int) -> inspect.PhpState:
+        return inspect.read_state(pid, exe, depth)

@@ -1,0 +1,109 @@
+"""PHP workers forked from the tenant's zygote, through the master: one opcache per tenant,
+crashes and a killed zygote, a reload that lets a running request finish, PHP's limits."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+from tests.integration.conftest import body_ok
+
+STATIC2 = '[pm]\nmode = "static"\nmax_children = 2\n'
+
+OPCACHE = """<?php
+$s = opcache_get_status(false);
+echo json_encode(["pid" => getmypid(), "enabled" => $s !== false && $s["opcache_enabled"],
+                  "cached" => opcache_is_script_cached($_GET["f"])]);
+"""
+
+
+def _write(env, name: str, fname: str, code: str) -> str:
+    path = env.base / "srv" / name / fname
+    path.write_text(code)
+    path.chmod(0o644)
+    return str(path)
+
+
+def _zygote_pid(env, name: str) -> int:
+    found = re.findall(r"zygote (\d+) started", env.log(name))
+    assert found, env.log(name)
+    return int(found[-1])
+
+
+def test_one_opcache_per_tenant_shared_by_its_workers(env, users):
+    import json
+
+    env.add(env.site("oa", users[0], STATIC2))
+    env.add(env.site("ob", users[1], STATIC2))
+    script = _write(env, "oa", "cached.php", "<?php echo 'compiled once';")
+    os.utime(script, (time.time() - 60, time.time() - 60))  # opcache.file_update_protection
+    for name in ("oa", "ob"):
+        _write(env, name, "opc.php", OPCACHE)
+    assert env.request("oa", "/cached.php").body == b"compiled once"
+    seen = {}
+    for _ in range(12):  # both of oa's workers answer: each sees the other's compilation
+        got = json.loads(env.request("oa", f"/opc.php?f={script}").body)
+        assert got["enabled"] and got["cached"], got
+        seen[got["pid"]] = got
+    assert len(seen) == 2
+    other = json.loads(env.request("ob", f"/opc.php?f={script}").body)
+    assert other["enabled"] and not other["cached"]  # ob's cache is its own
+
+
+def test_a_killed_zygote_is_restarted_and_the_tenant_serves_again(env, users):
+    env.add(env.site("kz", users[0], STATIC2))
+    before = {p["pid"] for p in env.status("kz")["processes"]}
+    zpid = _zygote_pid(env, "kz")
+    os.kill(zpid, signal.SIGKILL)
+    env.wait_for("new workers", lambda: (
+        {p["pid"] for p in env.status("kz")["processes"]
+         if p["state"] == "Idle"}.isdisjoint(before)
+        and env.status("kz")["idle_processes"] == 2))
+    assert body_ok(env.request("kz", "/"))
+    log = env.log("kz")
+    assert f"zygote {zpid} exited on signal 9 (SIGKILL); its 2 worker(s) with it" in log
+    assert _zygote_pid(env, "kz") != zpid and env.status("kz")["state"] == "running"
+
+
+def test_a_crashing_worker_is_logged_and_replaced(env, users):
+    env.add(env.site("sg", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'))
+    _write(env, "sg", "segv.php", "<?php posix_kill(getmypid(), SIGSEGV); echo 'alive';")
+    pid = env.status("sg")["processes"][0]["pid"]
+    r = env.request("sg", "/segv.php")
+    assert not r.complete  # the worker died mid-request
+    env.wait_for("the crash logged", lambda: f"child {pid} exited on signal 11 (SIGSEGV)"
+                 in env.log("sg"))
+    env.wait_for("a replacement", lambda: env.status("sg")["idle_processes"] == 1)
+    assert body_ok(env.request("sg", "/"))
+
+
+def test_reload_lets_the_running_request_finish(env, users):
+    env.add(env.site("rl", users[0], STATIC2))
+    got = []
+    t0 = time.monotonic()
+    t = threading.Thread(target=lambda: got.append(env.request("rl", "/sleep.php?ms=2000")))
+    t.start()
+    env.wait_for("the request running", lambda: env.status("rl")["active_processes"] == 1,
+                 interval=0.05)
+    env.cli("reload", "rl")
+    t.join()
+    assert body_ok(got[0]) and b"slept" in got[0].body  # not cut short (FPM cuts sleep())
+    assert time.monotonic() - t0 >= 2.0
+    assert "reloaded: generation 2" in env.log("rl")
+
+
+def test_max_execution_time_and_memory_limit(env, users):
+    env.add(env.site("lim", users[0], STATIC2 + '[ini]\nmax_execution_time = 1\n'
+                                                 'memory_limit = "16M"\n'))
+    _write(env, "lim", "spin.php", "<?php while (true) {}")
+    _write(env, "lim", "hog.php", "<?php $a = str_repeat('x', 64 << 20); echo strlen($a);")
+    r = env.request("lim", "/spin.php")
+    assert r.complete and "Maximum execution time of 1 second exceeded" in r.stderr.decode()
+    r = env.request("lim", "/hog.php")
+    assert r.complete and "Allowed memory size of 16777216 bytes exhausted" in r.stderr.decode()
+    env.wait_for("both in error.log", lambda: "Maximum execution time" in env.log("lim")
+                 and "Allowed memory size" in env.log("lim"))
+    assert body_ok(env.request("lim", "/"))  # the workers survived both

@@ -1,0 +1,274 @@
+"""The PHP SAPI and zygote (sapi/) driven directly, as the master drives it: real PHP, real
+FastCGI on a real socket, no sandbox. Runs against the -O2 build and, when `make test`
+built it (TENANTFPM_PHP_ASAN), the AddressSanitizer + UBSan build, whose reports fail it."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tenantfpm import fastcgi
+from tenantfpm.config.model import PHP_SAPI_BINARY
+from tenantfpm.master.zygote import channel, receive
+from tenantfpm.runtimes.php import scan_dir
+
+BINARIES = [pytest.param(PHP_SAPI_BINARY, id="O2")]
+if os.environ.get("TENANTFPM_PHP_ASAN"):
+    BINARIES.append(pytest.param(os.environ["TENANTFPM_PHP_ASAN"], id="asan"))
+
+SCRIPTS = {
+    "hello.php": '<?php header("X-Hello: 1"); setcookie("c", "v"); echo "pid=", getmypid(), '
+                 '" sapi=", PHP_SAPI, " user=", getenv("USER");',
+    "status.php": '<?php http_response_code((int)$_GET["code"]); echo "code";',
+    "ini.php": '<?php echo ini_get("memory_limit"), " ", ini_get("precision"), " ", '
+               'var_export(ini_set("memory_limit", "1G"), true);',
+    "upload.php": '<?php $f = $_FILES["f"]; echo $f["error"], " ", $f["size"], " ", '
+                  'md5_file($f["tmp_name"]), " ", $_POST["k"];',
+    "finish.php": '<?php echo "early"; fastcgi_finish_request(); usleep(600000); '
+                  'file_put_contents($_GET["mark"], "done");',
+    "stream.php": '<?php echo str_repeat("a", 100); flush(); usleep(500000); echo "b";',
+    "sleep.php": '<?php usleep((int)$_GET["ms"] * 1000); echo "slept";',
+    "warn.php": '<?php trigger_error("tenant warning", E_USER_WARNING); echo "ok";',
+    "server.php": '<?php echo $_SERVER["PATH_INFO"] ?? "-", " ", $_SERVER["SCRIPT_FILENAME"];',
+    "note.txt": "not php",
+}
+
+
+class Zygote:
+    """The master's side of the protocol, by hand."""
+
+    def __init__(self, binary: str, root: Path, ini: Path, *args: str) -> None:
+        self.sock_path = str(root.parent / "php.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.sock_path)
+        self.listener.listen(64)
+        self.ctl, theirs = channel()
+        self.ctl.setblocking(True)
+        self.stderr_r, stderr_w = os.pipe()
+        env = {"USER": "tenant", "PATH": "/usr/bin:/bin",
+               "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99"}
+        # PHP dlopen()s shared extensions with RTLD_DEEPBIND, which ASan's runtime refuses:
+        # under ASan, PHP runs with its built-in extensions only
+        conf_d = "" if "asan" in binary else scan_dir()
+        env["PHP_INI_SCAN_DIR"] = conf_d or ""
+        lst, ctl_fd = self.listener.fileno(), theirs.fileno()
+
+        def fds() -> None:
+            os.dup2(lst, 0)
+            os.dup2(ctl_fd, 3)
+
+        self.proc = subprocess.Popen([binary, "-c", str(ini), "-a", "memory_limit",
+                                      "-t", "400", *args], preexec_fn=fds, pass_fds=(3,),
+                                     env=env, stderr=stderr_w, stdout=stderr_w)
+        os.close(stderr_w)
+        theirs.close()
+        assert self.recv() == ["ready"]
+        self.workers: dict[int, socket.socket] = {}
+
+    def recv(self, timeout: float = 20) -> list[str]:
+        self.ctl.settimeout(timeout)
+        data = self.ctl.recv(128)
+        return [data.decode()]
+
+    def fork(self, max_requests: int = 0) -> int:
+        """One worker; its pid (the kernel's word, via its hello)."""
+        ours, theirs = channel()
+        out_r, out_w = os.pipe()
+        self.ctl.sendmsg([f"fork {max_requests}".encode()],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                           array.array("i", [theirs.fileno(), out_w, out_w]))])
+        theirs.close()
+        os.close(out_w)
+        threading.Thread(target=self._drain, args=(out_r,), daemon=True).start()
+        deadline = time.time() + 20
+        msgs: list = []
+        while not msgs and time.time() < deadline:
+            time.sleep(0.01)
+            msgs, _closed = receive(ours, 1)
+        assert msgs and msgs[0].kind == "hello", msgs
+        pid = msgs[0].sender
+        ours.send(f"pid {pid}".encode())
+        self.workers[pid] = ours
+        return pid
+
+    output = b""
+
+    def _drain(self, fd: int) -> None:
+        while chunk := os.read(fd, 65536):
+            Zygote.output += chunk
+        os.close(fd)
+
+    def request(self, uri: str, method: str = "GET", body: bytes = b"",
+                headers: tuple = (), extra: dict | None = None) -> fastcgi.Response:
+        params = fastcgi.cgi_params(str(self.root), uri, method, body, headers)
+        params.update(extra or {})
+        return fastcgi.request(self.sock_path, params, body, timeout=20)
+
+    def close(self) -> str:
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.ctl.close()
+        rc = self.proc.wait(timeout=20)
+        errors = b""
+        while True:
+            try:
+                chunk = os.read(self.stderr_r, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            errors += chunk
+        os.close(self.stderr_r)
+        self.listener.close()
+        text = (errors + Zygote.output).decode(errors="replace")
+        assert rc == 0, text
+        return text
+
+
+@pytest.fixture(params=BINARIES)
+def zygote(request, tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    for name, text in SCRIPTS.items():
+        (root / name).write_text(text)
+    ini = tmp_path / "php.ini"
+    ini.write_text("memory_limit = 64M\nupload_max_filesize = 16M\npost_max_size = 20M\n"
+                   f"upload_tmp_dir = {tmp_path}\nlog_errors = 1\ndisplay_errors = 0\n")
+    Zygote.output = b""
+    z = Zygote(request.param, root, ini)
+    z.root = root
+    yield z
+    text = z.close()
+    assert "AddressSanitizer" not in text and "runtime error" not in text, text
+
+
+def test_serves_with_headers_cookies_and_fpm_identity(zygote):
+    a, b = zygote.fork(), zygote.fork()
+    seen = set()
+    for _ in range(6):
+        r = zygote.request("/hello.php")
+        assert r.status == 200 and ("X-Hello", "1") in r.headers
+        assert ("Set-Cookie", "c=v") in r.headers
+        assert b"sapi=fpm-fcgi user=tenant" in r.body
+        seen.add(r.body.split()[0])
+    assert len(seen) == 2 and a != b  # distinct getmypid() across workers
+
+
+def test_status_codes_missing_script_and_limit_extensions(zygote):
+    zygote.fork()
+    r = zygote.request("/status.php?code=201")
+    assert r.status == 201 and ("Status", "201 Created") in r.headers
+    r = zygote.request("/nope.php")
+    assert r.status == 404 and r.body == b"File not found.\n"
+    assert b"Primary script unknown" in r.stderr
+    r = zygote.request("/note.txt")
+    assert r.status == 403 and r.body == b"Access denied.\n"
+    r = zygote.request("/server.php/extra/info")  # cgi.fix_pathinfo, as FPM
+    assert r.body == f"/extra/info {zygote.root}/server.php".encode()
+    # Apache httpd's mod_proxy_fcgi names the script "proxy:fcgi://host/path"
+    r = zygote.request("/server.php", extra={
+        "SCRIPT_FILENAME": f"proxy:fcgi://localhost{zygote.root}/server.php"})
+    assert r.status == 200 and r.body == f"- {zygote.root}/server.php".encode()
+
+
+def test_ini_locked_keys_and_php_value(zygote):
+    zygote.fork()
+    r = zygote.request("/ini.php")
+    assert r.body == b"64M 14 false"  # [ini] keys: ini_set() cannot change them
+    r = zygote.request("/ini.php", extra={"PHP_VALUE": "memory_limit=9M\nprecision=5",
+                                          "PHP_ADMIN_VALUE": "memory_limit = 10M"})
+    assert r.body == b"64M 5 false"  # nor the web server; other keys it may set
+    assert zygote.request("/ini.php").body == b"64M 14 false"  # for that request only
+
+
+def test_multipart_upload_of_5mb(zygote):
+    zygote.fork()
+    data = os.urandom(5 << 20)
+    body = (b"--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + data +
+            b"\r\n--XX\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\nv\r\n--XX--\r\n")
+    r = zygote.request("/upload.php", "POST", body,
+                       (("Content-Type", "multipart/form-data; boundary=XX"),))
+    assert r.body == f"0 {len(data)} {hashlib.md5(data).hexdigest()} v".encode()
+
+
+def test_finish_request_answers_while_the_script_goes_on(zygote, tmp_path):
+    zygote.fork()
+    mark = tmp_path / "mark"
+    t = time.monotonic()
+    r = zygote.request(f"/finish.php?mark={mark}")
+    assert r.body == b"early" and time.monotonic() - t < 0.5 and not mark.exists()
+    deadline = time.time() + 10
+    while not mark.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert mark.read_text() == "done"
+
+
+def test_flush_streams_before_the_end(zygote):
+    zygote.fork()
+    params = fastcgi.cgi_params(str(zygote.root), "/stream.php")
+    msg = (fastcgi.Record(fastcgi.BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 0)).encode()
+           + fastcgi.encode_stream(fastcgi.PARAMS, 1, fastcgi.encode_pairs(params.items()))
+           + fastcgi.encode_stream(fastcgi.STDIN, 1, b""))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(zygote.sock_path)
+        s.sendall(msg)
+        t = time.monotonic()
+        first = s.recv(65536)
+        assert b"aaaa" in first and time.monotonic() - t < 0.4  # before the usleep ends
+
+
+def test_warnings_reach_stderr_in_fpms_words(zygote):
+    zygote.fork()
+    r = zygote.request("/warn.php")
+    assert r.body == b"ok" and b"PHP message: PHP Warning:  tenant warning" in r.stderr
+    deadline = time.time() + 5
+    while b"NOTICE: PHP message: PHP Warning:  tenant warning" not in Zygote.output:
+        assert time.time() < deadline, Zygote.output
+        time.sleep(0.05)
+
+
+def test_garbage_and_silent_connections_are_dropped(zygote):
+    zygote.fork()
+    with socket.socket(socket.AF_UNIX) as s:  # not FastCGI at all
+        s.connect(zygote.sock_path)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(4096))
+        s.settimeout(5)
+        assert s.recv(100) == b""
+    with socket.socket(socket.AF_UNIX) as s:  # says nothing: dropped after -t 400 ms
+        s.connect(zygote.sock_path)
+        s.settimeout(5)
+        t = time.monotonic()
+        assert s.recv(100) == b""
+        assert 0.3 < time.monotonic() - t < 3
+    assert zygote.request("/hello.php").status == 200  # the worker is still there
+
+
+def test_stop_lets_the_running_request_finish_and_max_requests_recycles(zygote):
+    pid = zygote.fork()
+    got = []
+    t = threading.Thread(target=lambda: got.append(zygote.request("/sleep.php?ms=800")))
+    t.start()
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGTERM)  # a graceful retire, mid-request
+    t.join()
+    assert got[0].body == b"slept"  # not cut short, unlike FPM's children
+    assert zygote.recv() == [f"exit {pid} 0"]  # no PID namespace here: the same number
+    del zygote.workers[pid]
+    short = zygote.fork(max_requests=2)
+    for _ in range(2):
+        assert zygote.request("/hello.php").status == 200
+    assert zygote.recv() == [f"exit {short} 0"]  # served its two, then left on its own
+    del zygote.workers[short]
