@@ -90,6 +90,9 @@ class PM(Strict):
     max_spare_servers: int = 3
     max_spawn_rate: int = 32
     process_idle_timeout: Duration = 10.0
+    # ondemand php tenants: a zygote with no worker left goes after this (0: never); the
+    # next request then starts PHP again (README: the memory and wake-up cost, measured)
+    zygote_idle_timeout: Duration = 60.0
     max_requests: int = 500
     max_requests_jitter: int = 0
     max_worker_memory: Size = 0

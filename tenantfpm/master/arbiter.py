@@ -29,7 +29,7 @@ from tenantfpm.netguard import NetGuard
 from tenantfpm.registry import Registry
 from tenantfpm.sandbox import namespaces, privileges
 
-TICK = 0.02  # how often the loop looks for due pools; each pool has its own period
+REAP_SAFETY = 1.0  # seconds between waitpid() sweeps besides SIGCHLD
 ADD_TIMEOUT = 30.0
 
 
@@ -216,17 +216,11 @@ class Master:
         return pool
 
     async def _ticker(self) -> None:
+        """Each pool runs on its own timer (Pool.schedule); this is the safety net only:
+        a SIGCHLD lost to a race must not strand a dead worker."""
         while True:
-            self._reap()  # safety net: a SIGCHLD lost to a race must not strand a dead worker
-            now = time.monotonic()
-            for pool in list(self.pools.values()):
-                if now >= pool.next_tick:
-                    try:
-                        pool.tick()
-                    except Exception as e:  # a bug in one pool must not stop the others
-                        self.log("error", f"[pool {pool.name}] tick failed: {e!r}")
-                        pool.next_tick = now + 1.0
-            await asyncio.sleep(TICK)
+            self._reap()
+            await asyncio.sleep(REAP_SAFETY)
 
     def _on_signal(self, sig: int) -> None:
         if sig == signal.SIGCHLD:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import os
 import random
 import signal
@@ -70,7 +71,9 @@ class Pool:
         self.generation = 0
         self.pm_state = pm.PoolState()
         self.start_time = time.time()
-        self.next_tick = 0.0
+        self.next_tick = math.inf  # when tick() runs next (loop.call_at); inf: not scheduled
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self.closed = False
         self.start_failures = 0
         self.retry_delay = verdicts.RETRY_FIRST
         self.next_retry: float | None = None
@@ -165,6 +168,7 @@ class Pool:
         self.spawn(n)
         if n == 0:
             self._set_state("running")
+        self.wake()
 
     def _isolate(self, tenant: Tenant) -> None:
         """The tenant's cgroup with its limits, and its sandbox's shared pieces and plan."""
@@ -224,6 +228,7 @@ class Pool:
 
     def _fail(self, reason: str) -> None:
         """Back off instead of respawning in a hot loop; retried with a growing delay."""
+        self.wake()
         self.log.event("error", f"failed: {reason}; retrying in {self.retry_delay:g}s")
         self.host.log("error", f"[pool {self.name}] failed: {reason}")
         self._set_state("failed", reason)
@@ -353,6 +358,8 @@ class Pool:
 
     def close(self) -> None:
         """The pool is gone for good (removed, or the master exits): release everything."""
+        self.closed = True
+        self.schedule(math.inf)
         self.forker.kill_all()
         self._close_socket()
         self.box.release()
@@ -369,6 +376,8 @@ class Pool:
     def spawn(self, n: int) -> None:
         if self.sock is None:
             return
+        if n:
+            self.wake()
         for _ in range(n):
             site = self.tenant.site
             limit = site.pm.max_requests
@@ -430,6 +439,8 @@ class Pool:
         w.close_pidfd()
         if w.board is not None:
             w.slot = w.board.read() or w.slot
+            if w.slot is not None and (w.slot.accepted or w.slot.state != scoreboard.STARTING):
+                w.seen_idle = True  # it served (between two looks, if it lived that briefly)
             self.accepted_gone += w.slot.accepted if w.slot else 0
             w.board.close()
             w.board = None
@@ -441,6 +452,7 @@ class Pool:
 
     def on_exit(self, pid: int, status: int) -> None:
         """A worker was reaped: log it, account for it, replace it if the pm wants."""
+        self.wake()
         if self.forker.owns(pid):
             self.forker.on_exit(pid, status)
             return
@@ -594,6 +606,40 @@ class Pool:
             self._set_state("running")
             self.log.event("notice", "ready: serving")
 
+    # --- the pool's own timer: no pool is looked at unless it has something to do ----------
+
+    def schedule(self, at: float) -> None:
+        """Run tick() at `at` (the loop's monotonic clock); math.inf: not until woken."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        self.next_tick = at
+        if at != math.inf and not self.closed:
+            self._tick_handle = self.host.loop.call_at(at, self._run_tick)
+
+    def wake(self) -> None:
+        """Something happened (a start, a spawn, an exit, a connection): tick soon."""
+        now = time.monotonic()
+        if self._tick_handle is None or self.next_tick > now + 0.02:
+            self.schedule(now)
+
+    def _dormant(self) -> bool:
+        """An ondemand pool with nothing running waits for its socket, not for a timer:
+        10,000 idle tenants cost the master nothing between their requests."""
+        return (self.pm.mode == "ondemand" and self.state == "running" and not self.workers
+                and not self.forker.zygotes and self.ondemand_armed)
+
+    def _run_tick(self) -> None:
+        self._tick_handle = None
+        now = time.monotonic()
+        try:
+            self.tick()
+        except Exception as e:  # a bug in one pool must not stop the others
+            self.host.log("error", f"[pool {self.name}] tick failed: {e!r}")
+            self.next_tick = now + 1.0
+        at = self.next_tick if self.next_tick > now else now + 1.0
+        self.schedule(math.inf if self._dormant() else at)
+
     def tick(self) -> None:
         now = time.monotonic()
         if self.state == "failed":
@@ -626,6 +672,29 @@ class Pool:
         self.next_tick = now + pm.tick_interval(self.pm, self.pm_state)
         if self.state == "starting":
             self.next_tick = now + 0.02
+        deadline = self._next_request_deadline(now)
+        if deadline is not None:
+            self.next_tick = min(self.next_tick, deadline)
+
+    def _next_request_deadline(self, now: float) -> float | None:
+        """When the next tick must come for request_slowlog_timeout and
+        request_terminate_timeout to act on time: at the earliest deadline of a running
+        request, and within the shortest timeout for a request not seen yet (workers with a
+        scoreboard give the exact start, so the verdict lands within the loop's latency)."""
+        limits = self.tenant.site.limits
+        timeouts = [t for t in (limits.request_slowlog_timeout,
+                                limits.request_terminate_timeout) if t]
+        if not timeouts or not self.workers:
+            return None
+        soonest = now + min(timeouts)
+        for w in self.workers.values():
+            if w.idle or w.busy_since is None or w.retiring is not None:
+                continue
+            for t, done in ((limits.request_slowlog_timeout, w.slow_logged),
+                            (limits.request_terminate_timeout, False)):
+                if t and not done and w.busy_since + t > now:
+                    soonest = min(soonest, w.busy_since + t)
+        return soonest
 
     def inspect(self, w: Worker, depth: int = 0) -> inspect.PhpState:
         """The worker's current request (and `depth` stack frames), read from outside it."""

@@ -88,6 +88,7 @@ class Zygote:
     closed: bool = False  # the channel ended (the zygote exited or closed it)
     finishing: bool = False  # told to fork no more: it exits after its last worker
     ns_inode: int | None = None
+    idle_since: float | None = None  # when its last worker went (ondemand retirement)
     pending: dict[int, Worker] = field(default_factory=dict)  # by placeholder pid: no hello yet
     by_ns: dict[int, Worker] = field(default_factory=dict)  # live workers by namespace pid
 
@@ -410,7 +411,17 @@ class Forker:
 
     def tick(self, now: float) -> None:
         pool = self.pool
+        idle_timeout = pool.pm.zygote_idle_timeout if pool.pm.mode == "ondemand" else 0.0
         for z in list(self.zygotes.values()):
+            if z.by_ns or z.pending or not z.ready:
+                z.idle_since = None
+            elif z.idle_since is None:
+                z.idle_since = now
+            elif idle_timeout and z is self.current and now - z.idle_since >= idle_timeout:
+                pool.log.event("notice", f"zygote {z.pid} idle for {idle_timeout:g}s: retired "
+                                         "(the next request starts PHP again)")
+                z.finish()
+                self.current = None
             if not z.ready and now - z.proc.started > READY_TIMEOUT:
                 pool.log.event("error", f"zygote {z.pid} did not start PHP within "
                                         f"{READY_TIMEOUT:g}s: killing it")

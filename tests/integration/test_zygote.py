@@ -107,3 +107,28 @@ def test_max_execution_time_and_memory_limit(env, users):
     env.wait_for("both in error.log", lambda: "Maximum execution time" in env.log("lim")
                  and "Allowed memory size" in env.log("lim"))
     assert body_ok(env.request("lim", "/"))  # the workers survived both
+
+
+def test_request_timeouts_act_within_100ms_of_their_limits(env, users):
+    env.add(env.site("tt", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'
+                                     '[limits]\nrequest_slowlog_timeout = "700ms"\n'
+                                     'request_terminate_timeout = "1500ms"\n'))
+    r = env.request("tt", "/sleep.php?ms=5000")
+    assert not r.complete  # killed at the limit
+    env.wait_for("both verdicts", lambda: "execution timed out" in env.log("tt"))
+    log = env.log("tt")
+    slow = float(re.search(r"executing too slow \((\d+\.\d+) sec\)", log).group(1))
+    killed = float(re.search(r"execution timed out \((\d+\.\d+) sec\)", log).group(1))
+    # the worker's scoreboard gives the request's start; the master ticks at the deadline
+    assert 0.7 <= slow < 0.8 and 1.5 <= killed < 1.6, (slow, killed)
+
+
+def test_an_idle_ondemand_zygote_is_retired_and_started_again_on_demand(env, users):
+    env.add(env.site("oz", users[0], '[pm]\nmode = "ondemand"\nmax_children = 2\n'
+                                     'process_idle_timeout = "1s"\nzygote_idle_timeout = "2s"\n'))
+    first = _zygote_pid(env, "oz")
+    env.wait_for("the zygote retired", lambda: f"zygote {first} exited with code 0"
+                 in env.log("oz"), timeout=20)
+    assert f"zygote {first} idle for 2s: retired" in env.log("oz")
+    assert body_ok(env.request("oz", "/"))  # PHP starts again for this request
+    assert _zygote_pid(env, "oz") != first

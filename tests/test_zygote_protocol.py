@@ -1,0 +1,56 @@
+"""The master's reading of what a zygote and its workers send: strict, bounded, and never
+trusting a pid the kernel did not vouch for."""
+
+import array
+import os
+import socket
+
+from tenantfpm.master.zygote import MAX_MESSAGES, Message, channel, parse, receive
+
+
+def test_parse_accepts_only_the_three_messages():
+    assert parse(b"ready", 7) == Message("ready", sender=7)
+    assert parse(b"hello 12", 4321) == Message("hello", 12, sender=4321)
+    assert parse(b"exit 12 139", 7) == Message("exit", 12, 139, sender=7)
+    for junk in (b"", b"hello", b"hello 0", b"hello -3", b"hello 99999999", b"hello 1 2",
+                 b"exit 12", b"exit 12 70000", b"exit -1 0", b"ready ", b"READY",
+                 b"hello 12\n", b"exit 1 2 3", "hello ١٢".encode()):
+        assert parse(junk, 1) is None, junk
+
+
+def test_receive_gets_the_kernels_word_on_the_sender_and_closes_smuggled_fds():
+    ours, theirs = channel()
+    try:
+        theirs.send(b"hello 5")
+        r, w = os.pipe()
+        theirs.sendmsg([b"ready"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+        os.close(r)
+        msgs, closed = receive(ours)
+        assert [m.kind for m in msgs] == ["hello", "ready"] and not closed
+        assert all(m.sender == os.getpid() for m in msgs)  # SO_PASSCRED: from the kernel
+        os.set_blocking(w, False)
+        try:
+            os.write(w, b"x")
+            raise AssertionError("the smuggled read end is still open in the master")
+        except BrokenPipeError:
+            pass  # closed unread: nobody holds the read end any more
+        finally:
+            os.close(w)
+    finally:
+        theirs.close()
+    msgs, closed = receive(ours)
+    assert msgs == [] and closed
+    ours.close()
+
+
+def test_receive_reads_a_bounded_number_per_wakeup():
+    ours, theirs = channel()
+    try:
+        for _ in range(MAX_MESSAGES + 10):
+            theirs.send(b"ready")
+        first, _ = receive(ours)
+        second, _ = receive(ours)
+        assert len(first) == MAX_MESSAGES and len(second) == 10
+    finally:
+        ours.close()
+        theirs.close()
