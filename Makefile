@@ -16,7 +16,7 @@ BENCH_PKGS := nginx wrk
 SAPI_BIN := tenantfpm/libexec/tenantfpm-php
 SAPI_SRC := $(wildcard sapi/*.c sapi/*.h) sapi/Makefile
 
-.PHONY: setup system-deps sapi sapi-test-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke
+.PHONY: setup system-deps sapi test-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke
 
 # apt-get install what is missing of $(1) (said as $(2)); policy-rc.d keeps packages such as
 # nginx and php8.2-fpm from starting services: the tests and benchmarks start their own.
@@ -70,14 +70,16 @@ run: setup
 	echo "     $(abspath $(BIN))/tenantfpm status hello --full"; echo; \
 	exec $(BIN)/tenantfpm run
 
-# the SAPI under AddressSanitizer + UBSan (tests/test_sapi.py runs it too) and its fuzzer
-SAPI_TEST_PKGS := clang libclang-rt-14-dev
+# what only the tests use: clang for the SAPI's fuzzer, Apache httpd as a second web server
+# in front of a tenant (nginx comes with the benchmark tools)
+TEST_PKGS := clang libclang-rt-14-dev apache2
 SAPI_ASAN := $(abspath sapi/build/tenantfpm-php-asan)
 
-sapi-test-deps: system-deps
-	$(call apt_install,$(SAPI_TEST_PKGS),the fuzzer's compiler)
+test-deps: system-deps
+	$(call apt_install,$(TEST_PKGS),the test tools)
 
-test: setup bench-deps sapi-test-deps
+# the SAPI under AddressSanitizer + UBSan (tests/test_sapi.py runs it too) and its fuzzer
+test: setup bench-deps test-deps
 	$(BIN)/ruff check tenantfpm tests bench
 	$(MAKE) --no-print-directory -C sapi asan fuzz
 	TENANTFPM_PHP_ASAN=$(SAPI_ASAN) $(BIN)/pytest -q $(PYTEST_ARGS)

@@ -11,6 +11,8 @@ TARGETS = {
     "reload": "zero failed requests across reloads",
     "cpu": "master <= 3% of one core at full load",
     "rss": "1000 tenants with master RSS <= 100 MB",
+    "idle": "idle master <= 2% of a core with the many tenants",
+    "cold_many": "a cold request with the many tenants within 1.2x of the one-tenant figure",
     "uwsgi": "WSGI req/s >= 0.7x uWSGI",
     "flup": "WSGI req/s >= 2x flup",
 }
@@ -37,8 +39,9 @@ def write_report(res: dict, out: Path) -> None:
         "below comes from that run (results.json has them all).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_kb'] // 1024} MB, "
-        f"kernel {m['kernel']}; PHP {m['php']} (php-fpm8.2 and php-cgi8.2, the same "
-        f"cgi php.ini, opcache on); {m['nginx']} in front of both; wrk as the client.",
+        f"kernel {m['kernel']}; PHP {m['php']} (php-fpm8.2, and libphp8.2 under tenantfpm's "
+        f"own SAPI: the same FPM php.ini and conf.d, opcache on); {m['nginx']} in front of "
+        "both; wrk as the client.",
         f"Pools: {cfg['workers']} workers each, static unless said; wrk with "
         f"{cfg['connections']} connections, {cfg['seconds']} s per measurement, "
         f"{cfg['rounds']} rounds, FPM and tenantfpm alternating. Medians, (min-max).",
@@ -73,6 +76,14 @@ def write_report(res: dict, out: Path) -> None:
                      f"{_mm(v['burst_max_ms'], '{:.1f}')} |")
         if k == "tenantfpm:ondemand":
             cold_t = v["first_ms"]["median"]
+    cold = res["cold_start"]
+    if "tenantfpm:ondemand-cold" in cold:
+        lines += ["", "`tenantfpm:ondemand` keeps the tenant's zygote (PHP started) while it "
+                      "is idle: it costs "
+                      f"{cold['tenantfpm:ondemand'].get('idle_zygote_pss_kb')} kB of PSS. "
+                      "`tenantfpm:ondemand-cold` has `zygote_idle_timeout = 1s`: its first "
+                      "request starts PHP too, "
+                      f"{cold['tenantfpm:ondemand-cold']['first_ms']['median']:.1f} ms."]
     lines += ["", f"Target: {TARGETS['cold']} (sandboxed tenantfpm): {cold_t:.1f} ms, "
                   f"{_ok(cold_t is not None and cold_t <= 30)}.",
               "The master runs with `cgroup_favordynmods = true` (cgroup2 was "
@@ -115,15 +126,26 @@ def write_report(res: dict, out: Path) -> None:
               f"until it serves): {_mm(mg['add_ms'])} ms." if mg["add_ms"] else "",
               f"- {TARGETS['rss']}: measured with {n_many} tenants, "
               + ("" if n_many >= 1000 else "not 1000: the run had fewer; ")
-              + f"{_ok(mg[many] / 1024 <= 100)} at {n_many}.", ""]
+              + f"{_ok(mg[many] / 1024 <= 100)} at {n_many}."]
+    idle_k = f"idle_master_cpu_percent_{n_many}_tenants"
+    cold_k = f"cold_request_ms_{n_many}_tenants"
+    if idle_k in mg:
+        idle, cold1, coldn = mg[idle_k], mg["cold_request_ms_4_tenants"], mg[cold_k]
+        lines += [f"- idle master CPU: {mg['idle_master_cpu_percent_4_tenants']:.2f}% of one "
+                  f"core with 4 tenants, {idle:.2f}% with {n_many} ({TARGETS['idle']}: "
+                  f"{_ok(idle <= 2)}): an idle ondemand pool has no timer, its socket wakes it.",
+                  f"- a cold request (no worker, no zygote: PHP starts for it), straight to the "
+                  f"tenant's socket: {cold1:.1f} ms with 4 tenants, {coldn:.1f} ms with "
+                  f"{n_many} ({TARGETS['cold_many']}: {_ok(coldn <= 1.2 * cold1)})."]
+    lines += [""]
     mem = res["memory"]
     lines += ["## 6. Memory per worker after the include-heavy page", "",
               "| opcache | FPM PSS kB | tenantfpm PSS kB | ratio |", "|---|---|---|---|"]
     for key, label in (("shm_only", "shared memory only"), ("file_cache", "+ file_cache")):
         f, t = mem[key]["fpm"], mem[key]["tenantfpm"]
         lines.append(f"| {label} | {_mm(f)} | {_mm(t)} | {_r(f['median'], t['median'])} |")
-    lines += ["", "FPM's workers share one opcache segment made by their master; each php-cgi "
-              "worker has its own.", ""]
+    lines += ["", "FPM's workers share one opcache segment made by their master; a tenantfpm "
+              "tenant's workers share the one its zygote made.", ""]
     lines += _wsgi(res)
     lines += ["![throughput and latency](comparison.png)", ""]
     (out / "RESULTS.md").write_text("\n".join(lines))

@@ -32,7 +32,7 @@ from report import write_report
 from stack import USERS, Stack, rss_kb
 from wrk import summary
 
-from tenantfpm import procfs
+from tenantfpm import fastcgi, procfs
 from tenantfpm.cgroups import favor
 
 SIDES = ("fpm", "tenantfpm")
@@ -110,7 +110,7 @@ def wait_zero(st: Stack, side: str, pool: str, timeout: float = 30) -> None:
 
 def cold_start(st: Stack, cfg: dict) -> dict:
     variants = [("fpm", "ondemand"), ("tenantfpm", "ondemand"),
-                ("tenantfpm", "ondemand-nosandbox")]
+                ("tenantfpm", "ondemand-nosandbox"), ("tenantfpm", "ondemand-cold")]
     log(f"2. ondemand cold start: {cfg['cold']} first requests and bursts of "
         f"{st.workers} per variant")
     first: dict[str, list[float]] = {f"{s}:{p}": [] for s, p in variants}
@@ -119,6 +119,8 @@ def cold_start(st: Stack, cfg: dict) -> dict:
         for side, pool in (variants if i % 2 == 0 else variants[::-1]):
             key = f"{side}:{pool}"
             wait_zero(st, side, pool)
+            if pool == "ondemand-cold":  # no zygote either: PHP starts for this request
+                st.wait_for_no_zygote(pool)
             code, ms = get(st.url(side, pool, "hello.php"))
             assert code == 200, (key, code)
             first[key].append(ms)
@@ -129,6 +131,12 @@ def cold_start(st: Stack, cfg: dict) -> dict:
             assert all(c == 200 for c, _ in got), (key, got)
             burst[key].append(max(ms for _, ms in got))
     out = {k: {"first_ms": summary(first[k]), "burst_max_ms": summary(burst[k])} for k in first}
+    # what keeping PHP started costs an idle ondemand tenant: its zygote's memory
+    wait_zero(st, "tenantfpm", "ondemand")
+    zygote = st.status("ondemand")["zygote_pid"]
+    out["tenantfpm:ondemand"]["idle_zygote_pss_kb"] = pss_kb(zygote) if zygote else None
+    log(f"   an idle ondemand tenant's zygote: PSS "
+        f"{out['tenantfpm:ondemand']['idle_zygote_pss_kb']} kB")
     for k, v in out.items():
         log(f"   {k}: first {v['first_ms']['median']:.1f} ms, burst of {st.workers} "
             f"{v['burst_max_ms']['median']:.1f} ms")
@@ -222,6 +230,9 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
     rss_now = rss_kb(st.master.pid)
     fpm_rss = rss_kb(int((st.base / "fpm.pid").read_text()))
     cpu = steady_result["hello.php"]["master_cpu_s_per_100k"]
+    window = cfg["idle_window"]
+    cold_one = cold_fastcgi(st, "ondemand-cold")
+    idle_one = idle_master_cpu(st, window)
     added = []
     users = []
     try:
@@ -235,13 +246,17 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
             root = st.www / f"many{i}"  # a root each: no two tenants may share one
             root.mkdir()
             root.chmod(0o755)
+            (root / "hello.php").write_text("<?php echo 'hello';")
             site.write_text(f'name = "many{i}"\nuser = "{u}"\nroot = "{root}"\n'
-                            '[pm]\nmode = "ondemand"\nmax_children = 2\n')
+                            '[pm]\nmode = "ondemand"\nmax_children = 2\n'
+                            'process_idle_timeout = "2s"\nzygote_idle_timeout = "2s"\n')
             t = time.perf_counter()
             st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
             added.append((time.perf_counter() - t) * 1000)
-        time.sleep(cfg["settle"])  # the probe workers time out (ondemand, 10 s)
+        time.sleep(cfg["settle"])  # the probe workers and their zygotes time out (2 s each)
         rss_many = rss_kb(st.master.pid)
+        idle_many = idle_master_cpu(st, window)
+        cold_many = cold_fastcgi(st, "many0")
     finally:
         for i in range(len(users)):
             with contextlib.suppress(Exception):  # cleanup goes on
@@ -255,10 +270,41 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
            "fpm_master_rss_kb_many_pools": fpm_many,
            f"master_rss_kb_{cfg['tenants'] + 4}_tenants": rss_many,
            "add_ms": summary(added) if added else None,
-           "master_cpu_s_per_100k_hello": cpu}
+           "master_cpu_s_per_100k_hello": cpu,
+           "idle_master_cpu_percent_4_tenants": idle_one,
+           f"idle_master_cpu_percent_{cfg['tenants'] + 4}_tenants": idle_many,
+           "cold_request_ms_4_tenants": cold_one,
+           f"cold_request_ms_{cfg['tenants'] + 4}_tenants": cold_many}
     log(f"   master RSS {rss_now} kB -> {rss_many} kB with {cfg['tenants']} more tenants; "
         f"add median {out['add_ms']['median'] if added else 0:.0f} ms")
+    log(f"   idle master CPU {idle_one:.2f} % -> {idle_many:.2f} % of a core; a cold request "
+        f"(no worker, no zygote) {cold_one:.1f} ms -> {cold_many:.1f} ms")
     return out
+
+
+def idle_master_cpu(st: Stack, seconds: float) -> float:
+    """The master's CPU while no tenant has a request, in % of one core."""
+    before = master_cpu(st)
+    time.sleep(seconds)
+    return (master_cpu(st) - before) / seconds * 100
+
+
+def cold_fastcgi(st: Stack, pool: str) -> float:
+    """One request to an ondemand tenant with no worker and no zygote left, straight to its
+    socket (no web server in between), in ms: the master wakes, a zygote starts PHP, forks."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        s = st.status(pool)
+        if s["total_processes"] == 0 and s["zygote_pid"] is None:
+            break
+        time.sleep(0.1)
+    root = str(st.docroot(pool))  # many{i} live under the same www directory
+    t = time.perf_counter()
+    r = fastcgi.request(str(st.base / "run" / f"{pool}.sock"),
+                        fastcgi.cgi_params(root, "/hello.php"), timeout=30)
+    ms = (time.perf_counter() - t) * 1000
+    assert r.complete and r.status == 200, (pool, r.stdout[:200])
+    return ms
 
 
 # --- scenario 6: memory per busy worker ---------------------------------------
@@ -334,9 +380,11 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("run as root (the tenants' users, namespaces and cgroups need it)")
     cfg = ({"rounds": 1, "seconds": 1, "connections": 4, "cold": 1, "reloads": 2,
-            "reload_seconds": 3, "tenants": 3, "workers": 2, "settle": 0} if args.smoke else
+            "reload_seconds": 3, "tenants": 3, "workers": 2, "settle": 5,
+            "idle_window": 1} if args.smoke else
            {"rounds": 3, "seconds": 10, "connections": 8, "cold": 5, "reloads": 20,
-            "reload_seconds": 12, "tenants": 1000, "workers": 4, "settle": 12})
+            "reload_seconds": 12, "tenants": 1000, "workers": 4, "settle": 12,
+            "idle_window": 10})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -25,11 +25,11 @@ from pathlib import Path
 from tenantfpm.cgroups import favor
 from tenantfpm.client import Client
 
-PHP_INI = "/etc/php/8.2/cgi/php.ini"
+PHP_INI = "/etc/php/8.2/fpm/php.ini"  # what a php tenant starts from too (runtimes/php.py)
 FPM = "/usr/sbin/php-fpm8.2"
 TFPM = str(Path(sys.executable).with_name("tenantfpm"))
 USERS = ["tfpmbench1", "tfpmbench2", "tfpmbench3", "tfpmbench4", "tfpmbench5",
-         "tfpmbench6"]  # one per tenantfpm pool (POOLS), the last for WSGI
+         "tfpmbench6", "tfpmbench7"]  # one per tenantfpm pool (POOLS), the last for WSGI
 INCLUDES = 300
 
 PAGES = {
@@ -48,6 +48,7 @@ POOLS = {  # name: (which sides, pm, sandboxed, max_requests)
     "recycle": ("both", "static", True, 500),
     "ondemand": ("both", "ondemand", True, 0),
     "ondemand-nosandbox": ("tenantfpm", "ondemand", False, 0),
+    "ondemand-cold": ("tenantfpm", "ondemand", True, 0),  # its zygote retires after 1 s
     "dynamic": ("both", "dynamic", True, 0),
 }
 
@@ -184,7 +185,8 @@ class Stack:
         self._wait_for(lambda: self._answers(), "the tenantfpm master")
         for i, (name, (_, mode, sandbox, max_requests)) in enumerate(POOLS.items()):
             site = self.base / f"{name}.toml"
-            extra = {"static": "", "ondemand": 'process_idle_timeout = "1s"\n',
+            extra = {"static": "", "ondemand": 'process_idle_timeout = "1s"\n' + (
+                         'zygote_idle_timeout = "1s"\n' if name == "ondemand-cold" else ""),
                      "dynamic": f"start_servers = 1\nmin_spare_servers = 1\n"
                                 f"max_spare_servers = {max(1, self.workers // 2)}\n"}[mode]
             # nginx's workers run as nobody here: the socket is theirs, not everyone's
@@ -261,6 +263,10 @@ class Stack:
 
     def status(self, pool: str) -> dict:
         return self.client.call("GET", f"/v1/tenants/{pool}/status?full=1")
+
+    def wait_for_no_zygote(self, pool: str) -> None:
+        self._wait_for(lambda: self.status(pool)["zygote_pid"] is None,
+                       f"{pool}'s zygote to retire")
 
     def fpm_children(self, pool: str) -> list[int]:
         out = []

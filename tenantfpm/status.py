@@ -140,6 +140,8 @@ def pool_status(pool: Pool, full: bool = False) -> dict[str, Any]:
         "cgroup_cpu_seconds": usage.cpu_seconds if usage else None,
         "pids_current": usage.pids_current if usage else None,
         "workers_rss": sum(w.rss or 0 for w in pool.workers.values()),
+        # the php tenant's zygote serving new forks (None: none runs, or another runtime)
+        "zygote_pid": pool.forker.current.pid if pool.forker.current else None,
         "sandbox": _sandbox(pool),
         "cgroup": pool.cgroup.describe() if pool.cgroup else None,
         "log_dir": pool.tenant.log_dir,
