@@ -439,7 +439,10 @@ class Pool:
         w.close_pidfd()
         if w.board is not None:
             w.slot = w.board.read() or w.slot
-            if w.slot is not None and (w.slot.accepted or w.slot.state != scoreboard.STARTING):
+            slot = w.slot
+            if slot is not None and not slot.fatal and (
+                    slot.accepted or slot.requests
+                    or slot.state in (scoreboard.IDLE, scoreboard.READING, scoreboard.RUNNING)):
                 w.seen_idle = True  # it served (between two looks, if it lived that briefly)
             self.accepted_gone += w.slot.accepted if w.slot else 0
             w.board.close()

@@ -135,9 +135,10 @@ def test_proc_shows_only_the_workers_own_processes(arena):
         $pids = array_values(array_filter(scandir("/proc"), "ctype_digit"));
         echo json_encode([$pids, trim(file_get_contents("/proc/1/cmdline"), "\\0")]);
     """)
-    # the host has hundreds; the tenant's namespace holds its zygote (PID 1) and its two
-    # workers (static, max_children 2), nothing of the host or of the other tenants
-    assert got[0][0] == "1" and len(got[0]) == 3
+    # the host has hundreds; the tenant's namespace holds its zygote (PID 1) and its
+    # workers (static, max_children 2; one may be on its way after an earlier attack),
+    # nothing of the host or of the other tenants
+    assert got[0][0] == "1" and 2 <= len(got[0]) <= 3
     assert got[1].startswith("/run/tenantfpm/python/tenantfpm/libexec/tenantfpm-php")
     assert len([p for p in os.listdir("/proc") if p.isdigit()]) > 10
 
