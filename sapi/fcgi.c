@@ -233,11 +233,15 @@ static int append_params(struct fcgi_request *r, const uint8_t *data, size_t len
     return 0;
 }
 
+void fcgi_conn_start(struct fcgi_request *r)
+{
+    (void)r;
+    reader_reset();
+}
+
 int fcgi_read_request(struct fcgi_request *r)
 {
     static uint8_t content[RECORD_MAX];
-    if (r->id == 0)
-        reader_reset();  /* a new connection */
     while (!r->params_done) {
         struct fcgi_header h;
         if (read_header(r, &h, r->read_timeout_ms))

@@ -72,6 +72,9 @@ struct fcgi_request {
     int read_timeout_ms;     /* per read while the request head arrives; <= 0: none */
 };
 
+/* A new connection on r->fd: forget what was buffered from the previous one. */
+void fcgi_conn_start(struct fcgi_request *r);
+
 /* Read records until the request's params are complete. 0: ready to run; -1: the
  * connection closed, timed out or sent something malformed (drop it). */
 int fcgi_read_request(struct fcgi_request *r);

@@ -31,6 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the connection: requests one after another, bodies read to their end */
     struct fcgi_request r = {.fd = fd};
+    fcgi_conn_start(&r);
     for (int i = 0; i < 4; i++) {
         fcgi_request_reset(&r);
         r.fd = fd;

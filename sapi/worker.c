@@ -68,6 +68,8 @@ void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
             board->n.accepted++;
             sb_end(board);
         }
+        r.fd = c;
+        fcgi_conn_start(&r);
         do {
             set_state(board, SB_READING);
             fcgi_request_reset(&r);
@@ -77,6 +79,11 @@ void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
                 break;
             tfpm_serve(&r, board);
             served++;
+            /* a body the script did not read stays in the stream: skip it, so the next
+             * request on this connection starts at a record boundary */
+            char skip[4096];
+            while (!r.aborted && fcgi_read_stdin(&r, skip, sizeof skip) > 0)
+                ;
         } while (r.keep_conn && !r.aborted && (!max_requests || served < max_requests) &&
                  !sigpending_stop(&stops));
         close(c);

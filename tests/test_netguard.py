@@ -54,3 +54,18 @@ def test_a_uid_stays_fenced_after_its_tenant_changes_user():
     master.pools["a"].tenant = tenant(1002, "/run/a.sock")  # reloaded as another user
     master.protect()
     assert applied == [({1001}, {9001}), ({1001, 1002}, set())]
+
+
+def test_a_new_tenant_uid_is_added_in_place_and_a_port_change_replaces_the_table():
+    from tenantfpm.netguard import NetGuard
+
+    g = NetGuard("x")
+    sent: list[str] = []
+    g._nft = sent.append  # type: ignore[method-assign]
+    g.update({1001}, {9001})
+    g.update({1001, 1002}, {9001})  # a tenant more: its uid joins the set
+    g.update({1001, 1002}, {9001})  # nothing changed: nothing sent
+    g.update({1001, 1002}, {9001, 9002})  # a port more: the whole table again
+    assert len(sent) == 3
+    assert "delete table" in sent[0] and "delete table" in sent[2]
+    assert sent[1] == "add element inet tenantfpm_x tenant_uids { 1002 }\n"

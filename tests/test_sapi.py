@@ -272,3 +272,32 @@ def test_stop_lets_the_running_request_finish_and_max_requests_recycles(zygote):
         assert zygote.request("/hello.php").status == 200
     assert zygote.recv() == [f"exit {short} 0"]  # served its two, then left on its own
     del zygote.workers[short]
+
+
+def test_kept_connection_skips_an_unread_body(zygote):
+    """nginx's fastcgi_keep_conn: a request whose body PHP never read, then another."""
+    zygote.fork()
+
+    def request(rid: int, uri: str, body: bytes) -> bytes:
+        params = fastcgi.cgi_params(str(zygote.root), uri, "POST" if body else "GET", body,
+                                    (("Content-Type", "application/json"),) if body else ())
+        return (fastcgi.Record(fastcgi.BEGIN_REQUEST, rid,
+                               struct.pack("!HB5x", 1, 1)).encode()  # FCGI_KEEP_CONN
+                + fastcgi.encode_stream(fastcgi.PARAMS, rid,
+                                        fastcgi.encode_pairs(params.items()))
+                + fastcgi.encode_stream(fastcgi.STDIN, rid, body))
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(zygote.sock_path)
+        s.settimeout(10)
+        for rid, body in ((1, b'{"x": "' + b"y" * 200_000 + b'"}'), (2, b"")):
+            s.sendall(request(rid, "/hello.php", body))
+            reader, out, done = fastcgi.RecordReader(), b"", False
+            while not done:
+                data = s.recv(65536)
+                assert data, f"connection closed during request {rid}"
+                for rec in reader.feed(data):
+                    assert rec.request_id == rid
+                    out += rec.content if rec.type == fastcgi.STDOUT else b""
+                    done = done or rec.type == fastcgi.END_REQUEST
+            assert b"sapi=fpm-fcgi" in out

@@ -22,11 +22,12 @@ def test_receive_gets_the_kernels_word_on_the_sender_and_closes_smuggled_fds():
     ours, theirs = channel()
     try:
         theirs.send(b"hello 5")
+        theirs.send(b"not a message")
         r, w = os.pipe()
         theirs.sendmsg([b"ready"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
         os.close(r)
         msgs, closed = receive(ours)
-        assert [m.kind for m in msgs] == ["hello", "ready"] and not closed
+        assert [m.kind for m in msgs] == ["hello", "junk", "ready"] and not closed
         assert all(m.sender == os.getpid() for m in msgs)  # SO_PASSCRED: from the kernel
         os.set_blocking(w, False)
         try:

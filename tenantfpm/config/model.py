@@ -70,6 +70,9 @@ class Runtime(Strict):
     type: Literal["php", "php-cgi", "python", "fastcgi"] = "php"
     command: list[str] = [PHP_SAPI_BINARY]
     app: str = ""
+    # python: import the app in each worker, not once in the zygote (uWSGI's lazy-apps),
+    # for apps that open connections or start threads at import
+    lazy_app: bool = False
 
     @model_validator(mode="before")
     @classmethod

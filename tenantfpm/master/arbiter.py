@@ -95,13 +95,24 @@ class Master:
         return None
 
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None:
+        """A Unix listener is looked up by its inode (O(1): the master's cost does not
+        grow with the number of tenants); TCP ones share one dump."""
+        if pool.sock is None or pool.sock_key is None:
+            return None
         now = time.monotonic()
+        if pool.sock.family == socket.AF_UNIX:
+            at, q = pool.queue_seen
+            if now - at > max_age:
+                q = self.queues.unix_one(pool.sock_key)
+                pool.queue_seen = (now, q)
+            return q
         at, cache = self._queue_cache
         if now - at > max_age:
-            families = {p.sock.family for p in self.pools.values() if p.sock is not None}
+            families = {p.sock.family for p in self.pools.values()
+                        if p.sock is not None and p.sock.family != socket.AF_UNIX}
             cache = self.queues.read(families)
             self._queue_cache = (now, cache)
-        return cache.get(pool.sock_key) if pool.sock_key is not None else None
+        return cache.get(pool.sock_key)
 
     # --- running ----------------------------------------------------------
 

@@ -23,11 +23,11 @@ from tenantfpm.config.tenant import Tenant
 from tenantfpm.listen import close_listener, open_listener, path_inode
 from tenantfpm.listenq import Queue, key_of
 from tenantfpm.logs import TenantLog
+from tenantfpm.master import requests
 from tenantfpm.master.stdio import Output
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.master.zygote import Forker
-from tenantfpm.pyworker import TRACE_SIGNAL, scoreboard
-from tenantfpm.pyworker.trace import traceback_frames
+from tenantfpm.pyworker import scoreboard
 from tenantfpm.sandbox.spawn import Plan, Sandbox, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
 
@@ -35,7 +35,6 @@ QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving 
 QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets))
 STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
-TRACE_WAIT = 0.2  # seconds a python worker gets to write its traceback for the slow log
 
 
 class Host(Protocol):
@@ -96,6 +95,7 @@ class Pool:
         self.listen_queue: int | None = None
         self.max_listen_queue: int | None = None
         self.listen_queue_len: int | None = None
+        self.queue_seen: tuple[float, Queue | None] = (0.0, None)  # the last sock_diag answer
         self.accepted_gone = 0  # connections accepted by python workers that have exited
 
     # --- lifecycle -------------------------------------------------------
@@ -661,7 +661,7 @@ class Pool:
                                           f"process_control_timeout, killing it")
                 w.signal(signal.SIGKILL)
                 w.kill_at = None
-            self._check_request_time(w, now)
+            requests.check(self, w, now)
             limit = self.pm.max_worker_memory
             if (limit and w.retiring is None and w.idle and w.rss is not None
                     and w.rss > limit):
@@ -675,100 +675,13 @@ class Pool:
         self.next_tick = now + pm.tick_interval(self.pm, self.pm_state)
         if self.state == "starting":
             self.next_tick = now + 0.02
-        deadline = self._next_request_deadline(now)
+        deadline = requests.next_deadline(self, now)
         if deadline is not None:
             self.next_tick = min(self.next_tick, deadline)
-
-    def _next_request_deadline(self, now: float) -> float | None:
-        """When the next tick must come for request_slowlog_timeout and
-        request_terminate_timeout to act on time: at the earliest deadline of a running
-        request, and within the shortest timeout for a request not seen yet (workers with a
-        scoreboard give the exact start, so the verdict lands within the loop's latency)."""
-        limits = self.tenant.site.limits
-        timeouts = [t for t in (limits.request_slowlog_timeout,
-                                limits.request_terminate_timeout) if t]
-        if not timeouts or not self.workers:
-            return None
-        soonest = now + min(timeouts)
-        for w in self.workers.values():
-            if w.idle or w.busy_since is None or w.retiring is not None:
-                continue
-            for t, done in ((limits.request_slowlog_timeout, w.slow_logged),
-                            (limits.request_terminate_timeout, False)):
-                if t and not done and w.busy_since + t > now:
-                    soonest = min(soonest, w.busy_since + t)
-        return soonest
 
     def inspect(self, w: Worker, depth: int = 0) -> inspect.PhpState:
         """The worker's current request (and `depth` stack frames), read from outside it."""
         return runtimes.of(self.tenant).inspect(w.pid, w.exe, depth)
-
-    def _check_request_time(self, w: Worker, now: float) -> None:
-        """request_slowlog_timeout and request_terminate_timeout, as PHP-FPM applies them."""
-        if w.retiring is not None or w.idle or w.busy_since is None:
-            return
-        limits = self.tenant.site.limits
-        took = now - w.busy_since
-        verdict = verdicts.request(took, limits.request_slowlog_timeout,
-                                   limits.request_terminate_timeout, w.slow_logged)
-        if verdict is verdicts.Request.OK:
-            return
-        terminate, slow = verdict is verdicts.Request.TERMINATE, verdict is verdicts.Request.SLOW
-        python = w.trace is not None  # the worker writes its own stack
-        state: inspect.PhpState | None = None
-        why_not = ""
-        if not python:
-            try:
-                state = self.inspect(w, limits.slowlog_trace_depth if slow else 0)
-            except inspect.Unavailable as e:
-                why_not = str(e)
-        # the request: from a python worker's scoreboard, or from php-cgi's memory
-        req = w.slot if w.slot is not None else state
-        what = (f"script '{req.script}' (request: \"{req.method} {req.uri}\")"
-                if req else "script unknown")
-        if terminate:
-            self.log.event("warning", f"child {w.pid}, {what} execution timed out "
-                                      f"({took:.6f} sec), terminating")
-            self.terminated_requests += 1
-            w.retiring = "timeout"  # php-cgi finishes a request despite SIGTERM: SIGKILL
-            w.signal(signal.SIGKILL)
-            return
-        w.slow_logged = True
-        self.slow_requests += 1
-        self.log.event("warning", f"child {w.pid}, {what} executing too slow "
-                                  f"({took:.6f} sec), logging")
-        if python:  # the worker writes its own stack (faulthandler on TRACE_SIGNAL)
-            self._read_trace(w)  # anything stale
-            w.signal(TRACE_SIGNAL)
-            self.host.loop.call_later(TRACE_WAIT, self._write_trace, w,
-                                      req.script if req else None)
-            return
-        script = (state.script if state else None) or (req.script if req else None)
-        self.log.slow(w.pid, script,
-                      [f.slowlog() for f in state.frames] if state else None, why_not)
-
-    def _read_trace(self, w: Worker) -> str:
-        chunks = []
-        while w.trace is not None:
-            try:
-                data = os.read(w.trace, 65536)
-            except (BlockingIOError, OSError):
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return b"".join(chunks).decode(errors="replace")
-
-    def _write_trace(self, w: Worker, script: str | None) -> None:
-        text = self._read_trace(w)
-        frames = traceback_frames(text, self.tenant.site.limits.slowlog_trace_depth)
-        if frames:
-            why_not = ""
-        elif not text:
-            why_not = f"the worker wrote no traceback within {TRACE_WAIT:g}s"
-        else:  # the request ended between the signal and the dump
-            why_not = "no application frames on the stack"
-        self.log.slow(w.pid, script, frames, why_not)
 
     def _views(self) -> list[pm.WorkerView]:
         return [pm.WorkerView(w.pid, w.idle, w.starting, w.last_activity)
@@ -806,8 +719,11 @@ class Pool:
         # connection that a starting worker will take does not spin the loop
         self._disarm_ondemand()
         if self._serving():
-            self.sample(fresh=True)
-            pending = self.listen_queue if self.listen_queue else 1
+            if self.workers:  # a burst: how many wait decides how many to start
+                self.sample(fresh=True)
+                pending = self.listen_queue if self.listen_queue else 1
+            else:  # from zero: one worker now, without a dump of every socket on the way
+                pending = 1
             self._apply(pm.on_connection(self.pm, self._views(), self.pm_state, pending,
                                          self.host.capacity()))
             self.ondemand_handle = self.host.loop.call_later(0.01, self._arm_ondemand)

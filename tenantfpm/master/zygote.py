@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -55,7 +56,7 @@ _EXIT = re.compile(rb"exit (\d{1,7}) (\d{1,6})")
 
 @dataclass(frozen=True)
 class Message:
-    kind: str  # ready, hello, exit
+    kind: str  # ready, hello, exit; junk: anything else (counted, never acted on)
     pid: int = 0  # in the tenant's PID namespace
     status: int = 0
     sender: int | None = None  # the sender's pid in the master's namespace (kernel's word)
@@ -143,9 +144,7 @@ def receive(sock: socket.socket, limit: int = MAX_MESSAGES) -> tuple[list[Messag
         if not data:
             closed = True
             break
-        msg = parse(data, sender)
-        if msg is not None:
-            out.append(msg)
+        out.append(parse(data, sender) or Message("junk", sender=sender))
     return out, closed
 
 
@@ -162,6 +161,13 @@ def ns_inode(pid: int) -> int | None:
         return os.stat(f"/proc/{pid}/ns/pid").st_ino
     except OSError:
         return None
+
+
+def gone(w: Worker) -> bool:
+    """The kernel's word: a pidfd polls readable once its process has exited."""
+    if w.pidfd is None:
+        return True
+    return bool(select.select([w.pidfd], [], [], 0)[0])
 
 
 def adopt(z: Zygote, w: Worker, msg: Message) -> bool:
@@ -286,9 +292,9 @@ class Forker:
         chan = w.hello
         assert chan is not None
         msgs, closed = receive(chan, 1)
-        hello = next((m for m in msgs if m.kind == "hello"), None)
-        if hello is None and not closed:
-            return
+        if not msgs and not closed:
+            return  # woken for nothing
+        hello = msgs[0] if msgs and msgs[0].kind == "hello" else None
         pool.host.loop.remove_reader(chan.fileno())
         w.hello = None
         placeholder = w.pid
@@ -318,9 +324,15 @@ class Forker:
                 pool.log.event("notice", f"zygote {z.pid} ready: PHP started in "
                                          f"{time.monotonic() - z.proc.started:.3f}s")
             elif msg.kind == "exit" and msg.sender == z.pid:
-                w = z.by_ns.pop(msg.pid, None)
-                if w is not None:
-                    pool.on_exit(w.pid, msg.status)
+                w = z.by_ns.get(msg.pid)
+                if w is None:
+                    continue
+                if not gone(w):  # the zygote reaps before it reports: a live one is a lie
+                    pool.log.event("warning", f"zygote {z.pid} reported child {w.pid} "
+                                              "exited, but it runs: ignored")
+                    continue
+                del z.by_ns[msg.pid]
+                pool.on_exit(w.pid, msg.status)
         if z.closed:
             with contextlib.suppress(ValueError, OSError):
                 pool.host.loop.remove_reader(z.ctl.fileno())
@@ -357,7 +369,8 @@ class Forker:
                                      if z.proc.last_output else f"zygote {text} before "
                                      "PHP started"))
             pool.log.event("error", f"zygote {pid} failed to start: {reason}")
-            pool.start_failed(reason, exec_error)
+            # what it said last is why (PHP's startup, the app's import): no retry will differ
+            pool.start_failed(reason, exec_error, fatal=z.proc.last_output)
             return
         expected = z.finishing and not orphans
         pool.log.event("notice" if expected else "error",

@@ -89,14 +89,7 @@ class Worker:
     # --- startup ----------------------------------------------------------
 
     def load(self) -> Callable[..., Any]:
-        """The app object named "package.module:callable" (default callable: application)."""
-        module, _, name = self.cfg.app.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in (name or "application").split("."):
-            obj = getattr(obj, part)
-        if not callable(obj):
-            raise TypeError(f"{self.cfg.app} is not callable")
-        return obj
+        return load(self.cfg.app)
 
     def fatal(self, e: BaseException) -> None:
         self.errors.write("".join(traceback.format_exception(e)))
@@ -212,7 +205,18 @@ class Worker:
             os.write(ACCESS_FD, (accesslog.render(self.access, entry) + "\n").encode())
 
 
-def _open_errors(path: str) -> IO[str]:
+def load(spec: str) -> Callable[..., Any]:
+    """The app object named "package.module:callable" (default callable: application)."""
+    module, _, name = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in (name or "application").split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{spec} is not callable")
+    return obj
+
+
+def open_errors(path: str) -> IO[str]:
     if path:
         try:
             return open(path, "a", buffering=1)  # the worker's whole life
@@ -223,7 +227,7 @@ def _open_errors(path: str) -> IO[str]:
 
 def main() -> None:
     cfg = Config(**json.loads(sys.argv[1]))
-    errors = _open_errors(cfg.error_log)
+    errors = open_errors(cfg.error_log)
     w = Worker(cfg, errors)
     w.install_signals()
     try:

@@ -29,6 +29,16 @@ class Channels:
     board: Reader | None = None  # the worker's scoreboard, as the master reads it
     trace: int | None = None  # the read end of the worker's slow-log trace pipe
 
+    def with_access_log(self, tenant: Tenant, log: TenantLog) -> Channels:
+        """access.log as the next fd when the tenant keeps one (the worker writes it)."""
+        if tenant.site.log.access:
+            try:
+                self.pass_fds += (log.access_fd(),)
+            except OSError:
+                self.close()
+                raise
+        return self
+
     def close_worker_ends(self) -> None:
         """Once: a descriptor number closed twice may by then be someone else's."""
         for fd in self.worker_ends:

@@ -107,13 +107,7 @@ class Php(Runtime):
         """The worker's scoreboard page, and access.log (opened by the master, O_APPEND)."""
         board_fd, board = Board.create()
         ch = Channels(pass_fds=(board_fd,), worker_ends=(board_fd,), board=board)
-        if tenant.site.log.access:
-            try:
-                ch.pass_fds += (log.access_fd(),)
-            except OSError:
-                ch.close()
-                raise
-        return ch
+        return ch.with_access_log(tenant, log)
 
     def inspect(self, pid: int, exe: str, depth: int) -> inspect.PhpState:
         return inspect.read_state(pid, exe, depth, library="libphp")

@@ -1,5 +1,8 @@
 """The python runtime: a WSGI app served by tenantfpm's own worker (tenantfpm.pyworker).
 
+Workers are forked from the tenant's zygote (pyworker/zygote.py, the PHP
+zygote's protocol), which imports the app once (`lazy_app`: each worker does).
+
 The worker runs in the tenant's interpreter (`runtime.command`, e.g. its
 virtualenv's python), so it imports the worker package from a read-only bind
 of this package's directory (the sandbox) or from where it is installed (no
@@ -21,17 +24,24 @@ from tenantfpm.runtimes.base import Channels, Runtime, nginx_location
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
 BOOT = ("import sys; sys.path.insert(0, {lib!r}); "
-        "from tenantfpm.pyworker.main import main; main()")
+        "from tenantfpm.pyworker.{module} import main; main()")
 
 
-def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
+def command(tenant: Tenant, max_requests: int | None) -> tuple[list[str], dict[str, str]]:
+    """A worker serving on its own (`max_requests`), or the zygote that forks them (None)."""
     site = tenant.site
     lib = LIB_DIR if site.isolation.enabled else os.path.dirname(PACKAGE_DIR)
-    config = {"app": site.runtime.app, "pool": tenant.name, "max_requests": max_requests,
+    config = {"app": site.runtime.app, "pool": tenant.name,
               "access_format": site.log.access_format if site.log.access else "",
               "master_pid": os.getpid(), **settings(site.ini)}
+    if max_requests is None:
+        config["lazy_app"] = site.runtime.lazy_app
+    else:
+        config["max_requests"] = max_requests
+    module = "zygote" if max_requests is None else "main"
     # not realpath(): a virtualenv's python finds its site-packages through its own path
-    argv = [*site.runtime.command, "-c", BOOT.format(lib=lib), json.dumps(config)]
+    argv = [*site.runtime.command, "-c", BOOT.format(lib=lib, module=module),
+            json.dumps(config)]
     env = dict(site.env)
     env.setdefault("PYTHONUNBUFFERED", "1")  # print() reaches error.log when it happens
     if "date.timezone" in site.ini:
@@ -51,9 +61,13 @@ class Python(Runtime):
 
     type = "python"
     reports_requests = True
+    zygote = True
 
     def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
         return command(tenant, max_requests)
+
+    def zygote_command(self, tenant: Tenant) -> tuple[list[str], dict[str, str]]:
+        return command(tenant, None)
 
     def binds(self, tenant: Tenant) -> list[tuple[str, str, bool]]:
         return binds(tenant)
@@ -69,13 +83,7 @@ class Python(Runtime):
         os.set_blocking(trace, False)
         ch = Channels(pass_fds=(board_fd, trace_w), worker_ends=(board_fd, trace_w),
                       board=board, trace=trace)
-        if tenant.site.log.access:
-            try:
-                ch.pass_fds += (log.access_fd(),)
-            except OSError:
-                ch.close()
-                raise
-        return ch
+        return ch.with_access_log(tenant, log)
 
     def nginx_location(self, tenant: Tenant) -> str:
         """The app routes every path itself."""

@@ -219,6 +219,16 @@ def env(users):
         yield e
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """A server a test started: SIGTERM, then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def remove_cgroups(parent: str) -> list[str]:
     """Whatever a test's master left under its cgroup parent, killed and removed."""
     found = sorted(glob.glob(f"/sys/fs/cgroup/*/{parent}") + glob.glob(f"/sys/fs/cgroup/{parent}"))

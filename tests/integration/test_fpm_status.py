@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tenantfpm import fastcgi
-from tests.integration.conftest import SLOW, running_env
+from tests.integration.conftest import SLOW, running_env, terminate
 
 UNKNOWN = {"accepted conn", "requests", "request duration", "request method", "request uri",
            "content length", "user", "script", "last request cpu", "last request memory"}
@@ -66,12 +66,7 @@ pm.status_path = /status
             time.sleep(0.05)
         yield str(d / "fpm.sock")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -101,7 +101,7 @@ def env(users):
 
 
 def python_site(env, name: str, user: str, body: str = "", app: str = "app:application",
-                files: dict[str, str] | None = None) -> Path:
+                files: dict[str, str] | None = None, runtime_extra: str = "") -> Path:
     root = env.base / "srv" / name
     root.mkdir(parents=True, exist_ok=True)
     for fname, code in (files or {"app.py": APP}).items():
@@ -109,7 +109,7 @@ def python_site(env, name: str, user: str, body: str = "", app: str = "app:appli
     for p in (env.base / "srv", root):
         p.chmod(0o755)
     return env.site(name, user, f'[runtime]\ntype = "python"\napp = "{app}"\n'
-                    + textwrap.dedent(body), root=root)
+                    + runtime_extra + textwrap.dedent(body), root=root)
 
 
 def get(env, name: str, uri: str, body: bytes = b"", timeout: float = 20) -> fastcgi.Response:
@@ -149,7 +149,8 @@ def test_the_app_runs_sandboxed_as_the_tenant(env, web):
     got = info(env, web, "/some/path")
     assert got["uid"] == int(subprocess.check_output(["id", "-u", env.users[0]]))
     assert got["path"] == "/some/path" and got["host"] == "web"
-    assert got["procs"] == [1]  # its own PID namespace: only itself
+    # the tenant's own PID namespace: its zygote (1) and workers, nothing of the host's
+    assert got["procs"][0] == 1 and len(got["procs"]) <= 3
     assert got["python"] == "/usr/bin/python3"
     assert "pid" in got and int(got["pid"]) in [p["pid"] for p in env.status(web)["processes"]]
     # the host's files outside the tenant's root are not there at all
@@ -393,3 +394,33 @@ def test_flask_tenant_through_nginx(env, tmp_path):
         nginx.terminate()
         nginx.wait(10)
     env.api("DELETE", "/v1/tenants/flask")
+
+
+IMPORTED_BY = """
+import os
+IMPORTED_IN = os.getpid()
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{IMPORTED_IN} {os.getpid()}".encode()]
+"""
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["preloaded", "lazy_app"])
+def test_the_app_is_imported_once_in_the_zygote_unless_lazy(env, lazy):
+    name = "lazy" if lazy else "eager"
+    env.add(python_site(env, name, env.users[3], """
+        [pm]
+        mode = "static"
+        max_children = 2
+    """, app="imported:application", files={"imported.py": IMPORTED_BY},
+        runtime_extra=f"lazy_app = {'true' if lazy else 'false'}\n"))
+    try:
+        seen = {tuple(get(env, name, "/").body.split()) for _ in range(8)}
+        importers = {i for i, _ in seen}
+        workers = {w for _, w in seen}
+        if lazy:  # each worker imported it itself
+            assert all(i == w for i, w in seen) and len(workers) == 2
+        else:  # once, in the zygote (PID 1 of the tenant's namespace), before any fork
+            assert importers == {b"1"} and b"1" not in workers
+    finally:
+        env.api("DELETE", f"/v1/tenants/{name}")

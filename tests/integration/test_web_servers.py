@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import terminate
+
 PAGE = """<?php
 header("X-Tenant: web");
 setcookie("seen", "yes");
@@ -137,9 +139,4 @@ def test_php_tenant_behind_a_web_server_configured_as_for_php_fpm(env, users, se
             urllib.request.urlopen(f"{url}/missing.php", timeout=10)
         assert e.value.code == 404
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
