@@ -452,9 +452,32 @@ int fcgi_write(struct fcgi_out *o, uint8_t type, const char *data, size_t len)
     return 0;
 }
 
+/* writev() all of it, retrying on EINTR and short writes; -1 on any other error. */
+static int writev_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
 int fcgi_end(struct fcgi_out *o, uint32_t app_status)
 {
-    if (fcgi_flush(o))
+    if (o->failed)
         return -1;
     uint8_t tail[2 * FCGI_HEADER_LEN + 8];
     fcgi_header_make(tail, FCGI_STDOUT, o->id, 0, 0);
@@ -466,7 +489,19 @@ int fcgi_end(struct fcgi_out *o, uint32_t app_status)
     body[3] = (uint8_t)app_status;
     body[4] = FCGI_REQUEST_COMPLETE;
     body[5] = body[6] = body[7] = 0;
-    if (fcgi_write_all(o->fd, tail, sizeof tail))
+    /* what is still buffered and the end of the request in one write: the web server
+     * wakes once for the whole of a small response */
+    struct iovec iov[2];
+    int n = 0;
+    if (o->len) {
+        fcgi_header_make(o->buf, o->type, o->id, (uint16_t)o->len, 0);
+        iov[n].iov_base = o->buf;
+        iov[n++].iov_len = FCGI_HEADER_LEN + o->len;
+        o->len = 0;
+    }
+    iov[n].iov_base = tail;
+    iov[n++].iov_len = sizeof tail;
+    if (writev_all(o->fd, iov, n))
         o->failed = 1;
     return o->failed ? -1 : 0;
 }
