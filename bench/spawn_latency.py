@@ -59,7 +59,9 @@ def run(base: str, user: str, n: int, network: str = "host") -> None:
         f.write('<?php echo "ok";')
     site_file = os.path.join(base, "b.toml")
     with open(site_file, "w") as f:
-        f.write(f'name = "bench"\nuser = "{user}"\nroot = "{root}"\n')
+        # an exec'd worker: the spawn path this measures (php tenants fork from a zygote)
+        f.write(f'name = "bench"\nuser = "{user}"\nroot = "{root}"\n'
+                '[runtime]\ntype = "php-cgi"\n')
     conf = GlobalConfig.model_validate({
         "paths": {"run_dir": f"{base}/run", "log_dir": f"{base}/log",
                   "tenants_dir": f"{base}/t", "state_dir": f"{base}/s"},

@@ -110,7 +110,7 @@ def add(ctx: Ctx, site: str, replace: bool) -> None:
     client = ctx.client
     if client.running():
         with err.status(f"waiting for tenant {tenant.name} to start serving "
-                        f"(php-cgi workers starting, up to 30s)..."):
+                        f"(its workers starting, up to 30s)..."):
             result = client.call("POST", "/v1/tenants", {"path": path, "replace": replace})
         verb = "replaced" if result.get("replaced") else "added"
         out.print(f"tenant {tenant.name} {verb}: serving on {result['listen']}")

@@ -1,9 +1,9 @@
 """Status documents (SPEC 4) built from what the master measured.
 
-Fields nothing measures are null: php-cgi keeps no request counter the master
-can read, so `accepted_conn`, per-process `requests` and the last request's
-figures are null for php pools; python workers publish all of them in their
-scoreboard.
+Fields nothing measures are null: php (the project's SAPI) and python workers
+publish every figure in their scoreboard; php-cgi and other `fastcgi` programs
+keep no request counter the master can read, so `accepted_conn`, per-process
+`requests` and the last request's figures are null for them.
 """
 
 from __future__ import annotations

@@ -205,3 +205,16 @@ def test_favordynmods_without_a_cgroup2_mount_says_how_to_get_it(tmp_path):
         favor.enable(str(info))
     info.write_text(HYBRID)  # already set: nothing to do, nothing mounted
     assert favor.enable(str(info)) == "favordynmods already set on /sys/fs/cgroup/unified"
+
+
+def test_the_tenants_parent_weighs_all_their_workers(v1, v2):
+    """Not one process's worth next to the web server: what FPM's workers would weigh."""
+    d1, root1 = v1
+    d1.set_parent_weight(12)
+    assert (root1 / "cpu" / "tf" / "cpu.shares").read_text() == str(12 * 1024)
+    d2, root2 = v2
+    for d in (root2 / "hosting", root2 / "hosting" / "tf"):
+        d.mkdir(parents=True, exist_ok=True)
+    d2.set_parent_weight(12)
+    for d in (root2 / "hosting", root2 / "hosting" / "tf"):
+        assert (d / "cpu.weight").read_text() == str(12 * 100)

@@ -150,6 +150,12 @@ class Driver:
     def parent_dirs(self) -> list[str]:
         raise NotImplementedError
 
+    def set_parent_weight(self, processes: int) -> None:
+        """The tenants' parent weighs what all their workers together would (each tenant
+        weighs its max_children): with the default, every tenant of the host together would
+        get what one process in the root group gets, next to the web server and the
+        database. Best effort: a parent the master does not own keeps its weight."""
+
     def cleanup(self) -> None:
         """Remove the (now empty) parent the tenants lived under; the master is leaving."""
         for path in self.parent_dirs():

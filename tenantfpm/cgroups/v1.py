@@ -7,6 +7,7 @@ is a handful of files per tenant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from tenantfpm.cgroups import base
@@ -43,6 +44,13 @@ class V1Driver(base.Driver):
 
     def tenant(self, name: str) -> V1Tenant:
         return V1Tenant(self, name)
+
+    def set_parent_weight(self, processes: int) -> None:
+        cpu = self.mounts.get("cpu")
+        if cpu:
+            with contextlib.suppress(OSError):
+                base.write(os.path.join(cpu, self.parent, "cpu.shares"),
+                           str(base.weight_v1(processes)))
 
 
 class V1Tenant(base.TenantCgroup):

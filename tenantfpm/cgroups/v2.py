@@ -8,6 +8,7 @@ which only ever holds tenants.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from tenantfpm.cgroups import base
@@ -56,6 +57,11 @@ class V2Driver(base.Driver):
     def parent_dirs(self) -> list[str]:
         parts = [p for p in self.parent.split("/") if p]
         return [os.path.join(self.mount, *parts[:i]) for i in range(len(parts), 0, -1)]
+
+    def set_parent_weight(self, processes: int) -> None:
+        for path in self.parent_dirs():  # every level below the mount competes with siblings
+            with contextlib.suppress(OSError):
+                base.write(os.path.join(path, "cpu.weight"), str(base.weight_v2(processes)))
 
     def tenant(self, name: str) -> V2Tenant:
         return V2Tenant(self, name)

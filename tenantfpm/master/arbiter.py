@@ -72,6 +72,10 @@ class Master:
             return None
         return max(0, limit - sum(len(p.workers) for p in self.pools.values()))
 
+    def workers_weight(self) -> int:
+        """What all tenants' workers weigh together (cgroups.Driver.set_parent_weight)."""
+        return max(1, sum(p.tenant.site.pm.max_children for p in self.pools.values()))
+
     def link_index(self, pool: Pool) -> int:
         """The lowest /30 of isolated_subnet no other pool holds."""
         if pool.box.link_index is not None:
