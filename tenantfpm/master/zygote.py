@@ -256,9 +256,19 @@ class Forker:
         except OSError as e:
             pool.log.event("error", f"cannot start a worker: {e.strerror or e}")
             return None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        chan, chan_w = channel()
+        made: list[int] = []
+        try:
+            out_r, out_w = os.pipe()
+            made += (out_r, out_w)
+            err_r, err_w = os.pipe()
+            made += (err_r, err_w)
+            chan, chan_w = channel()
+        except OSError as e:  # out of descriptors: nothing of this fork stays open
+            for fd in made:
+                os.close(fd)
+            ch.close()
+            pool.log.event("error", f"cannot start a worker: {e.strerror or e}")
+            return None
         try:
             z.order(max_requests, [chan_w.fileno(), out_w, err_w, *ch.pass_fds])
         except OSError as e:
