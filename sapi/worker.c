@@ -79,8 +79,12 @@ void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
                 break;
             tfpm_serve(&r, board);
             served++;
-            /* a body the script did not read stays in the stream: skip it, so the next
-             * request on this connection starts at a record boundary */
+            /* a body the script did not read stays in the stream: skip it, so that a kept
+             * connection's next request starts at a record boundary and a closed one is not
+             * reset with unread data (which can cost the web server the response, as in
+             * FPM's fcgi_close); the web server learns of the end first */
+            if (!r.keep_conn)
+                shutdown(c, SHUT_WR);
             char skip[4096];
             while (!r.aborted && fcgi_read_stdin(&r, skip, sizeof skip) > 0)
                 ;

@@ -39,8 +39,35 @@ def is_idle_in_accept(pid: int) -> bool:
     return call is not None and call[0] in _ACCEPT and call[1] == 0
 
 
+@dataclass(frozen=True)
+class Usage:
+    rss: int  # bytes
+    cpu_seconds: float
+
+
+def usage(pid: int) -> Usage | None:
+    """RSS and CPU from /proc/PID/stat alone: all a worker with a scoreboard needs read
+    here (its state comes from the page); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return _usage(stat)
+
+
+def _usage(stat: str) -> Usage | None:
+    try:
+        fields = stat[stat.rindex(")") + 2:].split()
+        utime, stime = int(fields[11]), int(fields[12])
+        rss_pages = int(fields[21])
+    except (ValueError, IndexError):
+        return None  # not a stat line the kernel writes: the process went away mid-read
+    return Usage(rss=rss_pages * PAGE, cpu_seconds=(utime + stime) / CLK_TCK)
+
+
 def sample(pid: int) -> Sample | None:
-    """One look at a worker; None when it is gone."""
+    """One look at a worker without a scoreboard; None when it is gone."""
     try:
         idle = is_idle_in_accept(pid)
         with open(f"/proc/{pid}/stat") as f:
@@ -49,14 +76,10 @@ def sample(pid: int) -> Sample | None:
             status = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    try:
-        fields = stat[stat.rindex(")") + 2:].split()
-        utime, stime = int(fields[11]), int(fields[12])
-        rss_pages = int(fields[21])
-    except (ValueError, IndexError):
-        return None  # not a stat line the kernel writes: the process went away mid-read
-    return Sample(idle=idle, activity=_switches(status), rss=rss_pages * PAGE,
-                  cpu_seconds=(utime + stime) / CLK_TCK)
+    u = _usage(stat)
+    if u is None:
+        return None
+    return Sample(idle=idle, activity=_switches(status), rss=u.rss, cpu_seconds=u.cpu_seconds)
 
 
 _SWITCHES = ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")

@@ -548,13 +548,16 @@ class Pool:
         """Look at every worker through /proc: idle in accept() or busy, RSS, CPU."""
         now = time.monotonic()
         for w in self.workers.values():
+            if w.board is not None:
+                u = procfs.usage(w.pid)
+                if u is not None:
+                    w.rss, w.cpu_seconds = u.rss, u.cpu_seconds
+                    self._observe_board(w, now)
+                continue
             s = procfs.sample(w.pid)
             if s is None:
                 continue
             w.rss, w.cpu_seconds = s.rss, s.cpu_seconds
-            if w.board is not None:
-                self._observe_board(w, now)
-                continue
             if not w.seen_idle and (s.idle or procfs.serving_connection(w.pid, w.exe)):
                 self._started(w)
             if s.idle:

@@ -18,6 +18,7 @@ import os
 import pwd
 
 from tenantfpm import inspect
+from tenantfpm.config.model import PHP_SAPI_BINARY
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
@@ -27,7 +28,6 @@ from tenantfpm.runtimes.php_cgi import PHP_VERSION, ini_path, system_ini, write_
 from tenantfpm.sandbox.rootfs import INI_TARGET
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
-SAPI_BINARY = os.path.join(PACKAGE_DIR, "libexec", "tenantfpm-php")
 SAPI_INSIDE = os.path.join(LIB_DIR, "tenantfpm", "libexec", "tenantfpm-php")
 INI_SAPIS = ("fpm", "cgi", "cli", "embed")  # whose php.ini and conf.d a tenant starts from
 HEAD_TIMEOUT_MS = 30000  # a connection must send its request's head within this
@@ -46,7 +46,7 @@ def scan_dir() -> str | None:
 
 
 def bundled(tenant: Tenant) -> bool:
-    return os.path.realpath(tenant.site.runtime.command[0]) == os.path.realpath(SAPI_BINARY)
+    return os.path.realpath(tenant.site.runtime.command[0]) == os.path.realpath(PHP_SAPI_BINARY)
 
 
 def home(tenant: Tenant) -> str:
