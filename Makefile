@@ -16,7 +16,7 @@ BENCH_PKGS := nginx wrk
 SAPI_BIN := tenantfpm/libexec/tenantfpm-php
 SAPI_SRC := $(wildcard sapi/*.c sapi/*.h) sapi/Makefile
 
-.PHONY: setup system-deps sapi test-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke
+.PHONY: setup system-deps sapi test-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke deb deb-test
 
 # apt-get install what is missing of $(1) (said as $(2)); policy-rc.d keeps packages such as
 # nginx and php8.2-fpm from starting services: the tests and benchmarks start their own.
@@ -118,3 +118,22 @@ bench-smoke: bench-deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# The Debian package (debian/: dh-virtualenv, the systemd unit, logrotate) into dist/
+DEB_PKGS := dh-virtualenv debhelper dpkg-dev build-essential
+deb: system-deps
+	$(call apt_install,$(DEB_PKGS),the package build tools)
+	@echo ">> building the Debian package (a virtualenv with tenantfpm and its dependencies; a few minutes)"
+	@set -e; rm -rf build/deb; mkdir -p build/deb/src dist; \
+	git ls-files -z | xargs -0 cp --parents -t build/deb/src; \
+	cd build/deb/src && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
+	  || { tail -40 ../build.log; echo ">> the package build failed: build/deb/build.log"; exit 1; }; \
+	cd ../../.. && mv build/deb/tenantfpm_*.deb dist/ && ls dist/tenantfpm_*.deb
+
+# The package under a real systemd: install, a tenant behind nginx, reload, logrotate,
+# stop with a request in flight, removal (tests/package/, in a systemd-nspawn container
+# booted from this machine's own root under a throwaway overlay)
+DEB_TEST_PKGS := systemd-container logrotate curl nginx
+deb-test: setup deb
+	$(call apt_install,$(DEB_TEST_PKGS),the package test tools)
+	TENANTFPM_DEB=$(abspath $(wildcard dist/tenantfpm_*.deb)) $(BIN)/pytest -q -p no:cacheprovider tests/package

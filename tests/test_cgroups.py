@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tenantfpm import cgroups
 from tenantfpm.cgroups import Limits, V1Driver, V2Driver, favor, mountinfo
+from tenantfpm.cgroups.delegation import own_unit_cgroup
 from tenantfpm.sandbox import linux
 
 V1_MOUNTINFO = """\
@@ -218,3 +221,45 @@ def test_the_tenants_parent_weighs_all_their_workers(v1, v2):
     d2.set_parent_weight(12)
     for d in (root2 / "hosting", root2 / "hosting" / "tf"):
         assert (d / "cpu.weight").read_text() == str(12 * 100)
+
+
+# --- systemd delegation (cgroups/delegation.py) ------------------------------------------
+
+V1_UNIT = """12:pids:/system.slice/tenantfpm.service
+11:memory:/system.slice/tenantfpm.service
+4:cpu,cpuacct:/system.slice/tenantfpm.service
+1:name=systemd:/system.slice/tenantfpm.service
+0::/system.slice/tenantfpm.service
+"""
+
+
+def test_unit_cgroup_v1_when_every_controller_agrees() -> None:
+    assert own_unit_cgroup(V1_UNIT, 1) == "/system.slice/tenantfpm.service"
+
+
+def test_unit_cgroup_v1_not_when_a_controller_is_elsewhere() -> None:
+    # systemd on v1 without Delegate=yes leaves memory at the root, for instance
+    text = V1_UNIT.replace("11:memory:/system.slice/tenantfpm.service", "11:memory:/")
+    assert own_unit_cgroup(text, 1) is None
+
+
+def test_unit_cgroup_v2_and_its_leaf() -> None:
+    assert own_unit_cgroup("0::/system.slice/tenantfpm.service\n", 2) == \
+        "/system.slice/tenantfpm.service"
+    # a master that moved into the unit's leaf already (the rule of no internal processes)
+    assert own_unit_cgroup("0::/system.slice/tenantfpm.service/master\n", 2) == \
+        "/system.slice/tenantfpm.service"
+
+
+@pytest.mark.parametrize("text", ["0::/user.slice/user-0.slice/session-3.scope\n", "0::/\n",
+                                  "0::/system.slice/../x.service\n", "garbage", ""])
+def test_unit_cgroup_none_outside_a_service(text: str) -> None:
+    assert own_unit_cgroup(text, 2) is None
+
+
+def test_delegated_parent_keeps_the_unit_levels(tmp_path: Path) -> None:
+    """The master weighs and removes only the levels it made, never systemd's."""
+    d = V2Driver(str(tmp_path), "system.slice/tenantfpm.service/tenantfpm",
+                 "system.slice/tenantfpm.service")
+    assert d.parent_dirs() == [str(tmp_path / "system.slice" / "tenantfpm.service" /
+                                   "tenantfpm")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from tenantfpm.cgroups import mountinfo
+from tenantfpm.cgroups import delegation, mountinfo
 from tenantfpm.cgroups.base import Driver, Limits, TenantCgroup, Usage
 from tenantfpm.cgroups.v1 import V1Driver
 from tenantfpm.cgroups.v2 import V2Driver
@@ -19,11 +19,21 @@ from tenantfpm.cgroups.v2 import V2Driver
 __all__ = ["Driver", "Limits", "TenantCgroup", "Usage", "V1Driver", "V2Driver", "detect"]
 
 def detect(parent: str, mount: str = "/sys/fs/cgroup",
-           mountinfo_path: str = mountinfo.PATH) -> Driver:
-    """v2 when the mount point itself is cgroup2 (unified), v1 otherwise (legacy/hybrid)."""
+           mountinfo_path: str = mountinfo.PATH, delegated: bool = False) -> Driver:
+    """v2 when the mount point itself is cgroup2 (unified), v1 otherwise (legacy/hybrid).
+
+    `delegated`: under a systemd unit with Delegate=yes, the tenants' parent goes under
+    the unit's cgroup (cgroups/delegation.py) when the hierarchy allows it."""
     mounts = mountinfo.read(mountinfo_path)
     real = os.path.realpath(mount)
     on_top = [m.fstype for m in mounts if m.target == real][-1:]  # the last mount wins
-    if on_top == ["cgroup2"]:
-        return V2Driver(mount, parent)
-    return V1Driver.from_mounts(mounts, parent)
+    version = 2 if on_top == ["cgroup2"] else 1
+    unit = delegation.delegated_unit(version) if delegated else None
+    if unit is not None:
+        if version == 2:
+            delegation.leave_unit_root(mount, unit)
+        parent = f"{unit.strip('/')}/{parent}"
+    prefix = unit.strip("/") if unit else ""
+    if version == 2:
+        return V2Driver(mount, parent, prefix)
+    return V1Driver.from_mounts(mounts, parent, prefix)

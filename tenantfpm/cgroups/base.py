@@ -139,6 +139,8 @@ class TenantCgroup:
 
 class Driver:
     version: int
+    parent: str  # the tenants' parent, relative to each hierarchy's root
+    unit: str  # the leading part of `parent` that a systemd unit owns ("" when none)
 
     def tenant(self, name: str) -> TenantCgroup:
         raise NotImplementedError

@@ -21,19 +21,20 @@ UNLIMITED_V1 = 1 << 62  # memory.limit_in_bytes reads 9223372036854771712 when u
 class V1Driver(base.Driver):
     version = 1
 
-    def __init__(self, mounts: dict[str, str], parent: str) -> None:
+    def __init__(self, mounts: dict[str, str], parent: str, unit: str = "") -> None:
         self.mounts = mounts  # controller -> its hierarchy's mount point
         self.parent = parent
+        self.unit = unit  # the part of `parent` that is not the master's (a systemd unit's)
 
     @classmethod
-    def from_mounts(cls, mounts: list[Mount], parent: str) -> V1Driver:
+    def from_mounts(cls, mounts: list[Mount], parent: str, unit: str = "") -> V1Driver:
         found: dict[str, str] = {}
         for m in mounts:
             if m.fstype == "cgroup":
                 for opt in m.super_options:
                     if opt in CONTROLLERS:
                         found.setdefault(opt, m.target)
-        return cls(found, parent)
+        return cls(found, parent, unit)
 
     def check(self) -> list[str]:
         return [f"cgroup v1 controller {c!r} is not mounted" for c in ("memory", "cpu", "pids")

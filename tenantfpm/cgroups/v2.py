@@ -20,9 +20,10 @@ WANTED = ("memory", "cpu", "pids")
 class V2Driver(base.Driver):
     version = 2
 
-    def __init__(self, mount: str, parent: str) -> None:
+    def __init__(self, mount: str, parent: str, unit: str = "") -> None:
         self.mount = mount
         self.parent = parent
+        self.unit = unit  # the part of `parent` that is not the master's (a systemd unit's)
 
     @property
     def parent_path(self) -> str:
@@ -55,8 +56,10 @@ class V2Driver(base.Driver):
             base.write(control, " ".join(f"+{c}" for c in missing))
 
     def parent_dirs(self) -> list[str]:
+        """The levels the master made and may weigh or remove, deepest first."""
         parts = [p for p in self.parent.split("/") if p]
-        return [os.path.join(self.mount, *parts[:i]) for i in range(len(parts), 0, -1)]
+        keep = len([p for p in self.unit.split("/") if p])
+        return [os.path.join(self.mount, *parts[:i]) for i in range(len(parts), keep, -1)]
 
     def set_parent_weight(self, processes: int) -> None:
         for path in self.parent_dirs():  # every level below the mount competes with siblings

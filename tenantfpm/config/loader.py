@@ -23,7 +23,7 @@ from tenantfpm.config.model import GlobalConfig, Site
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.errors import ConfigError, Problem
 
-SHIPPED_PROFILES = Path(__file__).resolve().parent.parent.parent / "profiles"
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "profiles"  # package data
 
 
 def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:

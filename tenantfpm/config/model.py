@@ -182,6 +182,9 @@ class Master(Strict):
     emergency_restart_threshold: int = 10
     emergency_restart_interval: Duration = 60.0
     cgroup_parent: CgroupPath = "tenantfpm"
+    # under systemd with Delegate=yes: <the unit's cgroup>/<cgroup_parent> (the package's
+    # unit sets it); elsewhere, or where the hierarchy does not allow it, as if false
+    cgroup_delegated: bool = False
     # remount cgroup2 with favordynmods: spawns skip an RCU grace period (cgroups/favor.py);
     # off by default because it changes a setting of the whole host
     cgroup_favordynmods: bool = False

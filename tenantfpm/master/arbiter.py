@@ -180,15 +180,16 @@ class Master:
 
     def _detect_cgroups(self) -> cgroups.Driver | None:
         try:
-            driver = cgroups.detect(self.conf.master.cgroup_parent)
+            driver = cgroups.detect(self.conf.master.cgroup_parent,
+                                    delegated=self.conf.master.cgroup_delegated)
         except OSError as e:
             self.log("error", f"cgroups: cannot detect the hierarchy: {e}; [limits] unavailable")
             return None
         missing = driver.check()
         for problem in missing:
             self.log("warning", f"cgroups: {problem}")
-        self.log("notice", f"cgroups: v{driver.version}, tenants under "
-                           f"{self.conf.master.cgroup_parent}/")
+        self.log("notice", f"cgroups: v{driver.version}, tenants under {driver.parent}/"
+                           + (" (the unit's own: Delegate=yes)" if driver.unit else ""))
         if self.conf.master.cgroup_favordynmods:
             try:
                 self.log("notice", f"cgroups: {favor.enable()}")
@@ -300,6 +301,14 @@ class Master:
     async def reload_all(self) -> dict[str, str]:
         """Every tenant re-read and reloaded, each on its own: one tenant's bad file or
         failed reload is reported for it and never stops the others."""
+        # systemd (Type=notify): a reload in progress, then serving again
+        self._notify("RELOADING=1\nSTATUS=reloading every tenant")
+        try:
+            return await self._reload_all()
+        finally:
+            self._notify("READY=1\nSTATUS=serving " + f"{len(self.pools)} tenants")
+
+    async def _reload_all(self) -> dict[str, str]:
         tenants, bad = self.registry.load_all(
             claimed={n: p.tenant for n, p in self.pools.items()})
         result: dict[str, str] = {}
