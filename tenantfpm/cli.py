@@ -196,22 +196,41 @@ def _memory(d: dict[str, Any]) -> str:
 
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--wide", is_flag=True, help="with each tenant's listen address")
 @pass_ctx
-def list_(ctx: Ctx, as_json: bool) -> None:
-    """Tenants with state, pm, workers and memory."""
+def list_(ctx: Ctx, as_json: bool, wide: bool) -> None:
+    """Tenants with state, pm, workers and memory (fits 80 columns; --wide adds LISTEN)."""
     data = ctx.client.call("GET", "/v1/tenants")
     if as_json:
         _dump(data)
         return
-    t = Table(box=None)
-    for col in ("NAME", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL", "MAX", "MEMORY", "LISTEN"):
-        t.add_column(col)
+    t = _table("NAME", "STATE", "PM", "ACTIVE", "IDLE", "PROCS", "MEMORY",
+               *(["LISTEN"] if wide else []), folds="LISTEN")
     for d in data:
         t.add_row(d["name"], d["state"], d.get("pm", "-"), str(d.get("active_processes", "-")),
-                  str(d.get("idle_processes", "-")), str(d.get("total_processes", "-")),
-                  str(d.get("max_children", "-")), _memory(d),
-                  d.get("listen", d.get("error", "")))
+                  str(d.get("idle_processes", "-")),
+                  f"{d.get('total_processes', '-')}/{d.get('max_children', '-')}", _memory(d),
+                  *([d.get("listen", d.get("error", ""))] if wide else []))
     out.print(t)
+    errors = [d for d in data if d.get("error") and not wide]
+    for d in errors:
+        err.print(f"tenant {d['name']}: {d['error']}", markup=False)
+
+
+def _table(*columns: str, title: str | None = None, folds: str = "") -> Table:
+    """Columns one space apart and no frame, so that a row of the usual tenant fits 80
+    columns; nothing is cut with an ellipsis: the `folds` column (a path) wraps."""
+    t = Table(box=None, padding=(0, 1, 0, 0), title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, no_wrap=col != folds, overflow="fold")
+    return t
+
+
+def _fpm_time(epoch: Any) -> str:
+    """start_time as PHP-FPM's status page prints it: 01/Dec/2026:21:46:03 +0000."""
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+        return _text(epoch)
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(epoch))
 
 
 @cli.command()
@@ -230,14 +249,14 @@ def status(ctx: Ctx, name: str | None, full: bool, as_json: bool) -> None:
         for k, v in d.items():
             if k == "processes":
                 continue
+            if k == "start_time":
+                v = _fpm_time(v)
             if isinstance(v, dict):
                 v = ", ".join(f"{a}={'+'.join(map(str, b)) if isinstance(b, list) else _text(b)}"
                               for a, b in v.items())
             out.print(f"{k + ':':<24}{_text(v)}", markup=False)
         if d.get("processes"):
-            t = Table(box=None)
-            for col in ("PID", "STATE", "START", "DURATION", "RSS", "CPU"):
-                t.add_column(col)
+            t = _table("PID", "STATE", "START", "DURATION", "RSS", "CPU")
             for p in d["processes"]:
                 dur = p["request_duration_ms"]
                 t.add_row(str(p["pid"]), p["state"], f"{p['start_since']}s ago",
@@ -351,13 +370,17 @@ def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines:
     """Review a tenant's logs."""
     reg = Registry(ctx.conf)
     reg.path(name)  # a tenant's name, never a path
+    tenant: Tenant | None
     try:
-        log_dir = reg.load(name).log_dir
+        tenant = reg.load(name)
+        log_dir = tenant.log_dir
     except (ConfigError, TenantFPMError):
-        log_dir = os.path.join(ctx.conf.paths.log_dir, name)
+        tenant, log_dir = None, os.path.join(ctx.conf.paths.log_dir, name)
     path = os.path.join(log_dir, f"{kind}.log")
     if not os.path.isdir(log_dir):
         raise NotFoundError(f"no logs for tenant {name!r} (no directory {log_dir})")
+    if not os.path.exists(path) and tenant is not None:
+        err.print(_why_no_log(tenant, kind, path), markup=False)
     try:
         since_ts = time.time() - parse_duration(since) if since else None
     except ValueError as e:
@@ -390,6 +413,18 @@ def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines:
                 click.echo(json.dumps(_as_json(line)) if as_json else line)
 
 
+def _why_no_log(tenant: Tenant, kind: str, path: str) -> str:
+    """A missing log file is explained, not shown as silence."""
+    site = tenant.site
+    if kind == "access" and not site.log.access:
+        return (f"tenant {tenant.name} keeps no access log: [log] access = false in its site "
+                "file (set it to true for one in PHP-FPM's access.format)")
+    if kind == "slow" and not site.limits.request_slowlog_timeout:
+        return (f"tenant {tenant.name} has no slow log: [limits] request_slowlog_timeout is 0 "
+                "(off)")
+    return f"{path} does not exist yet: nothing was logged there"
+
+
 @cli.command()
 @click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
 @click.option("--once", is_flag=True, help="print the table once and exit (scripts, logs)")
@@ -401,12 +436,12 @@ def top(ctx: Ctx, interval: float, once: bool) -> None:
     client = ctx.client
 
     def table() -> Table:
-        t = Table(title=f"tenantfpm - {time.strftime('%H:%M:%S')}")
-        for col in ("TENANT", "STATE", "PM", "ACTIVE", "IDLE", "TOTAL/MAX", "QUEUE",
-                    "MAX REACHED", "SLOW", "KILLED", "RESTARTS", "OOM", "MEMORY"):
-            t.add_column(col)
+        t = _table("TENANT", "STATE", "ACT", "IDLE", "PROCS", "QUEUE", "MAXED", "SLOW",
+                   "KILL", "RESTART", "OOM", "MEMORY",
+                   title=f"tenantfpm {time.strftime('%H:%M:%S')}  (MAXED: max_children "
+                         "reached, KILL: terminated)")
         for d in client.call("GET", "/v1/status"):
-            t.add_row(d["name"], d["state"], d.get("pm", "-"),
+            t.add_row(d["name"], d["state"],
                       str(d.get("active_processes", "-")), str(d.get("idle_processes", "-")),
                       f"{d.get('total_processes', '-')}/{d.get('max_children', '-')}",
                       str(d.get("listen_queue") if d.get("listen_queue") is not None else "-"),

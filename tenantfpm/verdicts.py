@@ -98,3 +98,17 @@ class OomWatch:
             return 0
         n, self.seen, self.pending_since = count - self.seen, count, None
         return n
+
+
+def peak_concurrency(intervals: list[tuple[float, float]]) -> int:
+    """The most (start, end) intervals that overlap at one instant: how many workers were
+    busy at once, from each one's current or last request as its scoreboard tells. The
+    master looks now and then; the requests' own times say what happened in between."""
+    # sorted, an end (-1) comes before a start (+1) at the same instant
+    edges = sorted([(s, 1) for s, e in intervals if e >= s] +
+                   [(e, -1) for s, e in intervals if e >= s])
+    peak = busy = 0
+    for _, step in edges:
+        busy += step
+        peak = max(peak, busy)
+    return peak

@@ -48,3 +48,11 @@ def test_oom_kills_of_workers_and_of_what_they_started():
     assert oom.others_killed(7, 1.5) == 0
     assert oom.others_killed(7, 2.0) == 2  # unclaimed after the delay: processes it started
     assert oom.others_killed(None, 3.0) == 0  # no cgroup figure
+
+
+def test_peak_concurrency_counts_overlaps_only() -> None:
+    assert verdicts.peak_concurrency([]) == 0
+    assert verdicts.peak_concurrency([(0.0, 1.0), (2.0, 3.0)]) == 1  # one after the other
+    assert verdicts.peak_concurrency([(0.0, 1.0), (0.5, 3.0), (0.9, 0.95)]) == 3
+    assert verdicts.peak_concurrency([(0.0, 1.0), (1.0, 2.0)]) == 1  # one ends as one starts
+    assert verdicts.peak_concurrency([(5.0, 1.0)]) == 0  # a page's nonsense counts nothing

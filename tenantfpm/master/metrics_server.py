@@ -1,5 +1,6 @@
-"""metrics_listen: HTTP `/metrics` (OpenMetrics or Prometheus text, as the scraper asks)
-and `/status` (the status JSON), for monitoring that should not hold the control socket."""
+"""metrics_listen: HTTP `/metrics` (Prometheus' text format, php-fpm_exporter's names:
+see metrics.py) and `/status` (the status JSON), for monitoring that should not hold
+the control socket."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import generate_latest
 
 from tenantfpm import metrics
 from tenantfpm.config.rules import parse_listen
@@ -15,12 +16,15 @@ from tenantfpm.config.rules import parse_listen
 if TYPE_CHECKING:
     from tenantfpm.master.arbiter import Master
 
+# what generate_latest writes and php-fpm_exporter serves
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+
 
 class MetricsServer:
     def __init__(self, master: Master, listen: str) -> None:
         self.master = master
         self.address = parse_listen(listen)
-        self.registry = metrics.registry(self.statuses)
+        self.registry = metrics.registry(self.statuses, exporter_names=True)
         app = web.Application()
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/status", self.status)
@@ -46,9 +50,10 @@ class MetricsServer:
         await self.runner.cleanup()
 
     async def metrics(self, request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(self.registry)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        # the text format whatever the scraper prefers: OpenMetrics would rename the
+        # exporter's counters (`_total`), which its dashboards do not query
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": TEXT_FORMAT})
 
     async def status(self, request: web.Request) -> web.Response:
         name = request.query.get("name") or request.query.get("pool")

@@ -471,6 +471,10 @@ class Pool:
         if sig == signal.SIGKILL and self._oom_killed(pid):
             text = "killed by the OOM killer"
         expected = w.retiring is not None
+        if expected and sig in (None, signal.SIGTERM, signal.SIGQUIT):
+            # asked to go and gone: how a runtime ends on SIGTERM (php-cgi's 255, say) is
+            # not news; a SIGKILL after process_control_timeout or a crash still is
+            text = f"retired ({w.retiring})"
         level = "notice" if expected or code == 0 else "warning"
         self.log.event(level, f"child {pid} {text} after {lived:.6f} seconds from start")
         if expected:
@@ -575,7 +579,7 @@ class Pool:
                 w.last_activity = now
             w.activity = s.activity
         active = sum(1 for w in self.workers.values() if w.seen_idle and not w.idle)
-        self.max_active = max(self.max_active, active)
+        self.max_active = max(self.max_active, active, self._board_peak(now))
         # one sock_diag dump covers every pool; a connection that just arrived (ondemand)
         # needs a fresh one, the once-a-second tick does not
         q = self.host.listen_queue(self, QUEUE_FRESH if fresh else QUEUE_TICK)
@@ -604,6 +608,19 @@ class Pool:
                 w.busy_since = slot.request_start
             w.idle, w.last_activity = False, now
         w.activity = slot.requests
+
+    def _board_peak(self, now: float) -> int:
+        """Workers busy at once, from their scoreboards' request times (current or last)."""
+        spans = []
+        for w in self.workers.values():
+            slot = w.slot if w.board is not None else None
+            if slot is None or slot.request_start <= 0:
+                continue
+            if slot.state in (scoreboard.READING, scoreboard.RUNNING):
+                spans.append((slot.request_start, now))
+            elif slot.last_duration >= 0:
+                spans.append((slot.request_start, slot.request_start + slot.last_duration))
+        return verdicts.peak_concurrency(spans)
 
     def _started(self, w: Worker) -> None:
         """The worker's runtime is up and taking connections."""

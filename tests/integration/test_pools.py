@@ -146,6 +146,20 @@ def test_reload_under_load_drops_nothing(env, users):
     assert "reloaded: generation" in env.log("rl")
 
 
+def test_a_retired_php_cgi_worker_is_logged_as_retired(env, users):
+    """php-cgi ends with code 255 on SIGTERM: a reload that retires it is no failure."""
+    site = env.site("cgi", users[0], '[runtime]\ntype = "php-cgi"\n'
+                                     '[pm]\nmode = "static"\nmax_children = 1\n')
+    env.cli("add", str(site))
+    env.wait_for("ready", lambda: env.status("cgi")["idle_processes"] == 1)
+    first = env.status("cgi")["processes"][0]["pid"]
+    env.cli("reload", "cgi")
+    env.wait_for("the old worker's exit", lambda: any(
+        f"child {first} {how}" in env.log("cgi") for how in ("retired", "exited")))
+    assert f"child {first} retired (reload) after" in env.log("cgi")
+    assert "code 255" not in env.log("cgi")
+
+
 def test_worker_output_goes_to_error_log(env, users):
     env.cli("add", str(env.site("out", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'
                                  '[ini]\nlog_errors = true\nerror_log = "/dev/stderr"\n')))
