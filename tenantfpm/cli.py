@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tenantfpm import fastcgi, runtimes
+from tenantfpm import fastcgi, nginx
 from tenantfpm.client import Client, NotFoundError
 from tenantfpm.config.loader import load_global, load_site
 from tenantfpm.config.model import GlobalConfig
@@ -74,7 +74,7 @@ def _dump(data: Any) -> None:
 
 
 def nginx_snippet(tenant: Tenant) -> str:
-    return runtimes.of(tenant).nginx_location(tenant)
+    return nginx.server_block(tenant)
 
 
 @cli.command()
@@ -118,7 +118,18 @@ def add(ctx: Ctx, site: str, replace: bool) -> None:
         reg.write(tenant.name, text)
         out.print(f"tenant {tenant.name} registered in {reg.dir}; the master is not running, "
                   "it will start the tenant when it starts")
-    out.print(f"\ntry it:  tenantfpm request {tenant.name} /\n\nnginx:\n{nginx_snippet(tenant)}")
+    out.print(f"\ntry it:  tenantfpm request {tenant.name} /\n\n"
+              f"nginx (/etc/nginx/sites-available/{tenant.name}; `tenantfpm nginx "
+              f"{tenant.name}` prints it again):\n{nginx_snippet(tenant)}", markup=False)
+
+
+@cli.command(name="nginx")
+@click.argument("name")
+@click.option("--listen", default="80", show_default=True, help="the server's listen")
+@pass_ctx
+def nginx_(ctx: Ctx, name: str, listen: str) -> None:
+    """Print the tenant's nginx server block, for sites-available/NAME as it is."""
+    click.echo(nginx.server_block(ctx.tenant(name), listen), nl=False)
 
 
 @cli.command()

@@ -27,8 +27,8 @@ def test_each_type_has_a_runtime_and_the_own_workers_report_their_requests(tmp_p
     assert runtimes.of(php).ini_source(php) == str(tmp_path / "run" / "php.ini")
     assert runtimes.of(cgi).ini_source(cgi) == str(tmp_path / "run" / "php.ini")
     assert runtimes.of(py).ini_source(py) is None and runtimes.of(py).binds(py)
-    assert "SCRIPT_FILENAME" in runtimes.of(php).nginx_location(php)
-    assert "location / {" in runtimes.of(py).nginx_location(py)
+    assert "SCRIPT_FILENAME" in runtimes.of(php).nginx_locations(php)
+    assert "location / {" in runtimes.of(py).nginx_locations(py)
     assert GlobalConfig()  # the defaults still load
 
 

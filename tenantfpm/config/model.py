@@ -145,9 +145,15 @@ class Log(Strict):
     max_size: Size = 512 << 20
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_PATTERN = rf"^(\*\.)?({_LABEL}\.)*{_LABEL}$"  # a host name, or *.name
+
+
 class Site(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     profile: str = ""
+    # the site's host names: the nginx server block's server_name (nginx.py)
+    domains: list[Annotated[str, Field(pattern=DOMAIN_PATTERN, max_length=253)]] = []
     user: str
     group: str = ""
     root: str

@@ -91,11 +91,19 @@ class Runtime:
         """A busy worker's request (and `depth` stack frames), read from outside it."""
         raise Unavailable(f"{self.type} workers cannot be read from outside")
 
-    def nginx_location(self, tenant: Tenant) -> str:
-        """The nginx block that reaches this tenant, as `add` prints it."""
-        return nginx_location(tenant, "~ \\.php$", f"root {tenant.site.root}",
-                              "try_files $uri =404",
-                              "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name")
+    def nginx_locations(self, tenant: Tenant) -> str:
+        """The locations of the tenant's nginx server block (nginx.py wraps them): files
+        as they are, a path that is none to the front controller (index.php, as WordPress
+        and most frameworks want), and scripts that exist to the tenant's socket."""
+        return ("location / {\n    try_files $uri $uri/ /index.php$is_args$args;\n}\n\n"
+                + nginx_location(tenant, "~ [^/]\\.php(/|$)",
+                                 "fastcgi_split_path_info ^(.+?\\.php)(/.*)$",
+                                 "try_files $fastcgi_script_name =404",
+                                 # try_files empties $fastcgi_path_info (nginx ticket 321)
+                                 "set $path_info $fastcgi_path_info",
+                                 "fastcgi_param SCRIPT_FILENAME "
+                                 "$document_root$fastcgi_script_name",
+                                 "fastcgi_param PATH_INFO $path_info"))
 
 
 def nginx_location(tenant: Tenant, match: str, *directives: str) -> str:

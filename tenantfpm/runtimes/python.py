@@ -85,7 +85,7 @@ class Python(Runtime):
                       board=board, trace=trace)
         return ch.with_access_log(tenant, log)
 
-    def nginx_location(self, tenant: Tenant) -> str:
+    def nginx_locations(self, tenant: Tenant) -> str:
         """The app routes every path itself."""
         return nginx_location(tenant, "/", 'fastcgi_param SCRIPT_NAME ""',
                               "fastcgi_param PATH_INFO $uri")

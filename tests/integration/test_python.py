@@ -349,13 +349,13 @@ def test_malformed_fastcgi_does_not_hurt_the_worker(env, web):
 def test_flask_tenant_through_nginx(env, tmp_path):
     added = env.cli("add", str(python_site(env, "flask", env.users[2], app="shop:app",
                                            files={"shop.py": FLASK_APP})))
-    # the location block `add` prints is the one nginx gets
-    snippet = added.stdout.split("nginx:\n", 1)[1].strip()
-    assert snippet.startswith("location / {") and env.socket("flask") in snippet
+    assert "server {" in added.stdout and env.socket("flask") in added.stdout
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    shutil.copy("/etc/nginx/fastcgi_params", tmp_path)  # the snippet includes it relatively
+    # the server block `add` printed (`tenantfpm nginx` prints it again), as it is
+    block = env.cli("nginx", "flask", "--listen", f"127.0.0.1:{port}").stdout
+    shutil.copy("/etc/nginx/fastcgi_params", tmp_path)  # the block includes it relatively
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""
         worker_processes 1;
@@ -371,12 +371,10 @@ def test_flask_tenant_through_nginx(env, tmp_path):
             proxy_temp_path {tmp_path}/proxy;
             uwsgi_temp_path {tmp_path}/uwsgi;
             scgi_temp_path {tmp_path}/scgi;
-            server {{
-                listen 127.0.0.1:{port};
-                {snippet}
-            }}
+            include {tmp_path}/flask.conf;
         }}
     """)
+    (tmp_path / "flask.conf").write_text(block)
     nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)],
                              stderr=subprocess.PIPE)
     try:

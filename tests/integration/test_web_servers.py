@@ -140,3 +140,71 @@ def test_php_tenant_behind_a_web_server_configured_as_for_php_fpm(env, users, se
         assert e.value.code == 404
     finally:
         terminate(proc)
+
+
+def test_the_server_block_add_prints_serves_the_site_as_it_is(env, users):
+    """`tenantfpm nginx NAME` (the block `add` printed), pasted into nginx unchanged: the
+    index, static files, a front controller's pretty URLs, PATH_INFO, a missing script,
+    and nginx's body limit taken from the tenant's post_max_size."""
+    env.add(env.site("blk", users[0], 'domains = ["blk.test"]\n'
+                                      '[pm]\nmode = "static"\nmax_children = 2\n'
+                                      '[ini]\npost_max_size = "1M"\nupload_max_filesize = "1M"\n'))
+    root = env.base / "srv" / "blk"
+    (root / "style.css").write_text("body { color: red }\n")
+    (root / "info.php").write_text('<?php echo $_SERVER["PATH_INFO"] ?? "-", " ", '
+                                   '$_SERVER["SCRIPT_NAME"], " ", strlen(file_get_contents('
+                                   '"php://input"));')
+    for f in ("style.css", "info.php"):
+        (root / f).chmod(0o644)
+    base = env.base / "nginx-block"
+    base.mkdir()
+    port = free_port()
+    block = env.cli("nginx", "blk", "--listen", f"127.0.0.1:{port}").stdout
+    (base / "blk.conf").write_text(block)
+    (base / "fastcgi_params").write_text(Path("/etc/nginx/fastcgi_params").read_text())
+    conf = base / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+user www-data;
+pid {base}/nginx.pid;
+error_log {base}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    include /etc/nginx/mime.types;
+    client_body_temp_path {base}/body;
+    fastcgi_temp_path {base}/fastcgi;
+    proxy_temp_path {base}/proxy;
+    uwsgi_temp_path {base}/uwsgi;
+    scgi_temp_path {base}/scgi;
+    include {base}/blk.conf;
+}}
+""")
+    with open(base / "startup.log", "w") as said:
+        proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(base)], stdout=said,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc, base / "startup.log")
+
+        def get(path: str, data: bytes | None = None) -> tuple[int, bytes, str]:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                         headers={"Host": "blk.test"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read(), r.headers.get("Content-Type", "")
+            except urllib.error.HTTPError as e:
+                return e.code, e.read(), e.headers.get("Content-Type", "")
+
+        status, body, _ = get("/")
+        assert status == 200 and body.startswith(b"hello pid=")  # index.php, not a 403
+        status, body, ctype = get("/style.css")
+        assert (status, body) == (200, b"body { color: red }\n") and ctype == "text/css"
+        status, body, _ = get("/shop/item/7")  # no such file: the front controller
+        assert status == 200 and body.startswith(b"hello pid=")
+        assert get("/info.php/a/b")[:2] == (200, b"/a/b /info.php 0")
+        assert get("/missing.php")[0] == 404
+        assert get("/info.php", b"x" * 1000)[:2] == (200, b" /info.php 1000")  # PATH_INFO ""
+        assert get("/info.php", b"x" * (2 << 20))[0] == 413  # past post_max_size: nginx says
+    finally:
+        terminate(proc)

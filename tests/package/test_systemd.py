@@ -33,23 +33,14 @@ name    = "shop"
 profile = "basic"
 user    = "shop"
 root    = "/srv/tenants/shop"
+domains = ["shop.test"]
 
 [pm]
 mode = "static"
 max_children = 2
 """
 
-NGINX = """\
-server {
-    listen 127.0.0.1:8080;
-    root /srv/tenants/shop;
-    location ~ \\.php$ {
-        include fastcgi_params;
-        fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-        fastcgi_pass unix:/run/tenantfpm/shop.sock;
-    }
-}
-"""
+CURL = "curl -sS --max-time 10 -H 'Host: shop.test' http://127.0.0.1:8080"
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +75,13 @@ def test_package_lifecycle(box: Container) -> None:
     box.put("/root/shop.toml", SITE)
     added = sh("tenantfpm add /root/shop.toml")
     assert "shop" in added.stdout
-    box.put("/etc/nginx/sites-enabled/default", NGINX)
-    sh("systemctl start nginx")
-    first = sh("curl -sS --max-time 10 http://127.0.0.1:8080/index.php").stdout
+    assert "server {" in added.stdout
+    # the server block as `add` printed it (`tenantfpm nginx` prints it again), on a port
+    # of the test's: the site as an admin enables it
+    sh("tenantfpm nginx shop --listen 127.0.0.1:8080 > /etc/nginx/sites-available/shop && "
+       "ln -sf ../sites-available/shop /etc/nginx/sites-enabled/shop && "
+       "rm -f /etc/nginx/sites-enabled/default && systemctl start nginx")
+    first = sh(f"{CURL}/").stdout
     assert first.startswith("hello from ")
     # the tenant's cgroup is under the unit's (Delegate=yes): systemd sees its workers
     cgroup = sh("systemctl show -P ControlGroup tenantfpm").stdout.strip()
@@ -100,7 +95,7 @@ def test_package_lifecycle(box: Container) -> None:
     assert sh("systemctl show -P MainPID tenantfpm").stdout.strip() == master
     after = sh("tenantfpm status shop --json").stdout
     assert before != after
-    assert sh("curl -sS --max-time 10 http://127.0.0.1:8080/index.php").stdout.startswith(
+    assert sh(f"{CURL}/").stdout.startswith(
         "hello from ")
     assert sh("systemctl is-active tenantfpm").stdout.strip() == "active"
 
@@ -116,8 +111,7 @@ def test_package_lifecycle(box: Container) -> None:
     assert "shop" in sh("cat /var/log/tenantfpm/shop/error.log").stdout
 
     # --- systemctl stop with a request in flight: it finishes ---------------------------
-    sh("(curl -sS --max-time 20 http://127.0.0.1:8080/sleep.php > /root/inflight.out "
-       "2>&1 &) ; sleep 1")
+    sh(f"({CURL.replace('10', '20')}/sleep.php > /root/inflight.out 2>&1 &) ; sleep 1")
     sh("systemctl stop tenantfpm", timeout=60)
     assert sh("systemctl is-active tenantfpm", check=False).stdout.strip() == "inactive"
     deadline = time.monotonic() + 10
@@ -126,7 +120,7 @@ def test_package_lifecycle(box: Container) -> None:
         time.sleep(0.2)
     assert sh("cat /root/inflight.out").stdout == "slept in full\n"
     sh("systemctl start tenantfpm")
-    assert sh("curl -sS --max-time 10 http://127.0.0.1:8080/index.php").stdout.startswith(
+    assert sh(f"{CURL}/").stdout.startswith(
         "hello from ")
 
     # --- removal: the service stops, the tenant's files and logs stay ------------------
