@@ -6,8 +6,12 @@ import asyncio
 import json
 import os
 import re
+import shlex
+import shutil
 import stat
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -302,7 +306,70 @@ def reload(ctx: Ctx, name: str | None) -> None:
         if failed:
             sys.exit(1)
         return
+    path = Registry(ctx.conf).path(name)
+    err.print(f"re-reading {path} (the registered copy: a changed site file needs "
+              f"`tenantfpm add --replace FILE`; or `tenantfpm edit {name}`)", markup=False)
     _action(ctx, name, "reload", f"waiting for tenant {name}'s new workers to serve...")
+
+
+@cli.command()
+@click.argument("name")
+@pass_ctx
+def edit(ctx: Ctx, name: str) -> None:
+    """Edit a registered tenant in $VISUAL/$EDITOR, like crontab -e or visudo: the result is
+    checked, then applied with a graceful reload; one that does not pass changes nothing."""
+    conf = ctx.conf
+    reg = Registry(conf)
+    path = reg.path(name)
+    if not path.exists():
+        raise NotFoundError(f"no tenant named {name!r} (not in {reg.dir})")
+    original = path.read_text()
+    editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR")
+                         or ("sensible-editor" if shutil.which("sensible-editor") else "vi"))
+    with tempfile.TemporaryDirectory(prefix="tenantfpm-edit-") as d:
+        draft = os.path.join(d, f"{name}.toml")
+        with open(draft, "w") as f:
+            f.write(original)
+        while True:
+            rc = subprocess.call([*editor, draft])
+            if rc != 0:
+                raise TenantFPMError(f"{editor[0]} exited with code {rc}: nothing changed")
+            with open(draft) as f:
+                text = f.read()
+            if text == original:
+                out.print(f"tenant {name}: no changes")
+                return
+            problem = _edit_problem(conf, reg, name, draft)
+            if problem is None:
+                break
+            err.print(problem, markup=False)
+            if not sys.stdin.isatty() or not click.confirm("edit again?", default=True,
+                                                           err=True):
+                err.print(f"nothing changed: {path} is as it was", markup=False)
+                sys.exit(1)
+        client = ctx.client
+        if client.running():
+            with err.status(f"applying: tenant {name}'s new workers starting..."):
+                client.call("POST", "/v1/tenants", {"path": draft, "replace": True})
+            out.print(f"tenant {name}: {path} updated, the tenant reloaded", markup=False)
+        else:
+            reg.write(name, text)
+            out.print(f"tenant {name}: {path} updated; the master is not running, it will "
+                      "use it when it starts", markup=False)
+
+
+def _edit_problem(conf: GlobalConfig, reg: Registry, name: str, draft: str) -> str | None:
+    """Why an edited file cannot replace tenant `name`'s (None: it can)."""
+    registered, _ = reg.load_all()
+    others = [t for n, t in registered.items() if n != name]
+    try:
+        site, _, _ = validate_for_add(conf, draft, others, replace=True)
+    except ConfigError as e:
+        return str(e)
+    if site.name != name:
+        return (f"name = {site.name!r}: an edit cannot rename tenant {name!r} (add the new "
+                "name, then remove the old one)")
+    return None
 
 
 @cli.command()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import threading
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import body_ok, free_port, running_env
+from tests.integration.conftest import BIN, body_ok, free_port, running_env
 
 
 def serve_loop(env, name):
@@ -225,3 +226,39 @@ def test_top_shows_every_tenant_with_its_limits(env, users):
         assert col in header, col
     row = next(line for line in r.stdout.splitlines() if "t1" in line)
     assert "running" in row and "/128M" in row
+
+
+def test_edit_applies_a_good_change_and_refuses_a_bad_one(env, users, tmp_path):
+    """`tenantfpm edit NAME`, as crontab -e: $EDITOR on the registered copy, checked, then
+    reloaded; a file that does not pass is refused and the running tenant keeps its own."""
+    env.add(env.site("ed", users[0], '[pm]\nmode = "static"\nmax_children = 2\n'))
+    registered = env.base / "tenants.d" / "ed.toml"
+    assert registered.exists()
+
+    def edit(script: str) -> subprocess.CompletedProcess[str]:
+        editor = tmp_path / "editor.sh"
+        editor.write_text(f"#!/bin/sh\n{script}\n")
+        editor.chmod(0o755)
+        return subprocess.run([BIN, "edit", "ed"], env={**env.env, "EDITOR": str(editor)},
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=60)
+
+    r = edit("sed -i 's/max_children = 2/max_children = 3/' \"$1\"")
+    assert r.returncode == 0, r.stderr
+    assert "updated, the tenant reloaded" in r.stdout
+    assert "max_children = 3" in registered.read_text()
+    env.wait_for("3 workers", lambda: env.status("ed")["idle_processes"] == 3)
+
+    before = registered.read_text()
+    r = edit("echo 'max_childern = 9' >> \"$1\"")  # a typo: an unknown key
+    assert r.returncode == 1
+    assert "max_childern" in r.stderr and "nothing changed" in r.stderr
+    assert registered.read_text() == before
+    assert env.status("ed")["max_children"] == 3 and body_ok(env.request("ed", "/"))
+
+    r = edit("sed -i 's/name = \"ed\"/name = \"other\"/' \"$1\"")
+    assert r.returncode == 1 and "cannot rename" in r.stderr
+    assert registered.read_text() == before
+
+    r = env.cli("reload", "ed")
+    assert str(registered) in r.stderr  # which file a reload reads, said
