@@ -20,6 +20,7 @@ class Tenant:
     uid: int
     gid: int
     group_name: str = ""
+    state_dir: str = ""  # what outlives the master: PHP sessions (sandbox/state.py)
 
     @property
     def name(self) -> str:
@@ -45,6 +46,7 @@ def resolve(site: Site, conf: GlobalConfig) -> Tenant:
         uid=ident[0],
         gid=gid,
         group_name=site.group or _group_name(gid),
+        state_dir=os.path.join(conf.paths.state_dir, "tenants", site.name),
     )
 
 

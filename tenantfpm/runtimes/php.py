@@ -24,7 +24,14 @@ from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
 from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.base import Channels, Runtime
-from tenantfpm.runtimes.php_cgi import PHP_VERSION, ini_path, system_ini, write_ini
+from tenantfpm.runtimes.php_cgi import (
+    PHP_VERSION,
+    ini_path,
+    session_binds,
+    session_dir,
+    system_ini,
+    write_ini,
+)
 from tenantfpm.sandbox.rootfs import INI_TARGET
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
@@ -89,7 +96,7 @@ class Php(Runtime):
     reports_requests = True
 
     def prepare(self, tenant: Tenant) -> None:
-        write_ini(tenant, base_ini())
+        write_ini(tenant, base_ini(), session_dir(tenant) if tenant.state_dir else None)
 
     def zygote_command(self, tenant: Tenant) -> tuple[list[str], dict[str, str]]:
         return zygote_command(tenant)
@@ -98,10 +105,12 @@ class Php(Runtime):
         return ini_path(tenant)
 
     def binds(self, tenant: Tenant) -> list[tuple[str, str, bool]]:
-        """The SAPI binary, read-only, where the sandbox shows this package."""
+        """The SAPI binary, read-only, where the sandbox shows this package; the tenant's
+        session directory."""
         if not bundled(tenant):
-            return []
-        return [(os.path.realpath(PACKAGE_DIR), os.path.join(LIB_DIR, "tenantfpm"), True)]
+            return session_binds(tenant)
+        return [(os.path.realpath(PACKAGE_DIR), os.path.join(LIB_DIR, "tenantfpm"), True),
+                *session_binds(tenant)]
 
     def channels(self, tenant: Tenant, log: TenantLog) -> Channels:
         """The worker's scoreboard page, and access.log (opened by the master, O_APPEND)."""

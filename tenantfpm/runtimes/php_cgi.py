@@ -14,6 +14,7 @@ from tenantfpm import inspect
 from tenantfpm.config.model import IniValue
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.runtimes.base import Runtime
+from tenantfpm.sandbox import state
 from tenantfpm.sandbox.rootfs import INI_TARGET
 
 
@@ -42,19 +43,36 @@ def ini_path(tenant: Tenant) -> str:
     return os.path.join(tenant.run_dir, "php.ini")
 
 
-def write_ini(tenant: Tenant, base: str | None) -> str:
+def session_dir(tenant: Tenant) -> str:
+    """The tenant's own, persistent session directory (made if missing), as its workers
+    see it: at Debian's place inside the sandbox, the host path without one."""
+    host = state.prepare_sessions(tenant)
+    return state.SESSIONS_INSIDE if tenant.site.isolation.enabled else host
+
+
+def session_binds(tenant: Tenant) -> list[tuple[str, str, bool]]:
+    if not tenant.site.isolation.enabled or not tenant.state_dir:
+        return []
+    return [(os.path.join(tenant.state_dir, state.SESSIONS), state.SESSIONS_INSIDE, False)]
+
+
+def write_ini(tenant: Tenant, base: str | None, sessions: str | None = None) -> str:
     """The tenant's php.ini: the system one (`base`), then its overrides, readable by its
     workers.
 
     Always passed with -c so php-cgi never picks up a php.ini from its working
-    directory (the tenant's own files).
+    directory (the tenant's own files). `sessions`: session.save_path, a directory that
+    outlives the workers; PHP collects old sessions there itself (Debian's php.ini turns
+    that off for a cron job that never sees a tenant's directory).
     """
     parts = []
     if base:
         with open(base) as f:
             parts.append(f.read())
     parts.append(f"\n; tenantfpm overrides for tenant {tenant.name}\n[PHP]\n")
-    if tenant.site.isolation.enabled:  # the distribution's session dir is not in the sandbox
+    if sessions:
+        parts.append(f'session.save_path = "{sessions}"\nsession.gc_probability = 1\n')
+    elif tenant.site.isolation.enabled:  # the distribution's session dir is not in the sandbox
         parts.append("session.save_path = /tmp\n")
     for k, v in tenant.site.ini.items():
         parts.append(f"{k} = {ini_value(v)}\n")
@@ -88,7 +106,11 @@ class PhpCgi(Runtime):
     type = "php-cgi"
 
     def prepare(self, tenant: Tenant) -> None:
-        write_ini(tenant, system_ini(os.path.realpath(tenant.site.runtime.command[0])))
+        write_ini(tenant, system_ini(os.path.realpath(tenant.site.runtime.command[0])),
+                  session_dir(tenant) if tenant.state_dir else None)
+
+    def binds(self, tenant: Tenant) -> list[tuple[str, str, bool]]:
+        return session_binds(tenant)
 
     def command(self, tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
         return command(tenant, max_requests)

@@ -319,6 +319,19 @@ def test_a_root_swapped_for_a_link_to_another_tenant_is_not_followed(arena):
     arena.wait_for("a serving again", lambda: body_ok(_php(arena, "a", "echo 1;", 20)))
 
 
+def test_a_tenant_reads_no_other_tenants_sessions(arena):
+    """Each tenant's session directory is its own: b sees an empty one where a's visitor's
+    session is, and no path leads to a's on the host."""
+    sid = _php(arena, "a", 'session_start(); $_SESSION["secret"] = "a-only"; '
+                           'session_write_close(); echo session_id();', 20).body.decode()
+    on_host = arena.base / "lib" / "tenants" / "a" / "sessions" / f"sess_{sid}"
+    assert on_host.exists()
+    r = _php(arena, "b", f"""echo json_encode([scandir("/var/lib/php/sessions"),
+        @file_get_contents("/var/lib/php/sessions/sess_{sid}"),
+        @file_get_contents("{on_host}"), is_dir("{on_host.parent.parent}")]);""", 20)
+    assert json.loads(r.body) == [[".", ".."], False, False, False]
+
+
 def test_a_bind_target_swapped_for_a_link_makes_root_create_nothing(arena, users):
     """b's site binds a shared directory at <b's root>/data; b's code replaces data/ by a
     link to a root-only directory: the next worker does not start, and root made nothing

@@ -4,11 +4,13 @@ crashes and a killed zygote, a reload that lets a running request finish, PHP's 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import threading
 import time
 
+from tenantfpm import fastcgi
 from tests.integration.conftest import body_ok
 
 STATIC2 = '[pm]\nmode = "static"\nmax_children = 2\n'
@@ -132,3 +134,41 @@ def test_an_idle_ondemand_zygote_is_retired_and_started_again_on_demand(env, use
     assert f"zygote {first} idle for 2s: retired" in env.log("oz")
     assert body_ok(env.request("oz", "/"))  # PHP starts again for this request
     assert _zygote_pid(env, "oz") != first
+
+
+SESSION = ('<?php session_start(); $_SESSION["n"] = ($_SESSION["n"] ?? 0) + 1; '
+           'echo session_id(), " ", $_SESSION["n"], " ", session_save_path();')
+
+
+def test_php_sessions_outlive_the_master_and_a_remove_add(env, users):
+    """Visitors stay logged in: sessions are on disk under the tenant's state, its user's
+    alone, not on the /tmp tmpfs that a restart or a remove+add throws away."""
+    site = env.site("sess", users[0], '[pm]\nmode = "static"\nmax_children = 1\n')
+    root = env.base / "srv" / "sess"
+    (root / "s.php").write_text(SESSION)
+    (root / "s.php").chmod(0o644)
+    env.add(site)
+
+    def visit(cookie: str = "") -> list[str]:
+        params = fastcgi.cgi_params(str(root), "/s.php",
+                                    headers=[("Cookie", f"PHPSESSID={cookie}")] if cookie else [])
+        r = fastcgi.request(env.socket("sess"), params, timeout=20)
+        assert body_ok(r), r
+        return r.body.decode().split()
+
+    sid, n, where = visit()
+    assert (n, where) == ("1", "/var/lib/php/sessions")
+    assert visit(sid)[1] == "2"
+    on_disk = env.base / "lib" / "tenants" / "sess" / "sessions"
+    st = on_disk.stat()
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (pwd.getpwnam(users[0]).pw_uid, "0o700")
+    assert (on_disk / f"sess_{sid}").exists()
+
+    env.stop_master()
+    env.start_master()
+    env.wait_for("serving again", lambda: env.status("sess")["idle_processes"] == 1)
+    assert visit(sid)[1] == "3"  # the master restarted; the visitor did not notice
+
+    env.api("DELETE", "/v1/tenants/sess")
+    env.add(site)
+    assert visit(sid)[1] == "4"
