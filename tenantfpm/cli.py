@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.tenant import Tenant, resolve
 from tenantfpm.errors import ConfigError, MasterNotRunning, TenantFPMError
 from tenantfpm.logs import LINE, escape, parse_timestamp
+from tenantfpm.logview import FileLog, RemoteLog
 from tenantfpm.registry import Registry, validate_for_add
 from tenantfpm.units import format_size, parse_duration
 
@@ -49,6 +49,20 @@ class Ctx:
     @property
     def client(self) -> Client:
         return Client(self.conf.master.control_socket)
+
+    @property
+    def self_service(self) -> bool:
+        """Not root: a tenant's own user, served by the self-service socket (its tenant's
+        status, logs and reload, nothing else)."""
+        return os.geteuid() != 0
+
+    @property
+    def self_client(self) -> Client:
+        path = self.conf.master.self_service_socket
+        if not path:
+            raise TenantFPMError("this host has no self-service socket "
+                                 "([master] self_service_socket is off): ask its admin")
+        return Client(path)
 
     def tenant(self, name: str) -> Tenant:
         reg = Registry(self.conf)
@@ -256,7 +270,12 @@ def _fpm_time(epoch: Any) -> str:
 def status(ctx: Ctx, name: str | None, full: bool, as_json: bool) -> None:
     """Pool status, PHP-FPM style."""
     q = "?full=1" if full else ""
-    data = ctx.client.call("GET", f"/v1/tenants/{name}/status{q}" if name else f"/v1/status{q}")
+    if ctx.self_service:
+        ask = "&".join(x for x in ("full=1" if full else "", f"name={name}" if name else "") if x)
+        data = ctx.self_client.call("GET", "/v1/self/status" + (f"?{ask}" if ask else ""))
+    else:
+        data = ctx.client.call("GET", f"/v1/tenants/{name}/status{q}" if name
+                               else f"/v1/status{q}")
     if as_json:
         _dump(data)
         return
@@ -294,7 +313,16 @@ def _action(ctx: Ctx, name: str, action: str, waiting: str) -> None:
 @click.argument("name", required=False)
 @pass_ctx
 def reload(ctx: Ctx, name: str | None) -> None:
-    """Re-read the tenant's file(s) and replace workers gracefully (all tenants without NAME)."""
+    """Re-read the tenant's file(s) and replace workers gracefully (all tenants without NAME;
+    a tenant's own user: its own tenant)."""
+    if ctx.self_service:
+        with err.status("reloading: the new workers starting..."):
+            result = ctx.self_client.call("POST", "/v1/self/reload"
+                                          + (f"?name={name}" if name else ""))
+        out.print(f"tenant {result.get('name', name)}: {result.get('state')}")
+        if result.get("state") != "running":
+            sys.exit(1)
+        return
     if name is None:
         with err.status("reloading every tenant..."):
             result = ctx.client.call("POST", "/v1/reload")
@@ -396,33 +424,18 @@ def restart(ctx: Ctx, name: str) -> None:
     _action(ctx, name, "restart", f"restarting tenant {name}...")
 
 
-def _open_log(path: str) -> Any:
-    """A log file as text, never a FIFO or device someone put in its place (opening one
-    would hang the command)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise TenantFPMError(f"{path} is not a regular file")
-    os.set_blocking(fd, True)
-    return open(fd, errors="replace")
-
-
-def _log_lines(path: str, since: float | None, grep: re.Pattern[str] | None) -> Iterator[str]:
-    try:
-        f = _open_log(path)
-    except FileNotFoundError:
-        return
-    with f:
-        for line in f:
-            # lines a worker wrote itself (access.log) may hold terminal escapes
-            line = escape(line.rstrip("\n"))
-            if since is not None:
-                m = LINE.match(line)
-                if not m or parse_timestamp(m.group(1)) < since:
-                    continue
-            if grep is not None and not grep.search(line):
+def _selected(lines: Iterator[str], since: float | None,
+              grep: re.Pattern[str] | None) -> Iterator[str]:
+    for line in lines:
+        # lines a worker wrote itself (access.log) may hold terminal escapes
+        line = escape(line)
+        if since is not None:
+            m = LINE.match(line)
+            if not m or parse_timestamp(m.group(1)) < since:
                 continue
-            yield line
+        if grep is not None and not grep.search(line):
+            continue
+        yield line
 
 
 def _as_json(line: str) -> dict[str, Any]:
@@ -433,7 +446,7 @@ def _as_json(line: str) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--error", "kind", flag_value="error", default=True, help="error.log (default)")
 @click.option("--slow", "kind", flag_value="slow", help="slow.log")
 @click.option("--access", "kind", flag_value="access", help="access.log")
@@ -443,22 +456,9 @@ def _as_json(line: str) -> dict[str, Any]:
 @click.option("--grep", metavar="RE", help="only lines matching this regular expression")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines: int | None,
-         grep: str | None, as_json: bool) -> None:
-    """Review a tenant's logs."""
-    reg = Registry(ctx.conf)
-    reg.path(name)  # a tenant's name, never a path
-    tenant: Tenant | None
-    try:
-        tenant = reg.load(name)
-        log_dir = tenant.log_dir
-    except (ConfigError, TenantFPMError):
-        tenant, log_dir = None, os.path.join(ctx.conf.paths.log_dir, name)
-    path = os.path.join(log_dir, f"{kind}.log")
-    if not os.path.isdir(log_dir):
-        raise NotFoundError(f"no logs for tenant {name!r} (no directory {log_dir})")
-    if not os.path.exists(path) and tenant is not None:
-        err.print(_why_no_log(tenant, kind, path), markup=False)
+def logs(ctx: Ctx, name: str | None, kind: str, follow: bool, since: str | None,
+         lines: int | None, grep: str | None, as_json: bool) -> None:
+    """Review a tenant's logs (a tenant's own user: its own tenant's, NAME optional)."""
     try:
         since_ts = time.time() - parse_duration(since) if since else None
     except ValueError as e:
@@ -467,7 +467,18 @@ def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines:
         pattern = re.compile(grep) if grep else None
     except re.error as e:
         raise click.BadParameter(f"invalid regular expression: {e}", param_hint="--grep") from None
-    selected = list(_log_lines(path, since_ts, pattern))
+    source: FileLog | RemoteLog
+    if ctx.self_service:
+        source = RemoteLog(ctx.self_client, name, kind)
+        if source.missing:
+            err.print(f"no {kind}.log yet" + ("" if source.enabled else
+                      f": this tenant keeps no {kind} log (its site file turns it off)"),
+                      markup=False)
+    else:
+        if name is None:
+            raise click.UsageError("name the tenant (tenantfpm logs NAME)")
+        source = _root_log(ctx, name, kind)
+    selected = list(_selected(source.lines(), since_ts, pattern))
     if lines is not None:
         selected = selected[-lines:] if lines > 0 else []
     if as_json and not follow:
@@ -477,18 +488,25 @@ def logs(ctx: Ctx, name: str, kind: str, follow: bool, since: str | None, lines:
         click.echo(json.dumps(_as_json(line)) if as_json else line)
     if not follow:
         return
-    with _open_log(path) if os.path.exists(path) else open(os.devnull) as f:
-        f.seek(0, os.SEEK_END)
-        while True:
-            line = f.readline()
-            if not line:
-                time.sleep(0.2)
-                if os.path.exists(path) and os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
-                    f = _open_log(path)  # rotated
-                continue
-            line = escape(line.rstrip("\n"))
-            if pattern is None or pattern.search(line):
-                click.echo(json.dumps(_as_json(line)) if as_json else line)
+    for line in _selected(source.follow(), None, pattern):
+        click.echo(json.dumps(_as_json(line)) if as_json else line)
+
+
+def _root_log(ctx: Ctx, name: str, kind: str) -> FileLog:
+    reg = Registry(ctx.conf)
+    reg.path(name)  # a tenant's name, never a path
+    tenant: Tenant | None
+    try:
+        tenant = reg.load(name)
+        log_dir = tenant.log_dir
+    except (ConfigError, TenantFPMError):
+        tenant, log_dir = None, os.path.join(ctx.conf.paths.log_dir, name)
+    if not os.path.isdir(log_dir):
+        raise NotFoundError(f"no logs for tenant {name!r} (no directory {log_dir})")
+    source = FileLog(os.path.join(log_dir, f"{kind}.log"))
+    if source.missing and tenant is not None:
+        err.print(_why_no_log(tenant, kind, source.path), markup=False)
+    return source
 
 
 def _why_no_log(tenant: Tenant, kind: str, path: str) -> str:

@@ -306,7 +306,8 @@ def load_global(path: str | None) -> GlobalConfig:
 
     master = conf.master.model_copy(update={
         k: expand(getattr(conf.master, k))
-        for k in ("control_socket", "pid_file", "log_file", "status_listen")
+        for k in ("control_socket", "self_service_socket", "pid_file", "log_file",
+                  "status_listen")
     })
     for key in ("metrics_listen", "status_listen"):
         value = getattr(master, key)

@@ -178,6 +178,9 @@ class Paths(Strict):
 
 class Master(Strict):
     control_socket: str = "<run_dir>/control.sock"
+    # the tenants' users' own socket (status, logs, reload of their tenant; SO_PEERCRED);
+    # "" turns it off
+    self_service_socket: str = "<run_dir>/self.sock"
     pid_file: str = "<run_dir>/tenantfpm.pid"
     log_file: str = "<log_dir>/master.log"
     log_level: Literal["alert", "error", "warning", "notice", "debug"] = "notice"

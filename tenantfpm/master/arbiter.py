@@ -134,6 +134,12 @@ class Master:
 
         control = ControlServer(self)
         await control.start()
+        self_service = None
+        if self.conf.master.self_service_socket:
+            from tenantfpm.master.self_service import SelfService
+
+            self_service = SelfService(self, self.conf.master.self_service_socket)
+            await self_service.start()
         exporter = None
         if self.conf.master.metrics_listen:
             from tenantfpm.master.metrics_server import MetricsServer
@@ -162,6 +168,8 @@ class Master:
         finally:
             ticker.cancel()
             await control.stop()
+            if self_service is not None:
+                await self_service.stop()
             if exporter is not None:
                 await exporter.stop()
             if status_page is not None:

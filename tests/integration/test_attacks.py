@@ -473,6 +473,51 @@ def _raw(client: Client, method: str, url: str, body) -> tuple[int, bytes]:
     return resp.status, resp.read()
 
 
+def _self_service(arena, user: str, method: str, query: str) -> tuple[int, dict]:
+    """The self-service socket as `user` would use it (curl: the request is the user's,
+    SO_PEERCRED says who it is)."""
+    cmd = ["curl", "-sS", "--max-time", "60", "-X", method, "-o", "-", "-w", "\n%{http_code}",
+           "--unix-socket", str(arena.base / "run" / "self.sock"), f"http://x{query}"]
+    if user != "root":
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    body, _, code = r.stdout.rpartition("\n")
+    try:
+        return int(code), json.loads(body) if body else {}
+    except ValueError:
+        return int(code), {"raw": body}  # aiohttp's own text answers (405)
+
+
+def test_self_service_serves_a_tenants_user_its_own_tenant_only(arena):
+    a, b = arena.user_of["a"], arena.user_of["b"]
+    code, st = _self_service(arena, a, "GET", "/v1/self/status")
+    assert code == 200 and st["name"] == "a" and st["state"] == "running"
+    assert _self_service(arena, a, "GET", "/v1/self/status?name=a")[0] == 200
+    code, logs = _self_service(arena, a, "GET", "/v1/self/logs?kind=error")
+    assert code == 200 and "[pool a]" in logs["data"] and "[pool b]" not in logs["data"]
+    # another tenant's user, a forged name, a path, no tenant's user, root: one refusal
+    # that tells nothing of the others
+    for user, query in [(b, "/v1/self/status?name=a"), (b, "/v1/self/logs?name=a"),
+                        (a, "/v1/self/status?name=b"), (a, "/v1/self/status?name=nosuch"),
+                        (a, "/v1/self/logs?name=../b"), (a, "/v1/self/logs?name=a/../b"),
+                        ("nobody", "/v1/self/status"), ("root", "/v1/self/status")]:
+        code, answer = _self_service(arena, user, "GET", query)
+        assert code == 403, (user, query, answer)
+        assert user == b or "(b)" not in answer["error"]  # never another tenant's name
+    for query in ["/v1/self/logs?kind=../../etc/shadow", "/v1/self/logs?kind=error&offset=x",
+                  "/v1/self/logs?kind=error&limit=0"]:
+        assert _self_service(arena, a, "GET", query)[0] == 400, query
+    code, tail = _self_service(arena, a, "GET", "/v1/self/logs?kind=error&offset=-100")
+    assert code == 200 and len(tail["data"].encode()) <= 100 and tail["next"] == tail["size"]
+    # nothing that changes the host: only a reload of its own tenant, and not in a loop
+    assert _self_service(arena, a, "DELETE", "/v1/self/status")[0] == 405
+    assert _self_service(arena, b, "POST", "/v1/self/reload?name=a")[0] == 403
+    code, done = _self_service(arena, a, "POST", "/v1/self/reload")
+    assert code == 200 and done["name"] == "a" and done["state"] == "running"
+    assert _self_service(arena, a, "POST", "/v1/self/reload")[0] == 429
+    assert "reload asked by its user" in arena.log("a")
+
+
 def test_the_master_survived_everything(arena):
     everyone_serves(arena)
 

@@ -89,6 +89,15 @@ def test_package_lifecycle(box: Container) -> None:
                "-exec cat {} +").stdout.split()
     assert len(tasks) >= 3, f"zygote and 2 workers expected under {cgroup}: {tasks}"
 
+    # --- the tenant's own user, without root: its status, logs and reload, no one else's -
+    as_shop = "runuser -u shop -- tenantfpm"
+    assert '"name": "shop"' in sh(f"{as_shop} status --json").stdout
+    assert "[pool shop]" in sh(f"{as_shop} logs --grep 'ready|started' -n 5").stdout
+    refused = sh(f"{as_shop} status other", check=False)
+    assert refused.returncode == 1 and "its own tenant only" in refused.stderr
+    assert sh("runuser -u nobody -- tenantfpm status", check=False).returncode == 1
+    assert sh(f"{as_shop} reload").stdout.strip() == "tenant shop: running"
+
     # --- systemctl reload: new workers, the same master, still serving ------------------
     before = sh("tenantfpm status shop --json").stdout
     sh("systemctl reload tenantfpm")

@@ -1,0 +1,167 @@
+"""The tenants' own socket: a hosting customer's Unix user reviews its tenant's logs,
+reads its status and reloads it, without root and without anyone's help.
+
+Who calls is what the kernel says (SO_PEERCRED on the connection), never what the
+request says: the caller's uid picks the one tenant whose user it is (a user belongs to
+one tenant alone, registry.py), and a name in the request only has to agree with it. So
+another tenant's user, a forged name or a path in a name all get the same refusal, which
+tells nothing about other tenants. The socket is world-connectable (0666) for that
+reason: connecting gives nothing by itself. root is sent to the control socket.
+
+What it serves is read-only but for a reload of the caller's own tenant, at most one
+per RELOAD_COOLDOWN: a tenant's user can make its own tenant busy, not the master.
+Logs are read by the master from its own verified log directories (the tenant cannot
+read them itself: they are root's, 0640), a bounded slice per request; the CLI pages
+and follows with offsets (`tenantfpm logs -f`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tenantfpm import safefs
+from tenantfpm.master.control import NAME, BadRequest, errors
+
+if TYPE_CHECKING:
+    from tenantfpm.master.arbiter import Master
+    from tenantfpm.master.pool import Pool
+
+KINDS = ("error", "slow", "access")
+CHUNK_MAX = 1 << 20  # bytes of log per answer
+RELOAD_COOLDOWN = 5.0  # seconds between two reloads a tenant's user asks for
+
+
+class Refused(Exception):
+    """403: the caller is not the user of the tenant it names."""
+
+
+def peer_uid(request: web.Request) -> int:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None:
+        raise Refused("the caller cannot be identified")
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return uid
+
+
+def own_tenant(pools: dict[str, Pool], uid: int, asked: str | None) -> Pool:
+    """The caller's tenant, by uid; a name asked for must be that one."""
+    if uid == 0:
+        raise Refused("root uses the control socket (run tenantfpm as root)")
+    mine = [p for p in pools.values() if p.tenant.uid == uid]
+    if len(mine) != 1:
+        raise Refused(f"no tenant runs as uid {uid}")
+    pool = mine[0]
+    if asked is not None and asked != pool.tenant.name:
+        raise Refused(f"uid {uid} may act on its own tenant only ({pool.tenant.name})")
+    return pool
+
+
+@web.middleware
+async def refusals(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Refused as e:
+        return web.json_response({"error": str(e)}, status=403)
+
+
+def read_slice(log_dir: str, kind: str, offset: int, limit: int) -> dict[str, Any]:
+    """Up to `limit` bytes of `<log_dir>/<kind>.log` from `offset` (negative: that many
+    bytes before the end), opened from the verified directory, never a link or a FIFO."""
+    try:
+        dfd = safefs.open_trusted_dir(log_dir)
+    except FileNotFoundError:
+        return {"exists": False, "inode": None, "size": 0, "offset": 0, "data": ""}
+    try:
+        try:
+            fd = safefs.open_in(dfd, f"{kind}.log", os.O_RDONLY)
+        except FileNotFoundError:
+            return {"exists": False, "inode": None, "size": 0, "offset": 0, "data": ""}
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        start = max(0, st.st_size + offset) if offset < 0 else min(offset, st.st_size)
+        data = os.pread(fd, min(limit, CHUNK_MAX), start)
+    finally:
+        os.close(fd)
+    return {"exists": True, "inode": st.st_ino, "size": st.st_size, "offset": start,
+            "next": start + len(data), "data": data.decode(errors="replace")}
+
+
+class SelfService:
+    def __init__(self, master: Master, path: str) -> None:
+        self.master = master
+        self.path = path
+        self.last_reload: dict[str, float] = {}
+        app = web.Application(middlewares=[errors, refusals], client_max_size=4096)
+        app["master"] = master
+        r = app.router
+        r.add_get("/v1/self/status", self.status)
+        r.add_get("/v1/self/logs", self.logs)
+        r.add_post("/v1/self/reload", self.reload)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                    keepalive_timeout=5)
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        await web.UnixSite(self.runner, self.path).start()
+        os.chmod(self.path, 0o666)  # anyone may ask; only a tenant's user is answered
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def _pool(self, request: web.Request) -> Pool:
+        asked = request.query.get("name") or None
+        if asked is not None and not NAME.fullmatch(asked):
+            raise Refused(f"not a tenant name: {asked[:64]!r}")
+        return own_tenant(self.master.pools, peer_uid(request), asked)
+
+    async def status(self, request: web.Request) -> web.Response:
+        pool = self._pool(request)
+        pool.sample()
+        return web.json_response(pool.status(full=request.query.get("full") == "1"))
+
+    async def logs(self, request: web.Request) -> web.Response:
+        pool = self._pool(request)
+        kind = request.query.get("kind", "error")
+        if kind not in KINDS:
+            raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
+        try:
+            offset = int(request.query.get("offset", "0"))
+            limit = int(request.query.get("limit", str(CHUNK_MAX)))
+        except ValueError:
+            raise BadRequest("offset and limit are integers") from None
+        if limit <= 0:
+            raise BadRequest("limit must be positive")
+        site = pool.tenant.site
+        result = await asyncio.to_thread(read_slice, pool.tenant.log_dir, kind, offset, limit)
+        result["enabled"] = (site.log.access if kind == "access" else
+                             bool(site.limits.request_slowlog_timeout) if kind == "slow"
+                             else True)
+        return web.json_response(result)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        pool = self._pool(request)
+        name = pool.tenant.name
+        now = time.monotonic()
+        wait = self.last_reload.get(name, -RELOAD_COOLDOWN) + RELOAD_COOLDOWN - now
+        if wait > 0:
+            return web.json_response({"error": f"tenant {name} was reloaded moments ago: "
+                                               f"try again in {wait:.0f}s"}, status=429)
+        self.last_reload[name] = now
+        pool.log.event("notice", f"reload asked by its user (uid {pool.tenant.uid}, "
+                                 "self-service socket)")
+        return web.json_response(await self.master.reload_one(name))
