@@ -460,6 +460,7 @@ class Pool:
         self.wake()
         if self.forker.owns(pid):
             self.forker.on_exit(pid, status)
+            self._wake_waiters()  # a stop waits for the zygotes too
             return
         w = self.workers.get(pid)
         if w is None:

@@ -11,7 +11,7 @@ import threading
 import time
 
 from tenantfpm import fastcgi
-from tests.integration.conftest import body_ok
+from tests.integration.conftest import SLOW, body_ok
 
 STATIC2 = '[pm]\nmode = "static"\nmax_children = 2\n'
 
@@ -172,3 +172,16 @@ def test_php_sessions_outlive_the_master_and_a_remove_add(env, users):
     env.api("DELETE", "/v1/tenants/sess")
     env.add(site)
     assert visit(sid)[1] == "4"
+
+
+def test_a_stop_ends_when_the_zygote_does_not_at_the_escalation_deadline(env, users):
+    """An idle tenant's stop returns once its zygote is reaped (its exit wakes the stop)."""
+    env.add(env.site("quick", users[0], '[pm]\nmode = "static"\nmax_children = 2\n'))
+    env.wait_for("idle", lambda: env.status("quick")["idle_processes"] == 2)
+    began = time.monotonic()
+    env.api("POST", "/v1/tenants/quick/stop")
+    # milliseconds: nothing is running. Woken by nobody, it sat until some unrelated event
+    # (8 s here) or process_control_timeout + 5 s (35 s under systemd)
+    assert time.monotonic() - began < 3 * SLOW
+    assert env.status("quick")["state"] == "stopped"
+    assert "still not reaped" not in env.log("quick")
