@@ -90,7 +90,7 @@ lint: setup
 	$(BIN)/ruff check tenantfpm tests bench
 
 # The integration suite inside a throwaway VM on Debian's kernel (cgroup v2), booted by
-# virtme-ng over a read-only view of this machine; see README "Tests on a cgroup v2 kernel".
+# virtme-ng over a read-only view of this machine; see docs/development.md.
 vm-deps: setup
 	$(call apt_install,$(VM_PKGS),the VM's kernel and emulator)
 	@test -x $(BIN)/vng || { echo ">> installing virtme-ng into $(VENV)"; $(BIN)/pip install -q 'virtme-ng>=1.30'; }

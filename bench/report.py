@@ -45,8 +45,8 @@ def write_report(res: dict, out: Path) -> None:
         f"Pools: {cfg['workers']} workers each, static unless said; wrk with "
         f"{cfg['connections']} connections, {cfg['seconds']} s per measurement, "
         f"{cfg['rounds']} rounds, FPM and tenantfpm alternating. Medians, (min-max).",
-        "Where a target is missed, the cause found and the fix proposed are in README.md "
-        "(Benchmarks against PHP-FPM).",
+        "Where a target is missed, the cause found and the fix proposed are in "
+        "docs/performance.md.",
         "",
         "## 1. Steady load",
         "",

@@ -17,7 +17,7 @@ A tenant's unix socket is out of reach already: run_dir is not in its view, and
 check refuses socket modes open to every user and tenants in the socket's group.
 The rule tests the cheap things first (loopback, a SYN, then the port set, then
 the uid set), so most packets leave it after a compare or two; measured with
-bench/firewall_cost.py, see the README.
+bench/firewall_cost.py, see docs/performance.md.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class PM(Strict):
     max_spawn_rate: int = 32
     process_idle_timeout: Duration = 10.0
     # ondemand php tenants: a zygote with no worker left goes after this (0: never); the
-    # next request then starts PHP again (README: the memory and wake-up cost, measured)
+    # next request then starts PHP again (docs/performance.md: the memory and wake-up cost)
     zygote_idle_timeout: Duration = 60.0
     max_requests: int = 500
     max_requests_jitter: int = 0

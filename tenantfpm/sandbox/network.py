@@ -9,7 +9,7 @@ runs outside the master's event loop.
 
 `isolated` gives the tenant eth0 = <base>+2/30 with a default route via the
 host end <base>+1/30 (interface tf<crc32>). Reaching beyond the host needs
-forwarding and NAT, which are the operator's call (README: "Isolated network").
+forwarding and NAT, which are the operator's call (docs/security.md, "Isolated network").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The scraper speaks FastCGI the way php-fpm_exporter does (SCRIPT_NAME and
 QUERY_STRING, `json&full`), to php8.2-fpm's own pm.status_path and to
 tenantfpm's endpoint. Fields tenantfpm cannot measure for php-cgi are null
-there (UNKNOWN below, documented in the README); every other field must have
+there (UNKNOWN below, documented in docs/running.md); every other field must have
 the type php-fpm gives it.
 """
 
