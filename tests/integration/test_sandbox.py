@@ -48,7 +48,7 @@ def test_disabled_isolation_says_so(env, users):
 def test_limits_follow_reload_and_the_cgroup_goes_with_the_tenant(env, users):
     env.add(env.site("lim", users[0], STATIC1 + '[limits]\nmemory = "128M"\n'))
     assert env.status("lim")["memory_limit"] == 128 << 20
-    env.php("lim", 'session_start(); $_SESSION["n"] = 42; echo session_id();')
+    env.php("lim", 'session_start(); $_SESSION["n"] = 42; file_put_contents("/tmp/kept", "x");')
     env.add(env.site("lim", users[0], STATIC1 + """
 [limits]
 memory = "96M"
@@ -56,7 +56,9 @@ pids = 20
 """), replace=True)
     st = env.status("lim")
     assert st["memory_limit"] == 96 << 20
-    assert (env.php("lim", 'echo count(glob("/tmp/sess_*"));').body == b"1")  # /tmp survived
+    # /tmp survived the reload, and the session its own directory
+    assert env.php("lim", 'echo file_exists("/tmp/kept") ? 1 : 0, '
+                          'count(glob("/var/lib/php/sessions/sess_*"));').body == b"11"
     cgroup_dirs = (glob.glob(f"/sys/fs/cgroup/*/{env.cgroup_parent}/lim")  # v1
                    + glob.glob(f"/sys/fs/cgroup/{env.cgroup_parent}/lim"))  # v2
     assert cgroup_dirs

@@ -222,7 +222,8 @@ def test_top_shows_every_tenant_with_its_limits(env, users):
     env.wait_for("idle", lambda: env.status("t1")["idle_processes"] == 1)
     r = env.cli("top", "--once")
     header = next(line for line in r.stdout.splitlines() if "TENANT" in line)
-    for col in ("STATE", "ACTIVE", "IDLE", "QUEUE", "SLOW", "KILLED", "OOM", "MEMORY"):
+    for col in ("STATE", "ACT", "IDLE", "PROCS", "QUEUE", "MAXED", "SLOW", "KILL", "OOM",
+                "MEMORY"):
         assert col in header, col
     row = next(line for line in r.stdout.splitlines() if "t1" in line)
     assert "running" in row and "/128M" in row
