@@ -64,3 +64,16 @@ def test_php_zygote_gets_its_ini_locked_keys_user_and_home(tmp_path):
     assert locked == ["memory_limit", "display_errors"]
     assert env["USER"] == "alice" and env["HOME"] == "/srv/shop"
     assert runtimes.of(t).binds(t)[0][2] is True  # the package, read-only
+
+
+def test_every_runtime_gives_user_and_home_as_fpm_does(tmp_path):
+    """USER and HOME for every worker (the tenant's user; in the sandbox its root is the
+    home its /etc/passwd names); the tenant's [env] may set its own."""
+    for kind in ("php-cgi", "python", "fastcgi"):
+        t = tenant(tmp_path, type=kind, **({"app": "app"} if kind == "python" else {}),
+                   **({"command": ["/usr/bin/true"]} if kind == "fastcgi" else {}))
+        _, env = runtimes.of(t).command(t, 10)
+        assert (env["USER"], env["HOME"]) == ("alice", "/srv/shop"), kind
+    php = tenant(tmp_path)
+    _, env = runtimes.of(php).zygote_command(php)
+    assert (env["USER"], env["HOME"]) == ("alice", "/srv/shop")

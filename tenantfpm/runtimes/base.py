@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 from dataclasses import dataclass
 
 from tenantfpm.config.tenant import Tenant
@@ -104,6 +105,25 @@ class Runtime:
                                  "fastcgi_param SCRIPT_FILENAME "
                                  "$document_root$fastcgi_script_name",
                                  "fastcgi_param PATH_INFO $path_info"))
+
+
+def worker_env(tenant: Tenant) -> dict[str, str]:
+    """The tenant's `[env]`, plus USER and HOME as FPM sets them for a pool's workers
+    (the tenant's user; its home, which in the sandbox is the tenant's root, the home
+    its /etc/passwd names) unless `[env]` says otherwise."""
+    env = dict(tenant.site.env)
+    env.setdefault("USER", tenant.site.user)
+    env.setdefault("HOME", home(tenant))
+    return env
+
+
+def home(tenant: Tenant) -> str:
+    if tenant.site.isolation.enabled:
+        return tenant.site.root
+    try:
+        return pwd.getpwnam(tenant.site.user).pw_dir
+    except KeyError:
+        return "/"
 
 
 def nginx_location(tenant: Tenant, match: str, *directives: str) -> str:

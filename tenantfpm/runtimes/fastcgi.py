@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.runtimes.base import Runtime
+from tenantfpm.runtimes.base import Runtime, worker_env
 
 
 def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str]]:
     rt = tenant.site.runtime
     argv = [os.path.realpath(rt.command[0]), *rt.command[1:]]
-    env = dict(tenant.site.env)
+    env = worker_env(tenant)
     env.setdefault("PHP_FCGI_MAX_REQUESTS", str(max_requests))
     return argv, env
 

@@ -15,7 +15,6 @@ and the web server's PHP_VALUE / PHP_ADMIN_VALUE (SPEC 2: the admin's values).
 from __future__ import annotations
 
 import os
-import pwd
 
 from tenantfpm import inspect
 from tenantfpm.config.model import PHP_SAPI_BINARY
@@ -23,7 +22,7 @@ from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
 from tenantfpm.pyworker.scoreboard import Board
-from tenantfpm.runtimes.base import Channels, Runtime
+from tenantfpm.runtimes.base import Channels, Runtime, worker_env
 from tenantfpm.runtimes.php_cgi import (
     PHP_VERSION,
     ini_path,
@@ -56,17 +55,6 @@ def bundled(tenant: Tenant) -> bool:
     return os.path.realpath(tenant.site.runtime.command[0]) == os.path.realpath(PHP_SAPI_BINARY)
 
 
-def home(tenant: Tenant) -> str:
-    """HOME as FPM sets it (the pool user's home): in the sandbox, the tenant's root is
-    the home its /etc/passwd names."""
-    if tenant.site.isolation.enabled:
-        return tenant.site.root
-    try:
-        return pwd.getpwnam(tenant.site.user).pw_dir
-    except KeyError:
-        return "/"
-
-
 def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
     site = tenant.site
     isolated = site.isolation.enabled
@@ -79,9 +67,7 @@ def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
     if site.log.access:  # each worker writes its lines (fd from channels())
         argv += ["-l", site.log.access_format, "-n", tenant.name, "-m", str(os.getpid())]
     argv += site.runtime.command[1:]
-    env = dict(site.env)
-    env.setdefault("USER", site.user)
-    env.setdefault("HOME", home(tenant))
+    env = worker_env(tenant)
     conf_d = scan_dir()
     if conf_d:
         env["PHP_INI_SCAN_DIR"] = conf_d

@@ -13,7 +13,7 @@ import re
 from tenantfpm import inspect
 from tenantfpm.config.model import IniValue
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.runtimes.base import Runtime
+from tenantfpm.runtimes.base import Runtime, worker_env
 from tenantfpm.sandbox import state
 from tenantfpm.sandbox.rootfs import INI_TARGET
 
@@ -94,7 +94,7 @@ def command(tenant: Tenant, max_requests: int) -> tuple[list[str], dict[str, str
     for k, v in tenant.site.ini.items():
         argv += ["-d", f"{k}={ini_value(v)}"]
     argv += rt.command[1:]
-    env = dict(tenant.site.env)
+    env = worker_env(tenant)
     env["PHP_FCGI_MAX_REQUESTS"] = str(max_requests)
     env.pop("PHP_FCGI_CHILDREN", None)  # the worker must serve requests itself
     return argv, env

@@ -20,7 +20,7 @@ from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
 from tenantfpm.pyworker.scoreboard import Board
-from tenantfpm.runtimes.base import Channels, Runtime, nginx_location
+from tenantfpm.runtimes.base import Channels, Runtime, nginx_location, worker_env
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
 BOOT = ("import sys; sys.path.insert(0, {lib!r}); "
@@ -42,7 +42,7 @@ def command(tenant: Tenant, max_requests: int | None) -> tuple[list[str], dict[s
     # not realpath(): a virtualenv's python finds its site-packages through its own path
     argv = [*site.runtime.command, "-c", BOOT.format(lib=lib, module=module),
             json.dumps(config)]
-    env = dict(site.env)
+    env = worker_env(tenant)
     env.setdefault("PYTHONUNBUFFERED", "1")  # print() reaches error.log when it happens
     if "date.timezone" in site.ini:
         env["TZ"] = str(site.ini["date.timezone"])
