@@ -45,10 +45,10 @@ def wait_port(port: int, proc: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"{proc.args[0]} did not listen on {port}")
 
 
-def nginx(base: Path, root: Path, sock: str, port: int) -> tuple[list[str], Path]:
+def nginx_conf(base: Path, http: str) -> list[str]:
+    """An nginx of the test's own under `base` (pid, logs, temp files there), `http` the
+    body of its http block; the command that runs it in the foreground."""
     conf = base / "nginx.conf"
-    # Debian's snippet includes fastcgi.conf relative to the configuration's directory
-    (base / "fastcgi.conf").write_text(Path("/etc/nginx/fastcgi.conf").read_text())
     conf.write_text(f"""
 worker_processes 1;
 daemon off;
@@ -58,11 +58,22 @@ error_log {base}/nginx-error.log;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
+    include /etc/nginx/mime.types;
     client_body_temp_path {base}/body;
     fastcgi_temp_path {base}/fastcgi;
     proxy_temp_path {base}/proxy;
     uwsgi_temp_path {base}/uwsgi;
     scgi_temp_path {base}/scgi;
+{http}
+}}
+""")
+    return ["nginx", "-c", str(conf), "-p", str(base)]
+
+
+def nginx(base: Path, root: Path, sock: str, port: int) -> tuple[list[str], Path]:
+    # Debian's snippet includes fastcgi.conf relative to the configuration's directory
+    (base / "fastcgi.conf").write_text(Path("/etc/nginx/fastcgi.conf").read_text())
+    argv = nginx_conf(base, f"""
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -71,10 +82,8 @@ http {{
             include /etc/nginx/snippets/fastcgi-php.conf;
             fastcgi_pass unix:{sock};
         }}
-    }}
-}}
-""")
-    return ["nginx", "-c", str(conf), "-p", str(base)], base / "nginx-error.log"
+    }}""")
+    return argv, base / "nginx-error.log"
 
 
 def apache(base: Path, root: Path, sock: str, port: int) -> tuple[list[str], Path]:
@@ -162,28 +171,9 @@ def test_the_server_block_add_prints_serves_the_site_as_it_is(env, users):
     block = env.cli("nginx", "blk", "--listen", f"127.0.0.1:{port}").stdout
     (base / "blk.conf").write_text(block)
     (base / "fastcgi_params").write_text(Path("/etc/nginx/fastcgi_params").read_text())
-    conf = base / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-user www-data;
-pid {base}/nginx.pid;
-error_log {base}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    include /etc/nginx/mime.types;
-    client_body_temp_path {base}/body;
-    fastcgi_temp_path {base}/fastcgi;
-    proxy_temp_path {base}/proxy;
-    uwsgi_temp_path {base}/uwsgi;
-    scgi_temp_path {base}/scgi;
-    include {base}/blk.conf;
-}}
-""")
+    argv = nginx_conf(base, f"    include {base}/blk.conf;")
     with open(base / "startup.log", "w") as said:
-        proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(base)], stdout=said,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=said, stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc, base / "startup.log")
 
