@@ -3,9 +3,14 @@ trusting a pid the kernel did not vouch for."""
 
 import array
 import os
+import resource
 import socket
+import subprocess
 
-from tenantfpm.master.zygote import MAX_MESSAGES, Message, channel, parse, receive
+import pytest
+
+from tenantfpm.master.worker import Worker
+from tenantfpm.master.zygote import MAX_MESSAGES, Message, channel, gone, parse, receive
 
 
 def test_parse_accepts_only_the_three_messages():
@@ -55,3 +60,27 @@ def test_receive_reads_a_bounded_number_per_wakeup():
     finally:
         ours.close()
         theirs.close()
+
+
+def test_gone_reads_a_pidfd_past_fd_setsize():
+    """With a few hundred tenants the master's descriptors pass 1024: the check of an exit
+    report must still work there (select() raised, and every later report was lost)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2100:
+        pytest.skip("needs a descriptor limit above 2048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2100), hard))
+    child = subprocess.Popen(["sleep", "30"])
+    pidfd = os.pidfd_open(child.pid)
+    high = os.dup2(pidfd, 2000)
+    os.close(pidfd)
+    w = Worker(pid=child.pid, generation=1, started=0.0, max_requests=0, stdout=-1,
+               stderr=-1, errpipe=None, last_activity=0.0, wall_started=0.0, exe="")
+    w.pidfd = high
+    try:
+        assert not gone(w)
+        child.kill()
+        child.wait()
+        assert gone(w)
+    finally:
+        os.close(high)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

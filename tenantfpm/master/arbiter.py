@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import time
+import traceback
+from typing import Any
 
 import prctl
 
@@ -122,6 +124,7 @@ class Master:
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(self._on_loop_error)
         self._write_pid_file()
         prctl.set_child_subreaper(1)
         namespaces.isolate_master_mounts()
@@ -185,6 +188,14 @@ class Master:
                 os.unlink(self.conf.master.pid_file)
             self.log("notice", "exiting, bye-bye!")
             self.mlog.close()
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """A callback's exception (a bug) goes to the master's log, where an admin looks,
+        not to a stderr nobody reads; the loop and the other tenants go on."""
+        exc = context.get("exception")
+        detail = "".join(traceback.format_exception(exc)).strip() if exc else ""
+        self.log("error", f"internal error: {context.get('message', '?')}"
+                          + (f"\n{detail}" if detail else ""))
 
     def _detect_cgroups(self) -> cgroups.Driver | None:
         try:

@@ -164,10 +164,14 @@ def ns_inode(pid: int) -> int | None:
 
 
 def gone(w: Worker) -> bool:
-    """The kernel's word: a pidfd polls readable once its process has exited."""
+    """The kernel's word: a pidfd polls readable once its process has exited. (poll, not
+    select: with a few hundred tenants the master's descriptors pass FD_SETSIZE, and
+    select() refused them, which lost every exit report from then on.)"""
     if w.pidfd is None:
         return True
-    return bool(select.select([w.pidfd], [], [], 0)[0])
+    p = select.poll()
+    p.register(w.pidfd, select.POLLIN)
+    return bool(p.poll(0))
 
 
 def adopt(z: Zygote, w: Worker, msg: Message) -> bool:
