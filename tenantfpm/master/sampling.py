@@ -1,0 +1,102 @@
+"""What the master sees of one pool's workers (PHP-FPM's scoreboard reading in
+fpm_pctl_perform_idle_server_maintenance): each worker's own scoreboard page where its
+runtime keeps one, else /proc (idle in accept(), activity, RSS, CPU); the listen queue.
+
+A mixin of master/pool.py's Pool: `self` is the pool.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tenantfpm import procfs, verdicts
+from tenantfpm.master.worker import Worker
+from tenantfpm.pyworker import scoreboard
+
+QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving connection
+QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets))
+
+
+class Sampling:
+    def sample(self, fresh: bool = False) -> None:
+        """Look at every worker through /proc: idle in accept() or busy, RSS, CPU."""
+        now = time.monotonic()
+        for w in self.workers.values():
+            if w.board is not None:
+                u = procfs.usage(w.pid)
+                if u is not None:
+                    w.rss, w.cpu_seconds = u.rss, u.cpu_seconds
+                    self._observe_board(w, now)
+                continue
+            s = procfs.sample(w.pid)
+            if s is None:
+                continue
+            w.rss, w.cpu_seconds = s.rss, s.cpu_seconds
+            if not w.seen_idle and (s.idle or procfs.serving_connection(w.pid, w.exe)):
+                self._started(w)
+            if s.idle:
+                if not w.idle or (w.activity >= 0 and s.activity != w.activity):
+                    w.last_activity = now  # it did something since the last look
+                w.idle = True
+                w.busy_since = None
+            elif w.seen_idle:
+                conn = procfs.connection(w.pid)
+                if w.idle or w.busy_since is None or (conn is not None and conn != w.conn):
+                    w.busy_since = now  # a new request (or the first look at this one)
+                    w.slow_logged = False
+                w.conn = conn
+                w.idle = False
+                w.last_activity = now
+            w.activity = s.activity
+        active = sum(1 for w in self.workers.values() if w.seen_idle and not w.idle)
+        self.max_active = max(self.max_active, active, self._board_peak(now))
+        # one sock_diag dump covers every pool; a connection that just arrived (ondemand)
+        # needs a fresh one, the once-a-second tick does not
+        q = self.host.listen_queue(self, QUEUE_FRESH if fresh else QUEUE_TICK)
+        if q is not None:
+            self.listen_queue = q.pending
+            self.listen_queue_len = q.backlog
+            self.max_listen_queue = max(self.max_listen_queue or 0, q.pending)
+
+    def _observe_board(self, w: Worker, now: float) -> None:
+        """A python worker says what it does: no guessing from /proc."""
+        assert w.board is not None
+        slot = w.board.read()
+        if slot is None:
+            return
+        w.slot = slot
+        if not w.seen_idle and slot.state in (scoreboard.IDLE, scoreboard.READING,
+                                              scoreboard.RUNNING):
+            self._started(w)
+        if slot.state == scoreboard.IDLE:
+            if not w.idle or slot.requests != w.activity:
+                w.last_activity = now
+            w.idle, w.busy_since = True, None
+        elif slot.state in (scoreboard.READING, scoreboard.RUNNING):
+            if slot.state == scoreboard.RUNNING and w.busy_since != slot.request_start:
+                w.slow_logged = False  # another request than at the last look
+                w.busy_since = slot.request_start
+            w.idle, w.last_activity = False, now
+        w.activity = slot.requests
+
+    def _board_peak(self, now: float) -> int:
+        """Workers busy at once, from their scoreboards' request times (current or last)."""
+        spans = []
+        for w in self.workers.values():
+            slot = w.slot if w.board is not None else None
+            if slot is None or slot.request_start <= 0:
+                continue
+            if slot.state in (scoreboard.READING, scoreboard.RUNNING):
+                spans.append((slot.request_start, now))
+            elif slot.last_duration >= 0:
+                spans.append((slot.request_start, slot.request_start + slot.last_duration))
+        return verdicts.peak_concurrency(spans)
+
+    def _started(self, w: Worker) -> None:
+        """The worker's runtime is up and taking connections."""
+        w.seen_idle = True
+        self.start_failures = 0
+        self.retry_delay = verdicts.RETRY_FIRST
+        if self.state == "starting":
+            self._set_state("running")
+            self.log.event("notice", "ready: serving")
