@@ -36,6 +36,7 @@ from tenantfpm import fastcgi, procfs
 from tenantfpm.cgroups import favor
 
 SIDES = ("fpm", "tenantfpm")
+ADD_CONCURRENCY = 8  # tenants added (and removed) at once in the manager scenario
 
 
 def log(msg: str) -> None:
@@ -233,34 +234,50 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
     window = cfg["idle_window"]
     cold_one = cold_fastcgi(st, "ondemand-cold")
     idle_one = idle_master_cpu(st, window)
-    added = []
-    users = []
+    added: list[float] = []
+    users: list[str] = []
+    n = cfg["tenants"]
+
+    def add(i: int) -> None:
+        site = st.base / f"many{i}.toml"
+        root = st.www / f"many{i}"  # a root each: no two tenants may share one
+        root.mkdir()
+        root.chmod(0o755)
+        (root / "hello.php").write_text("<?php echo 'hello';")
+        site.write_text(f'name = "many{i}"\nuser = "{users[i]}"\nroot = "{root}"\n'
+                        '[pm]\nmode = "ondemand"\nmax_children = 2\n'
+                        'process_idle_timeout = "2s"\nzygote_idle_timeout = "2s"\n')
+        t = time.perf_counter()
+        st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
+        added.append((time.perf_counter() - t) * 1000)
+        if len(added) % 1000 == 0:
+            log(f"   {len(added)} of {n} tenants added")
+
     try:
-        for i in range(cfg["tenants"]):
-            u = f"tfpmb{i:04d}"
+        for i in range(n):
+            u = f"tfpmb{i:05d}"
             # ordinary users sharing one group: a host has far fewer system ids than this
             subprocess.run(["useradd", "--no-create-home", "--no-user-group", "--gid", "nogroup",
                             "--shell", "/usr/sbin/nologin", u], check=True)
             users.append(u)
-            site = st.base / f"many{i}.toml"
-            root = st.www / f"many{i}"  # a root each: no two tenants may share one
-            root.mkdir()
-            root.chmod(0o755)
-            (root / "hello.php").write_text("<?php echo 'hello';")
-            site.write_text(f'name = "many{i}"\nuser = "{u}"\nroot = "{root}"\n'
-                            '[pm]\nmode = "ondemand"\nmax_children = 2\n'
-                            'process_idle_timeout = "2s"\nzygote_idle_timeout = "2s"\n')
-            t = time.perf_counter()
-            st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
-            added.append((time.perf_counter() - t) * 1000)
+            if (i + 1) % 2000 == 0:
+                log(f"   {i + 1} of {n} users made")
+        # as a control panel adds them: a few at once (each add waits for its probe worker)
+        with concurrent.futures.ThreadPoolExecutor(ADD_CONCURRENCY) as ex:
+            list(ex.map(add, range(n)))
         time.sleep(cfg["settle"])  # the probe workers and their zygotes time out (2 s each)
         rss_many = rss_kb(st.master.pid)
         idle_many = idle_master_cpu(st, window)
         cold_many = cold_fastcgi(st, "many0")
     finally:
-        for i in range(len(users)):
+        log(f"   removing the {len(users)} tenants and their users")
+
+        def remove(i: int) -> None:
             with contextlib.suppress(Exception):  # cleanup goes on
                 st.client.call("DELETE", f"/v1/tenants/many{i}")
+
+        with concurrent.futures.ThreadPoolExecutor(ADD_CONCURRENCY) as ex:
+            list(ex.map(remove, range(len(users))))
         for u in users:
             subprocess.run(["pkill", "-KILL", "-u", u], check=False)
             subprocess.run(["userdel", u], check=False)
@@ -383,7 +400,7 @@ def main() -> int:
             "reload_seconds": 3, "tenants": 3, "workers": 2, "settle": 5,
             "idle_window": 1} if args.smoke else
            {"rounds": 3, "seconds": 10, "connections": 8, "cold": 5, "reloads": 20,
-            "reload_seconds": 12, "tenants": 1000, "workers": 4, "settle": 12,
+            "reload_seconds": 12, "tenants": 10000, "workers": 4, "settle": 12,
             "idle_window": 10})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
