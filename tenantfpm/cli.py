@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 from rich.console import Console
@@ -271,7 +272,7 @@ def status(ctx: Ctx, name: str | None, full: bool, as_json: bool) -> None:
     """Pool status, PHP-FPM style."""
     q = "?full=1" if full else ""
     if ctx.self_service:
-        ask = "&".join(x for x in ("full=1" if full else "", f"name={name}" if name else "") if x)
+        ask = urlencode({**({"full": 1} if full else {}), **({"name": name} if name else {})})
         data = ctx.self_client.call("GET", "/v1/self/status" + (f"?{ask}" if ask else ""))
     else:
         data = ctx.client.call("GET", f"/v1/tenants/{name}/status{q}" if name
@@ -318,7 +319,7 @@ def reload(ctx: Ctx, name: str | None) -> None:
     if ctx.self_service:
         with err.status("reloading: the new workers starting..."):
             result = ctx.self_client.call("POST", "/v1/self/reload"
-                                          + (f"?name={name}" if name else ""))
+                                          + (f"?{urlencode({'name': name})}" if name else ""))
         out.print(f"tenant {result.get('name', name)}: {result.get('state')}")
         if result.get("state") != "running":
             sys.exit(1)

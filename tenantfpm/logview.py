@@ -9,6 +9,7 @@ import stat
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 from tenantfpm.client import Client
 from tenantfpm.errors import TenantFPMError
@@ -68,10 +69,12 @@ class RemoteLog:
         self.enabled = first.get("enabled", True)
 
     def _get(self, offset: int, limit: int | None = None) -> dict[str, Any]:
-        q = f"kind={self.kind}&offset={offset}" + (f"&limit={limit}" if limit else "")
+        q: dict[str, str | int] = {"kind": self.kind, "offset": offset}
+        if limit:
+            q["limit"] = limit
         if self.name:
-            q += f"&name={self.name}"
-        return self.client.call("GET", f"/v1/self/logs?{q}")
+            q["name"] = self.name
+        return self.client.call("GET", f"/v1/self/logs?{urlencode(q)}")
 
     def _take(self, r: dict[str, Any]) -> list[str]:
         self.offset = r["next"]

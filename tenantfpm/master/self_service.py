@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tenantfpm import safefs
+from tenantfpm.errors import TenantFPMError
 from tenantfpm.master.control import NAME, BadRequest, errors
 
 if TYPE_CHECKING:
@@ -90,7 +91,10 @@ def read_slice(log_dir: str, kind: str, offset: int, limit: int) -> dict[str, An
     try:
         st = os.fstat(fd)
         start = max(0, st.st_size + offset) if offset < 0 else min(offset, st.st_size)
-        data = os.pread(fd, min(limit, CHUNK_MAX), start)
+        want = min(limit, CHUNK_MAX)
+        data = os.pread(fd, want, start)
+        if len(data) == want and b"\n" in data:  # whole lines: no character cut in two
+            data = data[: data.rindex(b"\n") + 1]
     finally:
         os.close(fd)
     return {"exists": True, "inode": st.st_ino, "size": st.st_size, "offset": start,
@@ -147,7 +151,11 @@ class SelfService:
         if limit <= 0:
             raise BadRequest("limit must be positive")
         site = pool.tenant.site
-        result = await asyncio.to_thread(read_slice, pool.tenant.log_dir, kind, offset, limit)
+        try:
+            result = await asyncio.to_thread(read_slice, pool.tenant.log_dir, kind, offset,
+                                             limit)
+        except OSError as e:  # not a regular file, a link: said, never followed
+            raise TenantFPMError(f"cannot read {kind}.log: {e.strerror or e}") from None
         result["enabled"] = (site.log.access if kind == "access" else
                              bool(site.limits.request_slowlog_timeout) if kind == "slow"
                              else True)
