@@ -29,9 +29,12 @@ def detect(parent: str, mount: str = "/sys/fs/cgroup",
     on_top = [m.fstype for m in mounts if m.target == real][-1:]  # the last mount wins
     version = 2 if on_top == ["cgroup2"] else 1
     unit = delegation.delegated_unit(version) if delegated else None
-    if unit is not None:
-        if version == 2:
+    if unit is not None and version == 2:
+        try:
             delegation.leave_unit_root(mount, unit)
+        except OSError:
+            unit = None  # not ours to divide after all: the root of the hierarchy, as if off
+    if unit is not None:
         parent = f"{unit.strip('/')}/{parent}"
     prefix = unit.strip("/") if unit else ""
     if version == 2:
