@@ -26,7 +26,7 @@ from tenantfpm.config.loader import load_global, load_site
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.tenant import Tenant, resolve
 from tenantfpm.errors import ConfigError, MasterNotRunning, TenantFPMError
-from tenantfpm.logs import LINE, escape, parse_timestamp
+from tenantfpm.logs import LINE, escape, not_kept, parse_timestamp
 from tenantfpm.logview import FileLog, RemoteLog
 from tenantfpm.registry import Registry, validate_for_add
 from tenantfpm.units import format_size, parse_duration
@@ -472,8 +472,7 @@ def logs(ctx: Ctx, name: str | None, kind: str, follow: bool, since: str | None,
     if ctx.self_service:
         source = RemoteLog(ctx.self_client, name, kind)
         if source.missing:
-            err.print(f"no {kind}.log yet" + ("" if source.enabled else
-                      f": this tenant keeps no {kind} log (its site file turns it off)"),
+            err.print(source.not_kept or f"no {kind}.log yet: nothing was logged there",
                       markup=False)
     else:
         if name is None:
@@ -506,20 +505,9 @@ def _root_log(ctx: Ctx, name: str, kind: str) -> FileLog:
         raise NotFoundError(f"no logs for tenant {name!r} (no directory {log_dir})")
     source = FileLog(os.path.join(log_dir, f"{kind}.log"))
     if source.missing and tenant is not None:
-        err.print(_why_no_log(tenant, kind, source.path), markup=False)
+        err.print(not_kept(tenant.site, kind)
+                  or f"{source.path} does not exist yet: nothing was logged there", markup=False)
     return source
-
-
-def _why_no_log(tenant: Tenant, kind: str, path: str) -> str:
-    """A missing log file is explained, not shown as silence."""
-    site = tenant.site
-    if kind == "access" and not site.log.access:
-        return (f"tenant {tenant.name} keeps no access log: [log] access = false in its site "
-                "file (set it to true for one in PHP-FPM's access.format)")
-    if kind == "slow" and not site.limits.request_slowlog_timeout:
-        return (f"tenant {tenant.name} has no slow log: [limits] request_slowlog_timeout is 0 "
-                "(off)")
-    return f"{path} does not exist yet: nothing was logged there"
 
 
 @cli.command()

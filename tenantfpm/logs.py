@@ -15,8 +15,12 @@ import re
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from tenantfpm import safefs
+
+if TYPE_CHECKING:
+    from tenantfpm.config.model import Site
 
 LEVELS = {"alert": 0, "error": 1, "warning": 2, "notice": 3, "debug": 4}
 _TS = "%d-%b-%Y %H:%M:%S"
@@ -188,3 +192,16 @@ class TenantLog:
     def close(self) -> None:
         for f in self._files():
             f.close()
+
+
+def not_kept(site: Site, kind: str) -> str | None:
+    """Why tenant `site` keeps no `kind` log (its site file turns it off); None when it
+    keeps one. Said by `tenantfpm logs` to root and, through the self-service socket, to
+    the tenant's own user, instead of silence."""
+    if kind == "access" and not site.log.access:
+        return (f"tenant {site.name} keeps no access log: [log] access = false in its site "
+                "file (set it to true for one in PHP-FPM's access.format)")
+    if kind == "slow" and not site.limits.request_slowlog_timeout:
+        return (f"tenant {site.name} has no slow log: [limits] request_slowlog_timeout is 0 "
+                "(off)")
+    return None

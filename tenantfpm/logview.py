@@ -66,7 +66,7 @@ class RemoteLog:
         self.offset, self.inode, self.partial = 0, None, ""
         first = self._get(0, 1)
         self.missing = not first["exists"]
-        self.enabled = first.get("enabled", True)
+        self.not_kept: str | None = first.get("not_kept")  # why, when the site turns it off
 
     def _get(self, offset: int, limit: int | None = None) -> dict[str, Any]:
         q: dict[str, str | int] = {"kind": self.kind, "offset": offset}

@@ -18,7 +18,7 @@ class FakeMaster:
         q = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
         offset, limit = int(q["offset"]), min(int(q.get("limit", self.chunk)), self.chunk)
         data = self.text[offset:offset + limit]
-        return {"exists": True, "enabled": True, "inode": self.inode, "size": len(self.text),
+        return {"exists": True, "not_kept": None, "inode": self.inode, "size": len(self.text),
                 "offset": offset, "next": offset + len(data), "data": data.decode()}
 
 

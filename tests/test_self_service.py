@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tenantfpm.master.self_service import Refused, own_tenant, read_slice
+from tenantfpm.master.control import Refused
+from tenantfpm.master.self_service import own_tenant, read_slice
 
 
 def pools(**uids: int) -> dict:

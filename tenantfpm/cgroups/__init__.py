@@ -34,9 +34,9 @@ def detect(parent: str, mount: str = "/sys/fs/cgroup",
             delegation.leave_unit_root(mount, unit)
         except OSError:
             unit = None  # not ours to divide after all: the root of the hierarchy, as if off
-    if unit is not None:
-        parent = f"{unit.strip('/')}/{parent}"
-    prefix = unit.strip("/") if unit else ""
+    prefix = unit.strip("/") if unit else ""  # the part of the parent that is the unit's
+    if prefix:
+        parent = f"{prefix}/{parent}"
     if version == 2:
         return V2Driver(mount, parent, prefix)
     return V1Driver.from_mounts(mounts, parent, prefix)

@@ -29,6 +29,10 @@ class BadRequest(TenantFPMError):
     """The caller sent something malformed: 400, nothing changed."""
 
 
+class Refused(TenantFPMError):
+    """403: the self-service socket's caller is not the user of the tenant it names."""
+
+
 def _name(request: web.Request) -> str:
     """A tenant name from the URL: exactly the names a site file may have, nothing that
     could name a path (the router has already decoded %2F)."""
@@ -56,6 +60,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except BadRequest as e:
         return _error(400, str(e))
+    except Refused as e:
+        return _error(403, str(e))
     except NotFound as e:
         return _error(404, str(e))
     except ConfigError as e:

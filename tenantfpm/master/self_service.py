@@ -29,7 +29,8 @@ from aiohttp import web
 
 from tenantfpm import safefs
 from tenantfpm.errors import TenantFPMError
-from tenantfpm.master.control import NAME, BadRequest, errors
+from tenantfpm.logs import not_kept
+from tenantfpm.master.control import NAME, BadRequest, Refused, errors
 
 if TYPE_CHECKING:
     from tenantfpm.master.arbiter import Master
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
 KINDS = ("error", "slow", "access")
 CHUNK_MAX = 1 << 20  # bytes of log per answer
 RELOAD_COOLDOWN = 5.0  # seconds between two reloads a tenant's user asks for
-
-
-class Refused(Exception):
-    """403: the caller is not the user of the tenant it names."""
 
 
 def peer_uid(request: web.Request) -> int:
@@ -64,14 +61,6 @@ def own_tenant(pools: dict[str, Pool], uid: int, asked: str | None) -> Pool:
     if asked is not None and asked != pool.tenant.name:
         raise Refused(f"uid {uid} may act on its own tenant only ({pool.tenant.name})")
     return pool
-
-
-@web.middleware
-async def refusals(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Refused as e:
-        return web.json_response({"error": str(e)}, status=403)
 
 
 def read_slice(log_dir: str, kind: str, offset: int, limit: int) -> dict[str, Any]:
@@ -106,7 +95,7 @@ class SelfService:
         self.master = master
         self.path = path
         self.last_reload: dict[str, float] = {}
-        app = web.Application(middlewares=[errors, refusals], client_max_size=4096)
+        app = web.Application(middlewares=[errors], client_max_size=4096)
         app["master"] = master
         r = app.router
         r.add_get("/v1/self/status", self.status)
@@ -156,9 +145,7 @@ class SelfService:
                                              limit)
         except OSError as e:  # not a regular file, a link: said, never followed
             raise TenantFPMError(f"cannot read {kind}.log: {e.strerror or e}") from None
-        result["enabled"] = (site.log.access if kind == "access" else
-                             bool(site.limits.request_slowlog_timeout) if kind == "slow"
-                             else True)
+        result["not_kept"] = not_kept(site, kind)
         return web.json_response(result)
 
     async def reload(self, request: web.Request) -> web.Response:
