@@ -13,12 +13,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from tenantfpm import fastcgi, nginx
 from tenantfpm.client import Client, NotFoundError
@@ -31,9 +29,30 @@ from tenantfpm.logview import FileLog, RemoteLog
 from tenantfpm.registry import Registry, validate_for_add
 from tenantfpm.units import format_size, parse_duration
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class _Console:
+    """rich's Console, imported at the first line printed: `tenantfpm run` (the master)
+    prints none, and rich would add 5 MB to it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
 # into a pipe or a file (grep, scripts, a cron mail) tables must not be cut at 80 columns
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Ctx:
@@ -250,6 +269,8 @@ def list_(ctx: Ctx, as_json: bool, wide: bool) -> None:
 def _table(*columns: str, title: str | None = None, folds: str = "") -> Table:
     """Columns one space apart and no frame, so that a row of the usual tenant fits 80
     columns; nothing is cut with an ellipsis: the `folds` column (a path) wraps."""
+    from rich.table import Table
+
     t = Table(box=None, padding=(0, 1, 0, 0), title=title, title_justify="left")
     for col in columns:
         t.add_column(col, no_wrap=col != folds, overflow="fold")

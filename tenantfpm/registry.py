@@ -11,12 +11,11 @@ import os
 import re
 from pathlib import Path
 
+from tenantfpm.claims import Claims
 from tenantfpm.config.loader import find_line, load_site
 from tenantfpm.config.model import NAME_PATTERN, GlobalConfig, Site
-from tenantfpm.config.rules import ListenAddress
 from tenantfpm.config.tenant import Tenant, resolve
 from tenantfpm.errors import ConfigError, Problem, TenantFPMError
-from tenantfpm.safefs import inside
 
 NAME = re.compile(NAME_PATTERN)
 
@@ -59,21 +58,23 @@ class Registry:
             except ConfigError as e:
                 bad[name] = e
         ok: dict[str, Tenant] = {}
+        holders = Claims(claimed.values())  # then each accepted file in place of its name's
         for name in sorted(loaded, key=lambda n: (n not in claimed, n)):
-            holders = list(ok.values()) + [t for n, t in claimed.items()
-                                           if n not in ok and n != name]
             try:
                 self.conflicts(loaded[name], holders, str(self.path(name)))
             except ConfigError as e:
                 bad[name] = e
                 continue
             ok[name] = loaded[name]
+            holders.add(loaded[name])
         return ok, bad
 
-    def conflicts(self, tenant: Tenant, others: list[Tenant], file: str) -> None:
-        """What must be one tenant's alone: name, socket, user, root, log directory."""
-        problems = [pr for o in others if o.name != tenant.name
-                    for pr in clashes(tenant, o)]
+    def conflicts(self, tenant: Tenant, others: Claims | list[Tenant], file: str) -> None:
+        """What must be one tenant's alone: name, socket, user, root, log directory.
+        `others`: the running tenants (a tenant of `tenant`'s name is not an other)."""
+        if not isinstance(others, Claims):
+            others = Claims(others)
+        problems = others.clashes(tenant)
         if problems:
             try:
                 text = Path(file).read_text()
@@ -113,37 +114,9 @@ class Registry:
             self.write(name, previous)
 
 
-def _same_listener(a: ListenAddress, b: ListenAddress) -> bool:
-    if a.is_unix or b.is_unix:
-        return a.is_unix and b.is_unix and os.path.normpath(a.path or "") == os.path.normpath(
-            b.path or "")
-    wildcard = ("0.0.0.0", "::")
-    return a.port == b.port and (a.host == b.host or a.host in wildcard or b.host in wildcard)
 
 
-def clashes(t: Tenant, o: Tenant) -> list[Problem]:
-    """Why `t` cannot run beside `o`."""
-    out = []
-    who = f"tenant {o.name!r}"
-    if _same_listener(t.listen, o.listen):
-        out.append(Problem("listen.address", f"{t.listen} is already used by {who}"))
-    if o.site.user == t.site.user or o.uid == t.uid:
-        out.append(Problem("user", f"user {t.site.user!r} already runs {who}; each tenant "
-                                   "needs its own"))
-    if inside(t.site.root, o.site.root) or inside(o.site.root, t.site.root):
-        out.append(Problem("root", f"{t.site.root} overlaps {who}'s root {o.site.root}"))
-    if inside(t.log_dir, o.log_dir) or inside(o.log_dir, t.log_dir):
-        out.append(Problem("log.dir", f"{t.log_dir} overlaps {who}'s log directory"))
-    if inside(t.log_dir, o.site.root):
-        out.append(Problem("log.dir", f"{t.log_dir} is inside {who}'s root"))
-    for i, b in enumerate(t.site.isolation.binds):
-        if inside(b.source, o.site.root) or inside(o.site.root, b.source):
-            out.append(Problem(f"isolation.binds[{i}].source",
-                               f"{b.source} overlaps {who}'s root {o.site.root}"))
-    return out
-
-
-def validate_for_add(conf: GlobalConfig, path: str, others: list[Tenant],
+def validate_for_add(conf: GlobalConfig, path: str, others: Claims | list[Tenant],
                      replace: bool) -> tuple[Site, Tenant, str]:
     """Everything `add` checks before it writes anything."""
     reg = Registry(conf)

@@ -7,7 +7,6 @@ own, and master/pool.py only carries out the verdicts (log, signal, respawn).
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 from enum import Enum
 
@@ -53,7 +52,7 @@ def next_retry_delay(delay: float) -> float:
     return min(delay * 2, RETRY_MAX)
 
 
-def crash_storm(crashes: collections.deque[float], now: float, threshold: int,
+def crash_storm(crashes: list[float], now: float, threshold: int,
                 interval: float) -> bool:
     """FPM's emergency_restart_threshold/interval: record a SIGSEGV/SIGBUS death at `now`
     and say whether `threshold` of them fell within `interval` (then the window starts
@@ -62,7 +61,7 @@ def crash_storm(crashes: collections.deque[float], now: float, threshold: int,
         return False
     crashes.append(now)
     while crashes and now - crashes[0] > interval:
-        crashes.popleft()
+        del crashes[0]
     if len(crashes) < threshold:
         return False
     crashes.clear()

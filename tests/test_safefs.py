@@ -129,6 +129,32 @@ def test_error_log_cap_drops_worker_output_counts_it_and_says_so(tree):
     log.close()
 
 
+def test_a_resting_log_holds_no_descriptor_and_its_next_line_reopens_it_safely(tree):
+    from tenantfpm.logs import TenantLog
+
+    logs = tree / "logs"
+    log = TenantLog("t", str(logs))
+    log.event("notice", "before")
+    fd = log.error.fileno()
+    log.rest()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed (the number is free again)
+    (logs / "error.log").rename(logs / "error.log.1")  # rotated while resting
+    log.reopen()  # logrotate's signal to a resting log: nothing opened yet
+    assert not (logs / "error.log").exists()
+    log.event("notice", "after")
+    assert "after" in (logs / "error.log").read_text()
+    assert "after" not in (logs / "error.log.1").read_text()
+    log.rest()
+    (logs / "error.log").unlink()
+    (tree / "elsewhere").write_text("root's file\n")
+    (logs / "error.log").symlink_to(tree / "elsewhere")  # swapped in while resting
+    log.event("notice", "injected")
+    assert (tree / "elsewhere").read_text() == "root's file\n"
+    assert log.problem is not None
+    log.close()
+
+
 def test_a_hostile_process_name_does_not_change_the_counters():
     from tenantfpm.procfs import _switches
 

@@ -2,15 +2,17 @@
 tenant are refused, each with its key (the same cases run live in test_attacks.py)."""
 
 import os
+import random
 
 import pytest
 
+from tenantfpm.claims import Claims, clashes
 from tenantfpm.config.loader import load_site
 from tenantfpm.config.model import PHP_SAPI_BINARY, GlobalConfig
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.errors import ConfigError
-from tenantfpm.registry import Registry, clashes
+from tenantfpm.registry import Registry
 
 CONF = GlobalConfig.model_validate({"paths": {"run_dir": "/run/tfpm", "log_dir": "/var/log/tfpm"},
                                     "master": {"control_socket": "/run/tfpm/control.sock"}})
@@ -80,6 +82,7 @@ def _tenant(name, uid, root, listen=None, log=None):
     site = type("S", (), {})()
     site.name, site.user, site.root = name, f"u{uid}", root
     site.isolation = type("I", (), {"binds": []})()
+    site.pm = type("P", (), {"max_children": uid % 5 + 1})()
     return Tenant(site=site, listen=parse_listen(listen or f"/run/tfpm/{name}.sock"),
                   log_dir=log or f"/var/log/tfpm/{name}", run_dir="", uid=uid, gid=uid)
 
@@ -90,6 +93,41 @@ def test_clashes_between_tenants():
     keys = {p.key for p in clashes(_tenant("b", 1, "/srv/a/sub", "0.0.0.0:9001",
                                            "/srv/a/logs"), a)}
     assert keys == {"listen.address", "user", "root", "log.dir"}
+
+
+def test_the_claims_index_finds_exactly_what_asking_every_tenant_finds():
+    """Claims (the O(log N) index behind add and boot) against clashes() asked of every
+    tenant, over many random tenants whose paths nest, share and miss each other."""
+    rng = random.Random(7)
+    dirs = ["/srv", "/srv/a", "/srv/a/b", "/srv/ab", "/srv/b", "/var/log/t", "/var/log/t/x",
+            "/", "/srv/a/b/c", "/home/x"]
+
+    def some(i: int) -> Tenant:
+        t = _tenant(f"t{i}", rng.randint(1, 40), rng.choice(dirs),
+                    rng.choice([None, f"127.0.0.{rng.randint(1, 3)}:{rng.randint(9000, 9005)}",
+                                f"0.0.0.0:{rng.randint(9000, 9005)}",
+                                f"/run/s{rng.randint(0, 30)}.sock"]),
+                    rng.choice([None, *dirs]))
+        t.site.isolation.binds = [type("B", (), {"source": rng.choice(dirs)})()
+                                  for _ in range(rng.randint(0, 2))]
+        return t
+
+    held = [some(i) for i in range(60)]
+    claims = Claims(held)
+    for t in held[:20]:  # some leave, and some come back under another configuration
+        claims.discard(t)
+    back = [some(i) for i in range(10)]
+    for t in back:
+        claims.add(t)
+    others = {t.name: t for t in held[20:] + back}
+    assert set(claims.tenants) == set(others)
+    assert claims.max_children == sum(t.site.pm.max_children for t in others.values())
+    for _ in range(300):
+        t = some(rng.randint(0, 120))
+        want = sorted((p.key, p.message) for o in others.values() if o.name != t.name
+                      for p in clashes(t, o))
+        assert sorted((p.key, p.message) for p in claims.clashes(t)) == want, t.name
+    assert any(claims.clashes(some(i)) for i in range(5))  # the data do clash
 
 
 def test_load_all_keeps_the_running_tenants_claims(tmp_path, fake_system, monkeypatch):

@@ -1,6 +1,5 @@
 """The master's verdicts (verdicts.py): pure rules, checked without a process in sight."""
 
-import collections
 
 from tenantfpm import verdicts
 from tenantfpm.verdicts import OomWatch, Request
@@ -30,13 +29,13 @@ def test_start_failures_and_back_off():
 
 
 def test_crash_storm_counts_within_the_window_and_starts_over():
-    crashes: collections.deque[float] = collections.deque()
+    crashes: list[float] = []
     assert not verdicts.crash_storm(crashes, 0.0, 3, 10.0)
     assert not verdicts.crash_storm(crashes, 5.0, 3, 10.0)
     assert not verdicts.crash_storm(crashes, 11.0, 3, 10.0)  # the one at 0 fell out
     assert verdicts.crash_storm(crashes, 12.0, 3, 10.0)
     assert not crashes  # the window starts over after a restart
-    assert not verdicts.crash_storm(collections.deque(), 0.0, 0, 10.0)  # 0 = off
+    assert not verdicts.crash_storm([], 0.0, 0, 10.0)  # 0 = off
 
 
 def test_oom_kills_of_workers_and_of_what_they_started():

@@ -57,7 +57,14 @@ class V1Driver(base.Driver):
 class V1Tenant(base.TenantCgroup):
     def __init__(self, driver: V1Driver, name: str) -> None:
         self.name = name
-        self.paths = {c: os.path.join(m, driver.parent, name) for c, m in driver.mounts.items()}
+        self.driver = driver
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """The tenant's directory in each hierarchy, joined when asked (a start, a limit,
+        a spawn): 10,000 idle tenants need none of these strings kept."""
+        return {c: os.path.join(m, self.driver.parent, self.name)
+                for c, m in self.driver.mounts.items()}
 
     def _file(self, controller: str, name: str) -> str | None:
         d = self.paths.get(controller)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -48,6 +48,14 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _shared(section: type[Strict]) -> Any:
+    """A section's defaults as one frozen instance for every site that leaves the section
+    out: pydantic would deep-copy a default instance into each site, and a master with
+    10,000 tenants would hold 10,000 copies of the same defaults."""
+    instance = section()
+    return Field(default_factory=lambda: instance)
 
 
 class Listen(Strict):
@@ -158,14 +166,14 @@ class Site(Strict):
     group: str = ""
     root: str
     chdir: str = ""
-    listen: Listen = Listen()
-    runtime: Runtime = Runtime()
-    pm: PM = PM()
-    limits: Limits = Limits()
-    isolation: Isolation = Isolation()
+    listen: Listen = _shared(Listen)
+    runtime: Runtime = _shared(Runtime)
+    pm: PM = _shared(PM)
+    limits: Limits = _shared(Limits)
+    isolation: Isolation = _shared(Isolation)
     ini: dict[str, IniValue] = {}
     env: dict[str, str] = {}
-    log: Log = Log()
+    log: Log = _shared(Log)
 
 
 class Paths(Strict):

@@ -6,10 +6,6 @@ import io
 import os
 import struct
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
-
 from tenantfpm import safefs
 
 WANTED = ("executor_globals", "sapi_globals")
@@ -32,7 +28,13 @@ def _symbols(path: str, identity: tuple[int, int, float]) -> tuple[dict[str, int
 
 
 def _read_symbols(path: str) -> tuple[dict[str, int], int]:
-    """Read with safefs (no FIFO, no mapping); a malformed ELF is a LookupError."""
+    """Read with safefs (no FIFO, no mapping); a malformed ELF is a LookupError. pyelftools
+    is imported here, at the first slow request's backtrace: 5 MB the master need not
+    carry until then."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
     try:
         elf = ELFFile(io.BytesIO(safefs.read_regular(path, MAX_BINARY)))
         first_load = min(seg["p_vaddr"] for seg in elf.iter_segments()

@@ -20,6 +20,7 @@ import prctl
 
 from tenantfpm import cgroups
 from tenantfpm.cgroups import favor
+from tenantfpm.claims import Claims
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
@@ -29,10 +30,11 @@ from tenantfpm.logs import LogFile
 from tenantfpm.master.pool import Pool
 from tenantfpm.netguard import NetGuard
 from tenantfpm.registry import Registry
-from tenantfpm.sandbox import namespaces, privileges
+from tenantfpm.sandbox import linux, namespaces, privileges
 
 REAP_SAFETY = 1.0  # seconds between waitpid() sweeps besides SIGCHLD
 ADD_TIMEOUT = 30.0
+TRIM_AFTER = 5.0  # seconds of no add or remove before the heap is trimmed (Master._trim)
 
 
 class Master:
@@ -46,6 +48,10 @@ class Master:
         self.cgroups: cgroups.Driver | None = None
         self.registry = Registry(conf)
         self.pools: dict[str, Pool] = {}
+        # what the running tenants hold alone: kept as pools come, go and change, so
+        # neither an add nor a start walks every tenant
+        self.claims = Claims()
+        self._trim_handle: asyncio.TimerHandle | None = None
         self.broken: dict[str, str] = {}  # registered but invalid: name -> error
         self.mlog = LogFile(m.log_file, m.log_level)
         self.queues = ListenQueues()
@@ -76,7 +82,14 @@ class Master:
 
     def workers_weight(self) -> int:
         """What all tenants' workers weigh together (cgroups.Driver.set_parent_weight)."""
-        return max(1, sum(p.tenant.site.pm.max_children for p in self.pools.values()))
+        return max(1, self.claims.max_children)
+
+    def retenant(self, old: Tenant | None, new: Tenant | None) -> None:
+        """A pool's configuration changed (None: a pool came or went)."""
+        if old is not None:
+            self.claims.discard(old)
+        if new is not None:
+            self.claims.add(new)
 
     def link_index(self, pool: Pool) -> int:
         """The lowest /30 of isolated_subnet no other pool holds."""
@@ -246,6 +259,7 @@ class Master:
     def _start_pool(self, tenant: Tenant, probe: bool) -> Pool:
         pool = Pool(self, tenant)
         self.pools[tenant.name] = pool
+        self.retenant(None, tenant)
         self.broken.pop(tenant.name, None)
         pool.start(probe=probe)
         return pool
@@ -354,15 +368,28 @@ class Master:
                 result[name] = f"not reloaded: {e}"
         return result
 
-    def others(self, name: str) -> list[Tenant]:
-        return [p.tenant for n, p in self.pools.items() if n != name]
+    def _trim_later(self) -> None:
+        """Once adds and removes pause for TRIM_AFTER seconds, hand the freed heap back:
+        each add's parsing and validation leave free pages between the tenants' objects
+        that glibc keeps (3 MB of 65 at 1,200 tenants added through the API)."""
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+        self._trim_handle = self.loop.call_later(TRIM_AFTER, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        linux.malloc_trim()
+
+    def _forget(self, name: str) -> None:
+        pool = self.pools.pop(name, None)
+        if pool is not None:
+            self.retenant(pool.tenant, None)
 
     async def add(self, path: str, replace: bool) -> dict[str, object]:
         """Validate, register atomically, start, wait until it serves; undo all on failure."""
         from tenantfpm.registry import validate_for_add
 
-        everyone = [p.tenant for p in self.pools.values()]
-        site, tenant, text = validate_for_add(self.conf, path, everyone, replace)
+        site, tenant, text = validate_for_add(self.conf, path, self.claims, replace)
         name = site.name
         if name in self.busy_names:
             raise TenantFPMError(f"tenant {name} is being changed by another command")
@@ -389,12 +416,13 @@ class Master:
                 else:
                     await pool.stop(graceful=False)
                     pool.close()
-                    self.pools.pop(name, None)
+                    self._forget(name)
                 self.log("error", f"add {name}: {reason}; registration undone")
                 raise TenantFPMError(f"tenant {name} failed to start: {reason}\n"
                                      "nothing was registered" + (" (the previous "
                                      "configuration is back)" if old is not None else ""))
             self.log("notice", f"tenant {name} {'replaced' if old else 'added'}")
+            self._trim_later()
             return {"name": name, "listen": str(tenant.listen), "replaced": old is not None,
                     "root": site.root, "state": pool.state}
         finally:
@@ -407,10 +435,11 @@ class Master:
         if pool is not None:
             await pool.stop(graceful=True)
             pool.close()
-            self.pools.pop(name, None)
+            self._forget(name)
         self.broken.pop(name, None)
         self.registry.remove(name)
         self.log("notice", f"tenant {name} removed")
+        self._trim_later()
 
     def pool(self, name: str) -> Pool:
         pool = self.pools.get(name)
@@ -432,7 +461,7 @@ class Master:
             pool = self._start_pool(tenant, probe=True)
         else:
             pool = self.pools[name]
-            self.registry.conflicts(tenant, self.others(name), str(self.registry.path(name)))
+            self.registry.conflicts(tenant, self.claims, str(self.registry.path(name)))
             await pool.reload(tenant)
         await pool.wait_settled(ADD_TIMEOUT)
         return {"name": name, "state": pool.state, "generation": pool.generation}

@@ -21,6 +21,8 @@ CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
 
 
 class Children:
+    __slots__ = ()  # a mixin of Pool, which has the slots
+
     def spawn(self, n: int) -> None:
         if self.sock is None:
             return

@@ -12,7 +12,6 @@ event loop: no threads, no locks.
 from __future__ import annotations
 
 import asyncio
-import collections
 import math
 import signal
 import socket
@@ -51,15 +50,26 @@ class Host(Protocol):
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None: ...
     def log(self, level: str, message: str) -> None: ...
     def protect(self, extra: list[Tenant] | None = None) -> str | None: ...
+    def retenant(self, old: Tenant | None, new: Tenant | None) -> None: ...
 
 
 class Pool(ProcessControl, Children, Sampling):
     """One tenant: its socket, its workers and zygotes, its timer. Process control,
     the children and the sampling of them are in their own modules (mixins)."""
 
+    # slots, not a __dict__: 40 attributes make a 1.6 kB dict each, 16 MB for 10,000 tenants
+    __slots__ = ("_changed", "_tenant", "_tick_handle", "accepted_gone", "box", "cgroup",
+                 "closed", "crashes", "error", "forker", "generation", "host", "isolated",
+                 "listen_queue", "listen_queue_len", "log", "max_active",
+                 "max_children_reached", "max_listen_queue", "next_retry", "next_tick",
+                 "ondemand_armed", "ondemand_handle", "oom", "oom_base", "output", "pm_state",
+                 "queue_seen", "retry_delay", "slow_requests", "sock", "sock_inode", "sock_key",
+                 "start_failures", "start_time", "state", "terminated_requests",
+                 "worker_restarts", "workers")
+
     def __init__(self, host: Host, tenant: Tenant) -> None:
         self.host = host
-        self.tenant = tenant
+        self._tenant = tenant
         self.log = self._open_log(tenant)
         self.output = Output(host.loop, lambda: self.log, tenant.site.log.rate_limit)
         self.state = "stopped"
@@ -77,14 +87,14 @@ class Pool(ProcessControl, Children, Sampling):
         self.start_failures = 0
         self.retry_delay = verdicts.RETRY_FIRST
         self.next_retry: float | None = None
-        self.crashes: collections.deque[float] = collections.deque()
+        self.crashes: list[float] = []  # SIGSEGV/SIGBUS deaths within the window
         self.forker = Forker(self)  # the zygotes, for runtimes that fork from one
         self.box = TenantSandbox(tenant)
-        self.sandbox: Sandbox | None = None  # the planned sequence; None: isolation disabled
+        self.isolated = False  # set by start: workers run in the sandbox (box.plan())
         self.cgroup: cgroups.TenantCgroup | None = None
         self.oom_base = 0  # the cgroup's oom_kill count when this master took it over
         self.oom = verdicts.OomWatch()
-        self.changed = asyncio.Event()  # set on any state change, for waiters
+        self._changed: asyncio.Event | None = None  # made for a waiter (most pools have none)
         self.ondemand_armed = False
         self.ondemand_handle: asyncio.TimerHandle | None = None
         # counters (status)
@@ -106,6 +116,18 @@ class Pool(ProcessControl, Children, Sampling):
         return TenantLog(tenant.name, tenant.log_dir, tenant.site.log.max_size)
 
     @property
+    def tenant(self) -> Tenant:
+        return self._tenant
+
+    @tenant.setter
+    def tenant(self, tenant: Tenant) -> None:
+        """A reload's new configuration (or the old one back): the master's index of what
+        each tenant holds follows."""
+        old, self._tenant = self._tenant, tenant
+        if old is not tenant:
+            self.host.retenant(old, tenant)
+
+    @property
     def pm(self) -> Any:
         return self.tenant.site.pm
 
@@ -118,10 +140,23 @@ class Pool(ProcessControl, Children, Sampling):
         self.error = error
         self._wake_waiters()
 
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """The sequence a zygote or worker starts with; None: isolation disabled."""
+        return self.box.plan() if self.isolated else None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set on the next state change (a start, an exit, a stop), for waiters."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
     def _wake_waiters(self) -> None:
         """Wake everyone awaiting a change; later waiters get a fresh event."""
-        self.changed.set()
-        self.changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     # --- the pool's own timer: no pool is looked at unless it has something to do ----------
 
@@ -155,7 +190,11 @@ class Pool(ProcessControl, Children, Sampling):
             self.host.log("error", f"[pool {self.name}] tick failed: {e!r}")
             self.next_tick = now + 1.0
         at = self.next_tick if self.next_tick > now else now + 1.0
-        self.schedule(math.inf if self._dormant() else at)
+        if self._dormant():  # nothing runs: no descriptor, mount or timer kept for it
+            self.log.rest()
+            self.box.rest()
+            at = math.inf
+        self.schedule(at)
 
     def tick(self) -> None:
         now = time.monotonic()

@@ -23,6 +23,8 @@ STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for 
 
 
 class ProcessControl:
+    __slots__ = ()  # a mixin of Pool, which has the slots
+
     def start(self, probe: bool = False) -> None:
         """Open the socket, write runtime files, spawn the first workers.
 
@@ -96,13 +98,15 @@ class ProcessControl:
         where = f"cgroup v{driver.version} {self.cgroup.describe()}" if (
             driver and self.cgroup) else "no cgroup"
         if not site.isolation.enabled:
-            self.sandbox = None
+            self.isolated = False
             self.log.event("warning", "isolation.enabled = false: workers run with the "
                                       "tenant's uid/gid only, no namespaces, no private "
                                       f"filesystem view; {where}: {', '.join(limits)}")
             return
-        self.sandbox = self.box.prepare(tenant, self.host.link_index(self),
-                                        self.host.isolated_subnet)
+        # a link's /30 is looked for only by a tenant that has one (an O(N) look)
+        link = self.host.link_index(self) if site.isolation.network == "isolated" else -1
+        self.box.prepare(tenant, link, self.host.isolated_subnet)
+        self.isolated = True
         iso = site.isolation
         net = {"host": "host network", "none": "own network: loopback only",
                "isolated": "own network: loopback and eth0 "

@@ -18,6 +18,8 @@ QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets)
 
 
 class Sampling:
+    __slots__ = ()  # a mixin of Pool, which has the slots
+
     def sample(self, fresh: bool = False) -> None:
         """Look at every worker through /proc: idle in accept() or busy, RSS, CPU."""
         now = time.monotonic()

@@ -93,3 +93,10 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def malloc_trim() -> None:
+    """Give the C heap's free pages back to the kernel (glibc; a no-op elsewhere)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

@@ -9,6 +9,7 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 from tenantfpm import fastcgi
 from tests.integration.conftest import SLOW, body_ok
@@ -132,8 +133,22 @@ def test_an_idle_ondemand_zygote_is_retired_and_started_again_on_demand(env, use
     env.wait_for("the zygote retired", lambda: f"zygote {first} exited with code 0"
                  in env.log("oz"), timeout=20)
     assert f"zygote {first} idle for 2s: retired" in env.log("oz")
-    assert body_ok(env.request("oz", "/"))  # PHP starts again for this request
+    # nothing runs: the master keeps its socket and no other descriptor, no mount, for it
+    assert env.master is not None
+    tmp = str(env.base / "run" / "tenants" / "oz" / "tmp")
+
+    def rests() -> bool:
+        fds = [os.readlink(f"/proc/{env.master.pid}/fd/{fd}")
+               for fd in os.listdir(f"/proc/{env.master.pid}/fd")]
+        return (not any("/oz/" in t for t in fds)
+                and f" {tmp} " not in Path(f"/proc/{env.master.pid}/mountinfo").read_text())
+
+    env.wait_for("the idle tenant to hold nothing but its socket", rests)
+    r = env.php("oz", 'file_put_contents("/tmp/x", "w"); echo file_get_contents("/tmp/x");')
+    assert body_ok(r) and r.body == b"w"  # PHP starts again for this request, /tmp with it
     assert _zygote_pid(env, "oz") != first
+    # error.log opened again by the next line
+    assert " started (generation" in env.log("oz").split(f"zygote {first} exited")[1]
 
 
 SESSION = ('<?php session_start(); $_SESSION["n"] = ($_SESSION["n"] ?? 0) + 1; '
