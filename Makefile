@@ -11,7 +11,9 @@ PYTEST_ARGS ?=
 VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static
 VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_attacks.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py
 
-BENCH_PKGS := nginx wrk
+# WordPress (Debian's package) on MariaDB for the WordPress scenario; `php` (the metapackage,
+# satisfied by php8.2-fpm) keeps apt from choosing Apache's mod_php for wordpress
+BENCH_PKGS := nginx wrk php8.2-cli php8.2-mysql mariadb-server wordpress php
 
 SAPI_BIN := tenantfpm/libexec/tenantfpm-php
 SAPI_SRC := $(wildcard sapi/*.c sapi/*.h) sapi/Makefile

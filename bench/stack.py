@@ -29,7 +29,9 @@ PHP_INI = "/etc/php/8.2/fpm/php.ini"  # what a php tenant starts from too (runti
 FPM = "/usr/sbin/php-fpm8.2"
 TFPM = str(Path(sys.executable).with_name("tenantfpm"))
 USERS = ["tfpmbench1", "tfpmbench2", "tfpmbench3", "tfpmbench4", "tfpmbench5",
-         "tfpmbench6", "tfpmbench7"]  # one per tenantfpm pool (POOLS), the last for WSGI
+         "tfpmbench6", "tfpmbench7", "tfpmbench8"]  # one per tenantfpm pool (POOLS), then:
+WSGI_USER, WORDPRESS_USER = USERS[6], USERS[7]
+FPM_USER = USERS[0]  # php-fpm runs all its pools as this one
 INCLUDES = 300
 
 PAGES = {
@@ -160,7 +162,7 @@ class Stack:
                      "ondemand": "pm.process_idle_timeout = 1s\n",
                      "dynamic": f"pm.start_servers = 1\npm.min_spare_servers = 1\n"
                                 f"pm.max_spare_servers = {max(1, w // 2)}\n"}[mode]
-            pools.append(f"[{name}]\nuser = {USERS[0]}\ngroup = {USERS[0]}\n"
+            pools.append(f"[{name}]\nuser = {FPM_USER}\ngroup = {FPM_USER}\n"
                          f"listen = {self.base}/fpm-{name}.sock\nlisten.mode = 0666\n"
                          f"pm = {mode}\npm.max_children = {w}\npm.max_requests = {max_requests}\n"
                          f"{extra}")
@@ -169,7 +171,7 @@ class Stack:
                         "daemonize = no\nprocess_control_timeout = 0\n\n" + "\n".join(pools))
         self.fpm_conf = conf
         self.fpm = self._spawn([FPM, "-c", PHP_INI, "--fpm-config", str(conf), "--nodaemonize"])
-        self._wait_for(lambda: all((self.base / f"fpm-{n}.sock").exists()
+        self.wait_for(lambda: all((self.base / f"fpm-{n}.sock").exists()
                                    for n, v in POOLS.items() if v[0] == "both"), "php-fpm")
 
     def _start_tenantfpm(self) -> None:
@@ -182,7 +184,7 @@ class Stack:
         self.tfpm_env = {**os.environ, "TENANTFPM_CONFIG": str(conf)}
         self.master = self._spawn([TFPM, "run"], env=self.tfpm_env)
         self.client = Client(str(self.base / "run" / "control.sock"), timeout=120)
-        self._wait_for(lambda: self._answers(), "the tenantfpm master")
+        self.wait_for(lambda: self._answers(), "the tenantfpm master")
         for i, (name, (_, mode, sandbox, max_requests)) in enumerate(POOLS.items()):
             site = self.base / f"{name}.toml"
             extra = {"static": "", "ondemand": 'process_idle_timeout = "1s"\n' + (
@@ -231,10 +233,10 @@ class Stack:
         conf = self.base / "nginx.conf"
         conf.write_text(nginx_config(self.base, servers))
         self.nginx = self._spawn(["nginx", "-c", str(conf), "-p", str(self.base)])
-        self._wait_for(lambda: all(self._port_open(p) for p in self.ports.values()), "nginx")
+        self.wait_for(lambda: all(self.port_open(p) for p in self.ports.values()), "nginx")
 
     @staticmethod
-    def _port_open(port: int) -> bool:
+    def port_open(port: int) -> bool:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
@@ -244,7 +246,7 @@ class Stack:
         self.procs.append(p)
         return p
 
-    def _wait_for(self, ready, what: str, timeout: float = 30) -> None:
+    def wait_for(self, ready, what: str, timeout: float = 30) -> None:
         self.log(f"   waiting for {what}")
         deadline = time.time() + timeout
         while not ready():
@@ -265,7 +267,7 @@ class Stack:
         return self.client.call("GET", f"/v1/tenants/{pool}/status?full=1")
 
     def wait_for_no_zygote(self, pool: str) -> None:
-        self._wait_for(lambda: self.status(pool)["zygote_pid"] is None,
+        self.wait_for(lambda: self.status(pool)["zygote_pid"] is None,
                        f"{pool}'s zygote to retire")
 
     def fpm_children(self, pool: str) -> list[int]:
@@ -292,7 +294,7 @@ class Stack:
         fpm_dir, t_dir = root / ".opcache-fpm", root / ".opcache-tfpm"
         for d in (fpm_dir, t_dir):
             d.mkdir(exist_ok=True)
-            shutil.chown(d, USERS[0])
+            shutil.chown(d, FPM_USER)
         text = re.sub(r"php_admin_value\[opcache.file_cache\] = .*\n", "",
                       self.fpm_conf.read_text())
         if on:
@@ -306,14 +308,14 @@ class Stack:
             body += f'\n[ini]\n"opcache.file_cache" = "{t_dir}"\n'
         site.write_text(body)
         self.client.call("POST", "/v1/tenants", {"path": str(site), "replace": True})
-        self._wait_for(lambda: len(self.fpm_children("static")) == self.workers,
+        self.wait_for(lambda: len(self.fpm_children("static")) == self.workers,
                        "php-fpm's static pool after the reload")
 
     def fpm_with_pools(self, n: int) -> int:
         """RSS (kB) of a php-fpm master holding n ondemand pools, idle."""
         d = self.base / "fpm-many"
         d.mkdir()
-        pools = "".join(f"[p{i}]\nuser = {USERS[0]}\ngroup = {USERS[0]}\n"
+        pools = "".join(f"[p{i}]\nuser = {FPM_USER}\ngroup = {FPM_USER}\n"
                         f"listen = {d}/p{i}.sock\npm = ondemand\npm.max_children = 2\n\n"
                         for i in range(n))
         conf = d / "php-fpm.conf"
@@ -322,7 +324,7 @@ class Stack:
                         f"daemonize = no\nrlimit_files = {files}\n\n{pools}")
         p = self._spawn([FPM, "-c", PHP_INI, "--fpm-config", str(conf), "--nodaemonize"])
         try:
-            self._wait_for(lambda: (d / f"p{n - 1}.sock").exists(), f"php-fpm with {n} pools",
+            self.wait_for(lambda: (d / f"p{n - 1}.sock").exists(), f"php-fpm with {n} pools",
                            timeout=120)
             time.sleep(2)
             return rss_kb(p.pid)
