@@ -84,11 +84,12 @@ class Master:
         """What all tenants' workers weigh together (cgroups.Driver.set_parent_weight)."""
         return max(1, self.claims.max_children)
 
-    def retenant(self, old: Tenant | None, new: Tenant | None) -> None:
-        """A pool's configuration changed (None: a pool came or went)."""
+    def retenant(self, pool: Pool, old: Tenant | None, new: Tenant | None) -> None:
+        """`pool`'s configuration changed (None: it came or went). A pool this master no
+        longer runs (removed while a reload of it was under way) claims nothing."""
         if old is not None:
             self.claims.discard(old)
-        if new is not None:
+        if new is not None and self.pools.get(pool.name) is pool:
             self.claims.add(new)
 
     def link_index(self, pool: Pool) -> int:
@@ -259,7 +260,7 @@ class Master:
     def _start_pool(self, tenant: Tenant, probe: bool) -> Pool:
         pool = Pool(self, tenant)
         self.pools[tenant.name] = pool
-        self.retenant(None, tenant)
+        self.retenant(pool, None, tenant)
         self.broken.pop(tenant.name, None)
         pool.start(probe=probe)
         return pool
@@ -383,7 +384,7 @@ class Master:
     def _forget(self, name: str) -> None:
         pool = self.pools.pop(name, None)
         if pool is not None:
-            self.retenant(pool.tenant, None)
+            self.retenant(pool, pool.tenant, None)
 
     async def add(self, path: str, replace: bool) -> dict[str, object]:
         """Validate, register atomically, start, wait until it serves; undo all on failure."""

@@ -50,7 +50,7 @@ class Host(Protocol):
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None: ...
     def log(self, level: str, message: str) -> None: ...
     def protect(self, extra: list[Tenant] | None = None) -> str | None: ...
-    def retenant(self, old: Tenant | None, new: Tenant | None) -> None: ...
+    def retenant(self, pool: Pool, old: Tenant | None, new: Tenant | None) -> None: ...
 
 
 class Pool(ProcessControl, Children, Sampling):
@@ -125,7 +125,7 @@ class Pool(ProcessControl, Children, Sampling):
         each tenant holds follows."""
         old, self._tenant = self._tenant, tenant
         if old is not tenant:
-            self.host.retenant(old, tenant)
+            self.host.retenant(self, old, tenant)
 
     @property
     def pm(self) -> Any:
