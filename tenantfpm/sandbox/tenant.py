@@ -89,9 +89,8 @@ class TenantSandbox:
 
     def rest(self) -> None:
         """The tenant has no process left: its /tmp goes, and its next start gets a fresh
-        one (as after a reboot). Every sandbox start copies the host's mount table into a
-        new namespace, and 10,000 idle tenants' tmpfs mounts made a cold start 2-5 times
-        slower; the active tenants' mounts are all the table keeps."""
+        one (as after a reboot). Every sandbox start copies the master's mount table into a
+        new namespace: it keeps the active tenants' mounts only, not one per idle tenant."""
         if self.tmp_mounted is not None:
             with contextlib.suppress(OSError):
                 linux.umount2(self.tmp, linux.MNT_DETACH)
