@@ -31,7 +31,7 @@ import wordpress
 import wrk
 import wsgi
 from report import write_report
-from stack import WSGI_USER, Stack, rss_kb
+from stack import WSGI_USER, Stack, pss_kb, rss_kb
 from wrk import summary
 
 from tenantfpm import fastcgi, procfs
@@ -344,9 +344,7 @@ def memory_per_worker(st: Stack, cfg: dict) -> dict:
         out[key] = {}
         for side in SIDES:
             wrk.run(st.url(side, "static", "include.php"), cfg["seconds"], cfg["connections"])
-            pids = (st.fpm_children("static") if side == "fpm"
-                    else [p["pid"] for p in st.status("static")["processes"]])
-            pss = [x for x in (pss_kb(p) for p in pids) if x is not None]
+            pss = st.workers_pss(side, "static")
             if file_cache:  # the setting took: the workers wrote their cache files
                 cache = st.docroot("static") / (".opcache-fpm" if side == "fpm"
                                                  else ".opcache-tfpm")
@@ -357,16 +355,6 @@ def memory_per_worker(st: Stack, cfg: dict) -> dict:
                 f"{len(pss)} workers")
     st.set_file_cache(False)
     return out
-
-
-def pss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 # --- main ------------------------------------------------------------------

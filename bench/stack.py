@@ -172,7 +172,7 @@ class Stack:
         self.fpm_conf = conf
         self.fpm = self._spawn([FPM, "-c", PHP_INI, "--fpm-config", str(conf), "--nodaemonize"])
         self.wait_for(lambda: all((self.base / f"fpm-{n}.sock").exists()
-                                   for n, v in POOLS.items() if v[0] == "both"), "php-fpm")
+                                  for n, v in POOLS.items() if v[0] == "both"), "php-fpm")
 
     def _start_tenantfpm(self) -> None:
         conf = self.base / "tenantfpm.toml"
@@ -268,7 +268,7 @@ class Stack:
 
     def wait_for_no_zygote(self, pool: str) -> None:
         self.wait_for(lambda: self.status(pool)["zygote_pid"] is None,
-                       f"{pool}'s zygote to retire")
+                      f"{pool}'s zygote to retire")
 
     def fpm_children(self, pool: str) -> list[int]:
         out = []
@@ -280,6 +280,12 @@ class Stack:
                 if cmd == f"php-fpm: pool {pool}".encode():
                     out.append(int(pid))
         return out
+
+    def workers_pss(self, side: str, pool: str) -> list[int]:
+        """PSS (kB) of each of `pool`'s workers on `side` (those that are still there)."""
+        pids = (self.fpm_children(pool) if side == "fpm"
+                else [p["pid"] for p in self.status(pool)["processes"]])
+        return [x for x in (pss_kb(p) for p in pids) if x is not None]
 
     def reload_fpm(self) -> None:
         assert self.fpm is not None
@@ -309,7 +315,7 @@ class Stack:
         site.write_text(body)
         self.client.call("POST", "/v1/tenants", {"path": str(site), "replace": True})
         self.wait_for(lambda: len(self.fpm_children("static")) == self.workers,
-                       "php-fpm's static pool after the reload")
+                      "php-fpm's static pool after the reload")
 
     def fpm_with_pools(self, n: int) -> int:
         """RSS (kB) of a php-fpm master holding n ondemand pools, idle."""
@@ -325,7 +331,7 @@ class Stack:
         p = self._spawn([FPM, "-c", PHP_INI, "--fpm-config", str(conf), "--nodaemonize"])
         try:
             self.wait_for(lambda: (d / f"p{n - 1}.sock").exists(), f"php-fpm with {n} pools",
-                           timeout=120)
+                          timeout=120)
             time.sleep(2)
             return rss_kb(p.pid)
         finally:
@@ -356,6 +362,16 @@ class Stack:
         if self.cgroup2 is not None:
             with contextlib.suppress(OSError):
                 favor.restore(self.cgroup2)
+
+
+def pss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def rss_kb(pid: int) -> int:

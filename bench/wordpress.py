@@ -197,14 +197,6 @@ def check_page(url: str) -> None:
             raise RuntimeError(f"{url}: {r.status}, not WordPress's home page: {body[:300]!r}")
 
 
-def pss_of(st: Stack, side: str) -> list[int]:
-    from run import pss_kb
-
-    pids = (st.fpm_children(POOL) if side == "fpm"
-            else [p["pid"] for p in st.status(POOL)["processes"]])
-    return [x for x in (pss_kb(p) for p in pids) if x is not None]
-
-
 def run(st: Stack, cfg: dict, log: Callable[[str], None]) -> dict:
     out: dict = {"version": wp_version()}
     log(f"8. WordPress {out['version']} (Debian's package) on MariaDB: the home page, "
@@ -223,7 +215,7 @@ def run(st: Stack, cfg: dict, log: Callable[[str], None]) -> dict:
                     runs[side].append(wrk.run(urls[side], cfg["seconds"], cfg["connections"]))
             out[label] = {side: wrk.summarize(rs) for side, rs in runs.items()}
             if max_requests == 0:
-                out["pss_kb"] = {side: summary([float(x) for x in pss_of(st, side)])
+                out["pss_kb"] = {side: summary([float(x) for x in st.workers_pss(side, POOL)])
                                  for side in sides}
             f, t = out[label]["fpm"], out[label]["tenantfpm"]
             log(f"   {label}: rps {f['rps']['median']:.1f} vs {t['rps']['median']:.1f}, "
