@@ -114,8 +114,6 @@ class Registry:
             self.write(name, previous)
 
 
-
-
 def validate_for_add(conf: GlobalConfig, path: str, others: Claims | list[Tenant],
                      replace: bool) -> tuple[Site, Tenant, str]:
     """Everything `add` checks before it writes anything."""

@@ -24,9 +24,9 @@ def raise_own_nofile() -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     _inherited_nofile = (soft, hard)
     # root (with CAP_SYS_RESOURCE) may go past the hard limit it was started with, up to
-    # the kernel's fs.nr_open: ten thousand tenants hold about twenty thousand descriptors
-    # (a limit of 20,000 ran out at 9,841 tenants in the benchmark; the package's unit
-    # sets LimitNOFILE itself); without the capability, the hard limit it was given
+    # the kernel's fs.nr_open: an idle tenant holds one descriptor (its socket), an active
+    # one a few more per worker (the package's unit sets LimitNOFILE itself); without the
+    # capability, the hard limit it was given
     try:
         with open("/proc/sys/fs/nr_open") as f:
             ceiling = int(f.read())

@@ -33,13 +33,12 @@ class TenantSandbox:
 
     def prepare(self, tenant: Tenant, link_index: int, subnet: str) -> None:
         """Make (or update for a reload) the shared pieces, and plan the worker's root once
-        (a bind whose source is missing fails the start here)."""
+        (a bind whose source is missing fails the start here; planning mounts /tmp)."""
         old = self.tenant
         self.tenant = tenant
         iso = tenant.site.isolation
         os.makedirs(tenant.run_dir, mode=0o755, exist_ok=True)
         os.makedirs(self.new_root, mode=0o755, exist_ok=True)
-        self._mount_tmp(iso.tmp_size)
         if self.netns is not None and old.site.isolation.network != iso.network:
             self._drop_network()
         if iso.network != "host" and self.netns is None:
