@@ -69,3 +69,37 @@ def test_a_new_tenant_uid_is_added_in_place_and_a_port_change_replaces_the_table
     assert len(sent) == 3
     assert "delete table" in sent[0] and "delete table" in sent[2]
     assert sent[1] == "add element inet tenantfpm_x tenant_uids { 1002 }\n"
+
+
+def test_rules_go_into_the_kernel_in_one_transaction_or_not_at_all():
+    """Through libnftables, against the kernel: a table made, a uid added in place, and a
+    script with an error applies none of its lines and says why."""
+    import os
+    import subprocess
+    import uuid
+
+    import pytest
+
+    from tenantfpm.errors import TenantFPMError
+    from tenantfpm.netguard import NetGuard, nft
+
+    if os.geteuid() != 0:
+        pytest.skip("nftables needs root")
+    g = NetGuard(f"unit-{uuid.uuid4().hex[:8]}")
+    try:
+        g.update({1001}, {9001})
+        g.update({1001, 1002}, {9001})
+
+        def listed() -> str:
+            return subprocess.run(["nft", "list", "table", "inet", g.table], check=True,
+                                  capture_output=True, text=True).stdout
+
+        assert "1001, 1002" in listed() and "9001" in listed()
+        with pytest.raises(TenantFPMError, match="nft failed: Error: No such file or directory"):
+            nft(f"add element inet {g.table} tenant_uids {{ 1003 }}\n"
+                f"add element inet {g.table} nosuch {{ 1 }}\n")
+        assert "1003" not in listed()
+    finally:
+        g.remove()
+    gone = subprocess.run(["nft", "list", "table", "inet", g.table], capture_output=True)
+    assert gone.returncode != 0

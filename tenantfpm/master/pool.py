@@ -32,6 +32,10 @@ from tenantfpm.master.zygote import Forker
 from tenantfpm.sandbox.spawn import Sandbox
 from tenantfpm.sandbox.tenant import TenantSandbox
 
+# How often a starting pool looks for its first worker to serve: an add answers after it.
+# A zygote's worker also says hello first (zygote.HELLO_LOOK brings the look forward).
+STARTING_TICK = 0.005
+
 
 class Host(Protocol):
     """What a pool needs from the master."""
@@ -175,6 +179,11 @@ class Pool(ProcessControl, Children, Sampling):
         if self._tick_handle is None or self.next_tick > now + 0.02:
             self.schedule(now)
 
+    def tick_by(self, at: float) -> None:
+        """Tick no later than `at`: a worker said it is up, and an add waits on it."""
+        if self._tick_handle is None or self.next_tick > at:
+            self.schedule(at)
+
     def _dormant(self) -> bool:
         """An ondemand pool with nothing running waits for its socket, not for a timer:
         10,000 idle tenants cost the master nothing between their requests."""
@@ -226,8 +235,8 @@ class Pool(ProcessControl, Children, Sampling):
         self._apply(pm.tick(self.pm, self._views(), self.pm_state, now,
                             pending=self.listen_queue or 0, capacity=self.host.capacity()))
         self.next_tick = now + pm.tick_interval(self.pm, self.pm_state)
-        if self.state == "starting":
-            self.next_tick = now + 0.02
+        if self.state == "starting":  # an add waits until a worker serves
+            self.next_tick = now + STARTING_TICK
         deadline = requests.next_deadline(self, now)
         if deadline is not None:
             self.next_tick = min(self.next_tick, deadline)

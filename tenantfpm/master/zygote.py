@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tenantfpm.master.pool import Pool
 
 HELLO_TIMEOUT = 10.0  # seconds a fork order may go unanswered
+HELLO_LOOK = 0.001  # after its hello a worker marks its scoreboard idle within about this
 READY_TIMEOUT = 30.0  # seconds a zygote may take to start PHP
 MAX_MESSAGES = 64  # read per wakeup: a chatty zygote cannot hold the master's loop
 PID_MAX = 1 << 22  # the kernel's limit (pid_max <= 4194304)
@@ -321,6 +322,8 @@ class Forker:
             pool.log.event("notice", f"child {w.pid} started")
             if w.retiring is not None:  # retired while its fork was on the way
                 w.signal(signal.SIGTERM)
+            elif pool.state == "starting":  # an add waits on it: look at its scoreboard soon
+                pool.tick_by(time.monotonic() + HELLO_LOOK)
             return
         chan.close()
         z.pending.pop(placeholder, None)
