@@ -12,6 +12,7 @@ TARGETS = {
     "cpu": "master <= 3% of one core at full load",
     "rss": "10,000 tenants with master RSS <= 150 MB",
     "idle": "idle master <= 2% of a core with the many tenants",
+    "add": "`add` of an ondemand tenant to its first response <= 50 ms",
     "cold_many": "a cold request with the many tenants within 1.2x of the one-tenant figure",
     "wp": "WordPress req/s >= 1.00x FPM's, and >= 0.95x with max_requests 50 on both",
     "wp_pss": "PSS per worker after WordPress <= 1.10x FPM's",
@@ -30,6 +31,20 @@ def _mm(d: dict, fmt: str = "{:.0f}") -> str:
 
 def _ok(good: bool) -> str:
     return "met" if good else "**missed**"
+
+
+def _add_line(mg: dict) -> str:
+    alone, among = mg.get("add_to_first_response_ms"), mg.get("add_ms")
+    if not alone:
+        return ""
+    line = (f"- `add` of one ondemand tenant (validate, register, start its zygote (PHP) and a "
+            f"probe worker, wait until it serves), then its first request, straight to its "
+            f"socket, one tenant at a time: {_mm(alone, '{:.1f}')} ms ({TARGETS['add']}: "
+            f"{_ok(alone['median'] <= 50)}).")
+    if among:
+        line += (f" The add alone, {mg['add_concurrency']} at once while the many tenants "
+                 f"went in: {_mm(among)} ms.")
+    return line
 
 
 def write_report(res: dict, out: Path) -> None:
@@ -124,8 +139,7 @@ def write_report(res: dict, out: Path) -> None:
               f"{mg[many] // 1024} MB with {n_many}; php-fpm master with 3 pools: "
               f"{mg['fpm_master_rss_kb_3_pools'] // 1024} MB, with {n_many - 4} idle "
               f"ondemand pools: {mg['fpm_master_rss_kb_many_pools'] // 1024} MB.",
-              f"- `add` of one ondemand tenant (validate, write, start a probe worker, wait "
-              f"until it serves): {_mm(mg['add_ms'])} ms." if mg["add_ms"] else "",
+              _add_line(mg),
               f"- {TARGETS['rss']}: measured with {n_many} tenants, "
               + ("" if n_many >= 10_000 else "not 10,000: the run had fewer; ")
               + f"{_ok(mg[many] / 1024 <= 150)} at {n_many}."]

@@ -39,6 +39,7 @@ from tenantfpm.cgroups import favor
 
 SIDES = ("fpm", "tenantfpm")
 ADD_CONCURRENCY = 8  # tenants added (and removed) at once in the manager scenario
+ADD_ALONE = 10  # of them first added one at a time, each timed to its first response
 
 
 def log(msg: str) -> None:
@@ -238,10 +239,12 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
     cold_one = statistics.median(cold_fastcgi(st, "ondemand-cold") for _ in range(5))
     idle_one = idle_master_cpu(st, window)
     added: list[float] = []
+    first: list[float] = []
     users: list[str] = []
     n = cfg["tenants"]
+    serial = min(ADD_ALONE, n)
 
-    def add(i: int) -> None:
+    def add(i: int) -> Path:
         site = st.base / f"many{i}.toml"
         root = st.www / f"many{i}"  # a root each: no two tenants may share one
         root.mkdir()
@@ -250,11 +253,29 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
         site.write_text(f'name = "many{i}"\nuser = "{users[i]}"\nroot = "{root}"\n'
                         '[pm]\nmode = "ondemand"\nmax_children = 2\n'
                         'process_idle_timeout = "2s"\nzygote_idle_timeout = "2s"\n')
+        return site
+
+    def add_among_many(i: int) -> None:
+        site = add(i)
         t = time.perf_counter()
         st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
         added.append((time.perf_counter() - t) * 1000)
-        if len(added) % 1000 == 0:
-            log(f"   {len(added)} of {n} tenants added")
+        if (len(added) + serial) % 1000 == 0:
+            log(f"   {len(added) + serial} of {n} tenants added")
+
+    def add_alone(i: int) -> float:
+        """One add on a quiet master, timed until the tenant's first response (the
+        request goes straight to its socket)."""
+        site = add(i)
+        time.sleep(0.2)  # the previous one's probe worker has settled
+        t = time.perf_counter()
+        st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
+        r = fastcgi.request(str(st.base / "run" / f"many{i}.sock"),
+                            fastcgi.cgi_params(str(st.www / f"many{i}"), "/hello.php"),
+                            timeout=30)
+        ms = (time.perf_counter() - t) * 1000
+        assert r.complete and r.status == 200, (i, r.stdout[:200])
+        return ms
 
     try:
         for i in range(n):
@@ -267,9 +288,12 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
             users.append(u)
             if (i + 1) % 2000 == 0:
                 log(f"   {i + 1} of {n} users made")
+        first = [add_alone(i) for i in range(serial)]
+        log(f"   add to first response, one at a time: median "
+            f"{statistics.median(first):.1f} ms of {serial}")
         # as a control panel adds them: a few at once (each add waits for its probe worker)
         with concurrent.futures.ThreadPoolExecutor(ADD_CONCURRENCY) as ex:
-            list(ex.map(add, range(n)))
+            list(ex.map(add_among_many, range(serial, n)))
         time.sleep(cfg["settle"])  # the probe workers and their zygotes time out (2 s each)
         rss_many = rss_kb(st.master.pid)
         idle_many = idle_master_cpu(st, window)
@@ -293,13 +317,16 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
            "fpm_master_rss_kb_many_pools": fpm_many,
            f"master_rss_kb_{cfg['tenants'] + 4}_tenants": rss_many,
            "add_ms": summary(added) if added else None,
+           "add_to_first_response_ms": summary(first) if first else None,
+           "add_concurrency": ADD_CONCURRENCY,
            "master_cpu_s_per_100k_hello": cpu,
            "idle_master_cpu_percent_4_tenants": idle_one,
            f"idle_master_cpu_percent_{cfg['tenants'] + 4}_tenants": idle_many,
            "cold_request_ms_4_tenants": cold_one,
            f"cold_request_ms_{cfg['tenants'] + 4}_tenants": cold_many}
-    log(f"   master RSS {rss_now} kB -> {rss_many} kB with {cfg['tenants']} more tenants; "
-        f"add median {out['add_ms']['median'] if added else 0:.0f} ms")
+    log(f"   master RSS {rss_now} kB -> {rss_many} kB with {cfg['tenants']} more tenants"
+        + (f"; add median {out['add_ms']['median']:.0f} ms, {ADD_CONCURRENCY} at once"
+           if added else ""))
     log(f"   idle master CPU {idle_one:.2f} % -> {idle_many:.2f} % of a core; a cold request "
         f"(no worker, no zygote) {cold_one:.1f} ms -> {cold_many:.1f} ms")
     return out
