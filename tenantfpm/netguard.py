@@ -21,18 +21,28 @@ bench/firewall_cost.py, see docs/performance.md.
 
 The rules go in through libnftables, the library the `nft` command is made of:
 running the command cost 5 ms of every `add` (a fork and an exec), the library
-0.2-0.4 ms.
+0.2-0.4 ms. libnftables waits on its netlink socket with select(), and glibc
+aborts a process that select()s on a descriptor past FD_SETSIZE: a master with
+a thousand tenants has every number below it taken by their sockets (the bench
+found it so). So the master holds one low descriptor from its start, while it
+has few open, and frees it for the library's socket only around each call.
+Without one, the `nft` command does the work.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import re
+import shutil
+import subprocess
 
 from tenantfpm.errors import TenantFPMError
 
 LIBRARY = "libnftables.so.1"  # Debian's libnftables1, which the nftables package needs
+FD_SETSIZE = 1024  # select()'s limit, which libnftables' netlink socket must stay under
+TIMEOUT = 10.0  # for the nft command
 
 
 def table_name(cgroup_parent: str) -> str:
@@ -71,6 +81,7 @@ class NetGuard:
     """The master's table: replaced when the set of tenants or listeners changes."""
 
     def __init__(self, cgroup_parent: str) -> None:
+        reserve()  # the master makes its guard first, before any tenant's descriptor
         self.table = table_name(cgroup_parent)
         self.applied: tuple[frozenset[int], frozenset[int]] | None = None
         self.problem: str | None = None  # why the table could not be installed
@@ -105,15 +116,30 @@ class NetGuard:
         nft(script)
 
 
-_lib: ctypes.CDLL | None = None
+_lib: ctypes.PyDLL | None = None
+_spare: int | None = None  # a descriptor below FD_SETSIZE, freed for libnftables' socket
 
 
-def _library() -> ctypes.CDLL:
-    """libnftables, loaded on first use (a master with no tenant never needs it)."""
+def reserve() -> None:
+    """Hold a descriptor below FD_SETSIZE for the library's socket (see the module's
+    docstring); none if the process has no such number free."""
+    global _spare
+    if _spare is None:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if fd < FD_SETSIZE:
+            _spare = fd
+        else:
+            os.close(fd)
+
+
+def _library() -> ctypes.PyDLL:
+    """libnftables, loaded on first use (a master with no tenant never needs it). PyDLL:
+    its calls keep the GIL, so no thread of the master opens a descriptor while the
+    spare one is free."""
     global _lib
     if _lib is None:
         try:
-            lib = ctypes.CDLL(LIBRARY)
+            lib = ctypes.PyDLL(LIBRARY)
         except OSError:
             raise TenantFPMError(f"{LIBRARY} (package libnftables1, part of nftables) "
                                  "is not installed") from None
@@ -132,15 +158,38 @@ def _library() -> ctypes.CDLL:
 def nft(script: str) -> None:
     """Apply an nft script as `nft -f` does: one transaction, all of it or none. A context
     per call, so nothing of the ruleset (10,000 uids) stays cached in the master."""
+    global _spare
+    if _spare is None:
+        _nft_command(script)
+        return
     lib = _library()
-    ctx = lib.nft_ctx_new(0)
-    if not ctx:
-        raise TenantFPMError("nft failed: cannot make a libnftables context")
+    os.close(_spare)  # the lowest free number is now at most this: the socket gets it
+    _spare = None
     try:
-        lib.nft_ctx_buffer_output(ctx)  # what nft would print stays out of the master's log
-        lib.nft_ctx_buffer_error(ctx)
-        if lib.nft_run_cmd_from_buffer(ctx, script.encode()) != 0:
-            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace").strip()
-            raise TenantFPMError(f"nft failed: {err or 'no reason given'}")
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise TenantFPMError("nft failed: cannot make a libnftables context")
+        try:
+            lib.nft_ctx_buffer_output(ctx)  # what nft would print stays out of the log
+            lib.nft_ctx_buffer_error(ctx)
+            if lib.nft_run_cmd_from_buffer(ctx, script.encode()) != 0:
+                err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+                raise TenantFPMError(f"nft failed: {err.strip() or 'no reason given'}")
+        finally:
+            lib.nft_ctx_free(ctx)
     finally:
-        lib.nft_ctx_free(ctx)
+        reserve()
+
+
+def _nft_command(script: str) -> None:
+    """The same through the `nft` command, a process of its own with few descriptors."""
+    cmd = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if cmd is None:
+        raise TenantFPMError("nft (package nftables) is not installed")
+    try:
+        r = subprocess.run([cmd, "-f", "-"], input=script, capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TenantFPMError(f"nft failed: {e}") from None
+    if r.returncode != 0:
+        raise TenantFPMError(f"nft failed: {r.stderr.strip() or r.returncode}")
