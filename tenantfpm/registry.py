@@ -95,12 +95,17 @@ class Registry:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         target = self.path(name)
         tmp = target.with_name(f".{name}.toml.tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o640)
+            os.replace(tmp, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -386,8 +386,17 @@ class Master:
         if pool is not None:
             self.retenant(pool, pool.tenant, None)
 
+    def _register(self, name: str, text: str) -> None:
+        try:
+            self.registry.write(name, text)
+        except OSError as e:
+            raise TenantFPMError(f"cannot register tenant {name}: {e}; nothing was "
+                                 "registered") from None
+
     async def add(self, path: str, replace: bool) -> dict[str, object]:
-        """Validate, register atomically, start, wait until it serves; undo all on failure."""
+        """Validate, start, register atomically, wait until it serves; undo all on failure.
+        A new tenant is registered while its zygote starts PHP; a replaced one before its
+        reload, which may fail and put the previous file back."""
         from tenantfpm.registry import validate_for_add
 
         site, tenant, text = validate_for_add(self.conf, path, self.claims, replace)
@@ -397,15 +406,22 @@ class Master:
         self.busy_names.add(name)
         try:
             previous = self.registry.read_text(name)
-            self.registry.write(name, text)
             old = self.pools.get(name)
             if old is not None:
+                self._register(name, text)
                 old_tenant = old.tenant
                 ok = await old.reload(tenant)
                 pool = old
                 settled = True
             else:
                 pool = self._start_pool(tenant, probe=True)
+                try:  # while its zygote starts PHP: the write's fsync costs the add nothing
+                    self._register(name, text)
+                except TenantFPMError:
+                    await pool.stop(graceful=False)
+                    pool.close()
+                    self._forget(name)
+                    raise
                 settled = await pool.wait_settled(ADD_TIMEOUT)
                 ok = pool.state == "running"
             if not ok:

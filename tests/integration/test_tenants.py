@@ -67,6 +67,26 @@ def test_duplicate_user_is_rejected(env, users):
     assert not (env.base / "tenants.d" / "two.toml").exists()
 
 
+def test_a_registration_that_cannot_be_written_leaves_nothing_running(env, users):
+    """A new tenant is registered while its PHP starts: if the file cannot be written, the
+    tenant that was starting is stopped and forgotten, and the others serve on."""
+    import time
+
+    env.cli("add", str(env.site("ok", users[0], '[pm]\nmode = "static"\nmax_children = 1\n')))
+    (env.base / "tenants.d" / ".w.toml.tmp").mkdir()  # where its file would be written first
+    r = env.cli("add", str(env.site("w", users[1])), check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "cannot register tenant w" in r.stderr and "nothing was registered" in r.stderr
+    assert not (env.base / "tenants.d" / "w.toml").exists()
+    assert [t["name"] for t in json.loads(env.cli("list", "--json").stdout)] == ["ok"]
+    assert not (env.base / "run" / "w.sock").exists()
+    deadline = time.time() + 10
+    while subprocess.run(["pgrep", "-u", users[1]], capture_output=True).returncode == 0:
+        assert time.time() < deadline, "the tenant that could not be registered still runs"
+        time.sleep(0.1)
+    assert body_ok(env.request("ok", "/"))
+
+
 def test_runtime_that_never_serves_is_undone(env, users):
     env.cli("add", str(env.site("ok", users[0], '[pm]\nmode = "static"\nmax_children = 1\n')))
     site = env.site("broken", users[1], '[runtime]\ntype = "fastcgi"\ncommand = ["/bin/false"]\n')
