@@ -122,10 +122,14 @@ _spare: int | None = None  # a descriptor below FD_SETSIZE, freed for libnftable
 
 def reserve() -> None:
     """Hold a descriptor below FD_SETSIZE for the library's socket (see the module's
-    docstring); none if the process has no such number free."""
+    docstring); none if the process has no such number free, or none at all (the `nft`
+    command then says what is wrong)."""
     global _spare
     if _spare is None:
-        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
         if fd < FD_SETSIZE:
             _spare = fd
         else:

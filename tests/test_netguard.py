@@ -162,3 +162,18 @@ def test_without_a_low_descriptor_the_nft_command_does_it(monkeypatch):
         assert "1001" in listed and "9001" in listed
     finally:
         g.remove()
+
+
+def test_out_of_descriptors_is_an_error_not_a_crash(monkeypatch):
+    """EMFILE while taking the low descriptor back: no exception escapes but nft's own."""
+    import errno
+
+    from tenantfpm import netguard
+
+    def emfile(*a, **k):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(netguard, "_spare", None)
+    monkeypatch.setattr(netguard.os, "open", emfile)
+    netguard.reserve()
+    assert netguard._spare is None
