@@ -28,13 +28,16 @@ from tenantfpm.master.process_ctl import ProcessControl
 from tenantfpm.master.sampling import Sampling
 from tenantfpm.master.stdio import Output
 from tenantfpm.master.worker import Worker
-from tenantfpm.master.zygote import Forker
+from tenantfpm.master.zygote import HELLO_LOOK, Forker
 from tenantfpm.sandbox.spawn import Sandbox
 from tenantfpm.sandbox.tenant import TenantSandbox
 
 # How often a starting pool looks for its first worker to serve: an add answers after it.
-# A zygote's worker also says hello first (zygote.HELLO_LOOK brings the look forward).
-STARTING_TICK = 0.005
+# A zygote's worker says hello just before it does, and the pool then looks within
+# HELLO_LOOK, for a short while. Not faster for everyone: a master booting a thousand
+# static tenants has them all starting at once.
+STARTING_TICK = 0.02
+HELLO_WINDOW = 0.5  # seconds from a fork order during which its worker's hello brings them
 
 
 class Host(Protocol):
@@ -236,7 +239,10 @@ class Pool(ProcessControl, Children, Sampling):
                             pending=self.listen_queue or 0, capacity=self.host.capacity()))
         self.next_tick = now + pm.tick_interval(self.pm, self.pm_state)
         if self.state == "starting":  # an add waits until a worker serves
-            self.next_tick = now + STARTING_TICK
+            about_to_serve = any(w.ns_pid is not None and not w.seen_idle
+                                 and now - w.started < HELLO_WINDOW
+                                 for w in self.workers.values())
+            self.next_tick = now + (HELLO_LOOK if about_to_serve else STARTING_TICK)
         deadline = requests.next_deadline(self, now)
         if deadline is not None:
             self.next_tick = min(self.next_tick, deadline)
