@@ -386,6 +386,12 @@ class Master:
         if pool is not None:
             self.retenant(pool, pool.tenant, None)
 
+    async def _undo_start(self, pool: Pool) -> None:
+        """A new tenant that will not be kept: stopped at once, and forgotten."""
+        await pool.stop(graceful=False)
+        pool.close()
+        self._forget(pool.name)
+
     def _register(self, name: str, text: str) -> None:
         try:
             self.registry.write(name, text)
@@ -418,9 +424,7 @@ class Master:
                 try:  # while its zygote starts PHP: the write's fsync costs the add nothing
                     self._register(name, text)
                 except TenantFPMError:
-                    await pool.stop(graceful=False)
-                    pool.close()
-                    self._forget(name)
+                    await self._undo_start(pool)
                     raise
                 settled = await pool.wait_settled(ADD_TIMEOUT)
                 ok = pool.state == "running"
@@ -431,9 +435,7 @@ class Master:
                 if old is not None and pool.tenant is not old_tenant:
                     await pool.reload(old_tenant)
                 else:
-                    await pool.stop(graceful=False)
-                    pool.close()
-                    self._forget(name)
+                    await self._undo_start(pool)
                 self.log("error", f"add {name}: {reason}; registration undone")
                 raise TenantFPMError(f"tenant {name} failed to start: {reason}\n"
                                      "nothing was registered" + (" (the previous "
