@@ -128,6 +128,8 @@ static char *read_cookies(void)
 
 static char *tfpm_getenv(const char *name, size_t len)
 {
+    if (len == sizeof TFPM_HOST_PID_ENV - 1 && !memcmp(name, TFPM_HOST_PID_ENV, len))
+        tfpm_host_pid_await();  /* not a param: libc's getenv() reads it next */
     for (int i = 0; cur && i < cur->n; i++)
         if (strlen(cur->names[i]) == len && !memcmp(cur->names[i], name, len))
             return cur->values[i];
@@ -272,6 +274,7 @@ int tfpm_php_startup(void)
     module.ini_entries = NULL;
     if (module.startup(&module) == FAILURE)
         return -1;
+    tfpm_host_pid_hook();
     return 0;
 }
 
@@ -536,13 +539,14 @@ int tfpm_serve(struct fcgi_request *r, struct sb_slot *board)
     php_request_shutdown(NULL);
     if (!q.finished)
         fcgi_end(&q.out, 0);
+    tfpm_host_pid_await();  /* the response is out: for this line and the next requests */
     if (tfpm.access_fd >= 0) {
         entry.status = status;
         entry.started = started;
         entry.duration = sb_now() - t0;
         entry.cpu = cpu_seconds() - cpu0;
         entry.memory = peak;
-        const char *host_pid = getenv("TENANTFPM_WORKER_PID");
+        const char *host_pid = getenv(TFPM_HOST_PID_ENV);
         entry.pid = host_pid ? atol(host_pid) : (long)getpid();
         entry.ppid = tfpm.master_pid;
         access_write(tfpm.access_fd, tfpm.pool, &entry);

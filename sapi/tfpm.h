@@ -28,6 +28,14 @@ void tfpm_lock_admin_keys(void);
 /* Run one request read from `r`, answering on its connection; the HTTP status. */
 int tfpm_serve(struct fcgi_request *r, struct sb_slot *board);
 
+/* hostpid.c: the worker's hello on its channel to the master; the wait for the answer
+ * (TENANTFPM_WORKER_PID), done once where the environment is first read; the hooks that
+ * do it (after PHP's startup) */
+#define TFPM_HOST_PID_ENV "TENANTFPM_WORKER_PID"
+void tfpm_host_pid_hello(int fd);
+void tfpm_host_pid_await(void);
+void tfpm_host_pid_hook(void);
+
 /* worker.c: serve connections from fd 0 until max_requests, a stop signal or an error. */
 void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
     __attribute__((noreturn));

@@ -39,7 +39,6 @@
 #include <unistd.h>
 
 #define MAX_FDS 5
-#define HELLO_WAIT_MS 5000
 
 static int say(const char *fmt, long a, long b)
 {
@@ -87,29 +86,6 @@ static void close_all(int *fds, int n)
         close(fds[i]);
 }
 
-/* The new worker introduces itself on its own channel and learns its host pid. */
-static void hello(int chan)
-{
-    char msg[64];
-    int n = snprintf(msg, sizeof msg, "hello %ld", (long)getpid());
-    if (n <= 0 || send(chan, msg, (size_t)n, MSG_NOSIGNAL) != n)
-        _exit(71);
-    struct pollfd p = {.fd = chan, .events = POLLIN};
-    if (poll(&p, 1, HELLO_WAIT_MS) == 1) {
-        n = (int)recv(chan, msg, sizeof msg - 1, 0);
-        long host = 0;
-        if (n > 0) {
-            msg[n] = 0;
-            if (sscanf(msg, "pid %ld", &host) == 1 && host > 0) {
-                char v[24];
-                snprintf(v, sizeof v, "%ld", host);
-                setenv("TENANTFPM_WORKER_PID", v, 1);
-            }
-        }
-    }
-    close(chan);
-}
-
 static void become_worker(unsigned long max_requests, int *fds, int nfds, int sigfd)
 {
     close(sigfd);
@@ -122,7 +98,7 @@ static void become_worker(unsigned long max_requests, int *fds, int nfds, int si
         _exit(70);
     close(fds[1]);
     close(fds[2]);
-    hello(fds[0]);
+    tfpm_host_pid_hello(fds[0]);  /* the answer is read lazily: hostpid.c */
     struct sb_slot *board = nfds > 3 ? sb_attach(fds[3]) : NULL;
     tfpm.access_fd = nfds > 4 ? fds[4] : -1;
     if (nfds > 3)

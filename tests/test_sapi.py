@@ -43,6 +43,17 @@ SCRIPTS = {
     "server.php": '<?php echo $_SERVER["PATH_INFO"] ?? "-", " ", $_SERVER["SCRIPT_FILENAME"];',
     "note.txt": "not php",
 }
+# every way a script reads the environment, or hands it to a process it starts
+HOST_PID_READERS = {
+    "getenv": 'echo getenv("TENANTFPM_WORKER_PID");',
+    "getenv-all": 'echo getenv()["TENANTFPM_WORKER_PID"] ?? "";',
+    "server": 'echo $_SERVER["TENANTFPM_WORKER_PID"] ?? "";',
+    "exec": 'echo exec("printenv TENANTFPM_WORKER_PID");',
+    "shell_exec": 'echo trim(shell_exec("printenv TENANTFPM_WORKER_PID"));',
+    "popen": '$p = popen("printenv TENANTFPM_WORKER_PID", "r"); echo trim(fgets($p));',
+    "proc_open": '$p = proc_open(["printenv", "TENANTFPM_WORKER_PID"], [1 => ["pipe", "w"]],'
+                 ' $pipes); echo trim(stream_get_contents($pipes[1]));',
+}
 
 
 class Zygote:
@@ -81,8 +92,9 @@ class Zygote:
         data = self.ctl.recv(128)
         return [data.decode()]
 
-    def fork(self, max_requests: int = 0) -> int:
-        """One worker; its pid (the kernel's word, via its hello)."""
+    def fork(self, max_requests: int = 0, answer: bool = True) -> int:
+        """One worker; its pid (the kernel's word, via its hello). answer=False: the
+        master's answer to the hello waits for answer_hello()."""
         ours, theirs = channel()
         out_r, out_w = os.pipe()
         self.ctl.sendmsg([f"fork {max_requests}".encode()],
@@ -98,9 +110,13 @@ class Zygote:
             msgs, _closed = receive(ours, 1)
         assert msgs and msgs[0].kind == "hello", msgs
         pid = msgs[0].sender
-        ours.send(f"pid {pid}".encode())
+        if answer:
+            ours.send(f"pid {pid}".encode())
         self.workers[pid] = ours
         return pid
+
+    def answer_hello(self, pid: int) -> None:
+        self.workers[pid].send(f"pid {pid}".encode())
 
     output = b""
 
@@ -301,3 +317,32 @@ def test_kept_connection_skips_an_unread_body(zygote):
                     out += rec.content if rec.type == fastcgi.STDOUT else b""
                     done = done or rec.type == fastcgi.END_REQUEST
             assert b"sapi=fpm-fcgi" in out
+
+
+def test_a_new_worker_serves_before_its_host_pid_is_known(zygote):
+    """An ondemand first request does not wait for the master's answer to the worker's
+    hello: a script that reads no environment is answered before it."""
+    pid = zygote.fork(max_requests=1, answer=False)
+    t = time.monotonic()
+    r = zygote.request("/status.php?code=201")
+    assert r.status == 201 and time.monotonic() - t < 1
+    zygote.answer_hello(pid)  # the worker waits for it after the response, for its logs
+    assert zygote.recv() == [f"exit {pid} 0"]
+    del zygote.workers[pid]
+
+
+@pytest.mark.parametrize("reader", HOST_PID_READERS)
+def test_whatever_reads_the_environment_waits_for_the_host_pid(zygote, reader):
+    """... but every reader of TENANTFPM_WORKER_PID sees it, the answer 0.3 s late."""
+    (zygote.root / "env.php").write_text("<?php " + HOST_PID_READERS[reader])
+    pid = zygote.fork(max_requests=1, answer=False)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(zygote.request("/env.php")))
+    t.start()
+    time.sleep(0.3)
+    assert not got  # waiting for the answer
+    zygote.answer_hello(pid)
+    t.join()
+    assert got[0].status == 200 and got[0].body == str(pid).encode(), got[0]
+    assert zygote.recv() == [f"exit {pid} 0"]
+    del zygote.workers[pid]

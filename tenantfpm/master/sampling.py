@@ -24,6 +24,8 @@ class Sampling:
         """Look at every worker through /proc: idle in accept() or busy, RSS, CPU."""
         now = time.monotonic()
         for w in self.workers.values():
+            if w.pid <= 0:  # forked, but its hello (and so its host pid) not yet in
+                continue
             if w.board is not None:
                 u = procfs.usage(w.pid)
                 if u is not None:
