@@ -47,6 +47,30 @@ def _add_line(mg: dict) -> str:
     return line
 
 
+def _grouped_section(res: dict) -> list[str]:
+    grouped = res.get("steady_fpm_grouped")
+    if not grouped:
+        return []
+    lines = ["### 1b. FPM given a tenant's CPU isolation", "",
+             "FPM's static workers moved into a pair of cgroups like a tenant's (a parent "
+             "weighing what tenantfpm's tenants' parent weighs, the pool weighing its "
+             "max_children), as on a host that gives each PHP-FPM pool a CPU group of its "
+             "own; tenantfpm as above.", "",
+             "| page | FPM req/s, grouped | vs FPM ungrouped (above) | tenantfpm req/s | "
+             "ratio | FPM p99 ms | tenantfpm p99 ms | ratio |", "|---|---|---|---|---|---|---|---|"]
+    for page, d in grouped.items():
+        f, t = d["fpm"], d["tenantfpm"]
+        alone = res["steady"].get(page, {}).get("fpm")
+        lines.append(f"| {page} | {_mm(f['rps'])} | "
+                     f"{_r(alone['rps']['median'], f['rps']['median']) if alone else '-'} | "
+                     f"{_mm(t['rps'])} | {_r(f['rps']['median'], t['rps']['median'])} | "
+                     f"{_mm(f['p99_ms'], '{:.2f}')} | {_mm(t['p99_ms'], '{:.2f}')} | "
+                     f"{_r(f['p99_ms']['median'], t['p99_ms']['median'])} |")
+    lines += ["", "Not a target: it shows what part of the steady-load gap is the "
+                  "per-tenant CPU group (docs/performance.md, the decision).", ""]
+    return lines
+
+
 def write_report(res: dict, out: Path) -> None:
     m, cfg = res["machine"], res["config"]
     lines = [
@@ -84,6 +108,7 @@ def write_report(res: dict, out: Path) -> None:
     lines += ["", f"Targets: {TARGETS['throughput']}: worst {worst_rps:.2f}, "
                   f"{_ok(worst_rps >= 1.0)}; {TARGETS['p99']}: worst {worst_p99:.2f}, "
                   f"{_ok(worst_p99 <= 1.05)}.", ""]
+    lines += _grouped_section(res)
     lines += ["## 2. Ondemand cold start", "",
               "| variant | first request ms | burst of "
               f"{cfg['workers']} from zero, slowest ms |", "|---|---|---|"]

@@ -68,22 +68,41 @@ def steady(st: Stack, cfg: dict) -> dict:
         for page in ("hello.php", "cpu.php", "include.php"):
             key = page + suffix
             log(f"1. steady load on {key}: {cfg['rounds']} rounds x {cfg['seconds']}s per side")
-            for side in SIDES:  # warm up opcache and the workers
-                wrk.run(st.url(side, pool, page), 1, cfg["connections"])
-            runs: dict[str, list[wrk.WrkResult]] = {s: [] for s in SIDES}
-            cpu: list[float] = []
-            for r in range(cfg["rounds"]):
-                for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
-                    before = master_cpu(st) if side == "tenantfpm" else 0.0
-                    res = wrk.run(st.url(side, pool, page), cfg["seconds"], cfg["connections"])
-                    if side == "tenantfpm" and res.requests:
-                        cpu.append((master_cpu(st) - before) / res.requests * 100_000)
-                    runs[side].append(res)
-            out[key] = {side: wrk.summarize(rs) for side, rs in runs.items()}
-            out[key]["master_cpu_s_per_100k"] = summary(cpu) if cpu else None
-            r_fpm, r_t = out[key]["fpm"], out[key]["tenantfpm"]
-            log(f"   rps {r_fpm['rps']['median']:.0f} vs {r_t['rps']['median']:.0f}, "
-                f"p99 {r_fpm['p99_ms']['median']:.2f} vs {r_t['p99_ms']['median']:.2f} ms")
+            out[key] = compare(st, pool, page, cfg)
+    return out
+
+
+def steady_fpm_grouped(st: Stack, cfg: dict) -> dict:
+    """The same with FPM's static workers in a pair of cgroups like a tenant's
+    (Stack.fpm_grouped): what per-pool CPU isolation costs FPM, and where tenantfpm
+    stands against FPM given the same isolation."""
+    out: dict = {}
+    with st.fpm_grouped("static") as kids:
+        log(f"1b. FPM's {len(kids)} static workers in a cgroup pair like a tenant's")
+        for page in ("hello.php", "include.php"):
+            log(f"1b. steady load on {page}: {cfg['rounds']} rounds x {cfg['seconds']}s per side")
+            out[page] = compare(st, "static", page, cfg)
+    return out
+
+
+def compare(st: Stack, pool: str, page: str, cfg: dict) -> dict:
+    """wrk on `page` of `pool`, FPM and tenantfpm alternating; the master's CPU with it."""
+    for side in SIDES:  # warm up opcache and the workers
+        wrk.run(st.url(side, pool, page), 1, cfg["connections"])
+    runs: dict[str, list[wrk.WrkResult]] = {s: [] for s in SIDES}
+    cpu: list[float] = []
+    for r in range(cfg["rounds"]):
+        for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
+            before = master_cpu(st) if side == "tenantfpm" else 0.0
+            res = wrk.run(st.url(side, pool, page), cfg["seconds"], cfg["connections"])
+            if side == "tenantfpm" and res.requests:
+                cpu.append((master_cpu(st) - before) / res.requests * 100_000)
+            runs[side].append(res)
+    out: dict = {side: wrk.summarize(rs) for side, rs in runs.items()}
+    out["master_cpu_s_per_100k"] = summary(cpu) if cpu else None
+    r_fpm, r_t = out["fpm"], out["tenantfpm"]
+    log(f"   rps {r_fpm['rps']['median']:.0f} vs {r_t['rps']['median']:.0f}, "
+        f"p99 {r_fpm['p99_ms']['median']:.2f} vs {r_t['p99_ms']['median']:.2f} ms")
     return out
 
 
@@ -431,6 +450,7 @@ def main() -> int:
     log(f">> setting up php-fpm, tenantfpm and nginx ({cfg['workers']} workers per pool)")
     with Stack(cfg["workers"], log) as st:
         results["steady"] = steady(st, cfg)
+        results["steady_fpm_grouped"] = steady_fpm_grouped(st, cfg)
         results["cold_start"] = cold_start(st, cfg)
         results["scale_up"] = scale_up(st, cfg)
         results["reloads"] = reloads(st, cfg)

@@ -20,8 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from tenantfpm import cgroups
+from tenantfpm.cgroups import base as cgroup_files
 from tenantfpm.cgroups import favor
 from tenantfpm.client import Client
 
@@ -281,6 +284,41 @@ class Stack:
                     out.append(int(pid))
         return out
 
+    @contextlib.contextmanager
+    def fpm_grouped(self, pool: str) -> Iterator[list[int]]:
+        """FPM's `pool` workers, while inside, in a pair of cgroups like a tenant's: a
+        parent weighing what tenantfpm's tenants' parent weighs, the pool weighing its
+        max_children, as tenantfpm's master sets them. That is PHP-FPM on a host that
+        gives each pool a CPU group of its own (as CloudLinux's LVE does for each user):
+        the price of that isolation, measured on FPM. Back where they were afterwards."""
+        ours = cgroups.detect(self.cgroup_parent)
+        if isinstance(ours, cgroups.V1Driver):
+            processes = (cgroup_files.read_int(os.path.join(
+                ours.mounts["cpu"], ours.parent, "cpu.shares")) or 1024) // 1024
+        else:
+            processes = (cgroup_files.read_int(os.path.join(
+                ours.parent_path, "cpu.weight")) or 100) // 100
+        driver = cgroups.detect(self.cgroup_parent + "-fpm")
+        group = driver.tenant(pool)
+        group.create()
+        group.apply(cgroups.Limits(weight=self.workers))
+        driver.set_parent_weight(processes)
+        assert self.fpm is not None
+        home = cgroup_homes(driver, self.fpm.pid)  # where FPM's master (and so they) live
+        kids = self.fpm_children(pool)
+        try:
+            for pid in kids:
+                for f in group.join_files():
+                    cgroup_files.write(f, str(pid))
+            yield kids
+        finally:
+            for pid in kids:
+                for f in home:
+                    with contextlib.suppress(OSError):
+                        cgroup_files.write(f, str(pid))
+            group.remove()
+            driver.cleanup()
+
     def workers_pss(self, side: str, pool: str) -> list[int]:
         """PSS (kB) of each of `pool`'s workers on `side` (those that are still there)."""
         pids = (self.fpm_children(pool) if side == "fpm"
@@ -362,6 +400,18 @@ class Stack:
         if self.cgroup2 is not None:
             with contextlib.suppress(OSError):
                 favor.restore(self.cgroup2)
+
+
+def cgroup_homes(driver: cgroups.Driver, pid: int) -> list[str]:
+    """The cgroup.procs files of `pid`'s cgroups in the hierarchies `driver` uses."""
+    lines = [ln.split(":", 2) for ln in Path(f"/proc/{pid}/cgroup").read_text().splitlines()]
+    if isinstance(driver, cgroups.V1Driver):
+        return [os.path.join(mount, path.lstrip("/"), "cgroup.procs")
+                for controller, mount in driver.mounts.items()
+                for _, names, path in lines if controller in names.split(",")]
+    assert isinstance(driver, cgroups.V2Driver)
+    return [os.path.join(driver.mount, path.lstrip("/"), "cgroup.procs")
+            for hid, _, path in lines if hid == "0"]
 
 
 def pss_kb(pid: int) -> int | None:
