@@ -293,20 +293,21 @@ class Stack:
         the price of that isolation, measured on FPM. Back where they were afterwards."""
         ours = cgroups.detect(self.cgroup_parent)
         if isinstance(ours, cgroups.V1Driver):
-            processes = (cgroup_files.read_int(os.path.join(
-                ours.mounts["cpu"], ours.parent, "cpu.shares")) or 1024) // 1024
+            shares = os.path.join(ours.mounts.get("cpu", "/nonexistent"), ours.parent,
+                                  "cpu.shares")
+            processes = (cgroup_files.read_int(shares) or 1024) // 1024
         else:
             processes = (cgroup_files.read_int(os.path.join(
                 ours.parent_path, "cpu.weight")) or 100) // 100
+        assert self.fpm is not None
+        home = cgroup_homes(ours, self.fpm.pid)  # where FPM's master (and so they) live
         driver = cgroups.detect(self.cgroup_parent + "-fpm")
         group = driver.tenant(pool)
-        group.create()
-        group.apply(cgroups.Limits(weight=self.workers))
-        driver.set_parent_weight(processes)
-        assert self.fpm is not None
-        home = cgroup_homes(driver, self.fpm.pid)  # where FPM's master (and so they) live
         kids = self.fpm_children(pool)
         try:
+            group.create()
+            group.apply(cgroups.Limits(weight=self.workers))
+            driver.set_parent_weight(processes)
             for pid in kids:
                 for f in group.join_files():
                     cgroup_files.write(f, str(pid))
@@ -316,7 +317,8 @@ class Stack:
                 for f in home:
                     with contextlib.suppress(OSError):
                         cgroup_files.write(f, str(pid))
-            group.remove()
+            with contextlib.suppress(OSError):  # else __exit__ tries again
+                group.remove()
             driver.cleanup()
 
     def workers_pss(self, side: str, pool: str) -> list[int]:
@@ -392,8 +394,9 @@ class Stack:
             subprocess.run(["pkill", "-KILL", "-u", u], check=False)
         for u in self.made_users:
             subprocess.run(["userdel", u], check=False)
-        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}/*")) + sorted(
-                Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}")):
+        # the tenants' parent, and fpm_grouped's (-fpm) if it was left behind
+        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}*/*")) + sorted(
+                Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}*")):
             with contextlib.suppress(OSError):
                 d.rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
