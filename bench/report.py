@@ -121,7 +121,7 @@ def write_report(res: dict, out: Path) -> None:
     cold = res["cold_start"]
     if "tenantfpm:ondemand-cold" in cold:
         lines += ["", "`tenantfpm:ondemand` keeps the tenant's zygote (PHP started) while it "
-                      "is idle: it costs "
+                      "is idle, and a spare worker forked ahead: together they cost "
                       f"{cold['tenantfpm:ondemand'].get('idle_zygote_pss_kb')} kB of PSS. "
                       "`tenantfpm:ondemand-cold` has `zygote_idle_timeout = 1s`: its first "
                       "request starts PHP too, "

@@ -31,7 +31,7 @@ import wordpress
 import wrk
 import wsgi
 from report import write_report
-from stack import WSGI_USER, Stack, pss_kb, rss_kb
+from stack import WSGI_USER, Stack, rss_kb, tree_pss_kb
 from wrk import summary
 
 from tenantfpm import fastcgi, procfs
@@ -154,11 +154,12 @@ def cold_start(st: Stack, cfg: dict) -> dict:
             assert all(c == 200 for c, _ in got), (key, got)
             burst[key].append(max(ms for _, ms in got))
     out = {k: {"first_ms": summary(first[k]), "burst_max_ms": summary(burst[k])} for k in first}
-    # what keeping PHP started costs an idle ondemand tenant: its zygote's memory
+    # what keeping PHP started costs an idle ondemand tenant: its zygote's memory, and
+    # its spare worker's (forked ahead of the next order)
     wait_zero(st, "tenantfpm", "ondemand")
     zygote = st.status("ondemand")["zygote_pid"]
-    out["tenantfpm:ondemand"]["idle_zygote_pss_kb"] = pss_kb(zygote) if zygote else None
-    log(f"   an idle ondemand tenant's zygote: PSS "
+    out["tenantfpm:ondemand"]["idle_zygote_pss_kb"] = tree_pss_kb(zygote) if zygote else None
+    log(f"   an idle ondemand tenant's zygote and its spare: PSS "
         f"{out['tenantfpm:ondemand']['idle_zygote_pss_kb']} kB")
     for k, v in out.items():
         log(f"   {k}: first {v['first_ms']['median']:.1f} ms, burst of {st.workers} "

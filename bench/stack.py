@@ -427,6 +427,17 @@ def pss_kb(pid: int) -> int | None:
     return None
 
 
+def tree_pss_kb(pid: int) -> int | None:
+    """PSS (kB) of a process and its children: a zygote and its spare, which share pages
+    (each one's PSS alone would be a part of their cost)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    parts = [pss_kb(p) for p in (pid, *map(int, kids))]
+    return sum(x for x in parts if x is not None) if parts[0] is not None else None
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -128,6 +128,18 @@ def respawn_on_exit(pm: PM) -> bool:
     return pm.mode != "ondemand"
 
 
+SPARE_DELAY_MS = 100  # a zygote forks its spare after this long without an order
+
+
+def spare_delay_ms(pm: PM) -> int | None:
+    """How long a zygote waits without an order before forking a spare worker ahead, or
+    None for no spare. Where a fork answers a waiting request (ondemand's first request,
+    dynamic's scale-up) the spare takes the fork off its path; a static pool forks only
+    to replace a worker while the others serve, and keeps no idle process for it. The
+    wait keeps the spare's fork from competing with the request that took the last one."""
+    return None if pm.mode == "static" else SPARE_DELAY_MS
+
+
 def tick_interval(pm: PM, state: PoolState) -> float:
     """FPM shortens the maintenance period while it is ramping up the spawn rate."""
     if pm.mode == "dynamic" and state.spawn_rate > 1:

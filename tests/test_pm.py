@@ -102,3 +102,9 @@ def test_respawn_policy_and_tick_interval():
     assert not pm.respawn_on_exit(PM(mode="ondemand"))
     assert pm.tick_interval(PM(mode="dynamic"), pm.PoolState(spawn_rate=4)) == 0.25
     assert pm.tick_interval(PM(mode="dynamic"), pm.PoolState()) == 1.0
+
+
+def test_a_spare_only_where_a_fork_answers_a_waiting_request():
+    assert pm.spare_delay_ms(PM(mode="static")) is None
+    assert pm.spare_delay_ms(PM(mode="static", max_requests=500)) is None
+    assert pm.spare_delay_ms(PM(mode="ondemand")) == pm.spare_delay_ms(PM()) > 0

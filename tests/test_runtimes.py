@@ -2,7 +2,7 @@
 
 import os
 
-from tenantfpm import runtimes
+from tenantfpm import pm, runtimes
 from tenantfpm.config.model import GlobalConfig, Site
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
@@ -62,6 +62,7 @@ def test_php_zygote_gets_its_ini_locked_keys_user_and_home(tmp_path):
     assert argv[argv.index("-c") + 1] == "/etc/tenantfpm/php.ini"
     locked = [argv[i + 1] for i, a in enumerate(argv) if a == "-a"]
     assert locked == ["memory_limit", "display_errors"]
+    assert argv[argv.index("-s") + 1] == str(pm.SPARE_DELAY_MS)  # dynamic: keeps a spare
     assert env["USER"] == "alice" and env["HOME"] == "/srv/shop"
     assert runtimes.of(t).binds(t)[0][2] is True  # the package, read-only
 

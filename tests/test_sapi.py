@@ -346,3 +346,195 @@ def test_whatever_reads_the_environment_waits_for_the_host_pid(zygote, reader):
     assert got[0].status == 200 and got[0].body == str(pid).encode(), got[0]
     assert zygote.recv() == [f"exit {pid} 0"]
     del zygote.workers[pid]
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc/*/stat: the comm may hold spaces)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    out.add(int(entry))
+    return out
+
+
+def wait_for(what: str, check, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def no_message(z: Zygote, within: float = 0.5) -> bool:
+    with contextlib.suppress(TimeoutError):
+        z.recv(timeout=within)
+        return False
+    return True
+
+
+def start_spare_zygote(binary: str, tmp_path: Path, name: str) -> Zygote:
+    """A zygote that keeps a spare (-s 0: forked as soon as it has none and no order
+    waits), in its own directory."""
+    root = tmp_path / name / "www"
+    root.mkdir(parents=True)
+    for script, text in SCRIPTS.items():
+        (root / script).write_text(text)
+    ini = tmp_path / name / "php.ini"
+    ini.write_text("memory_limit = 64M\nlog_errors = 1\ndisplay_errors = 0\n")
+    z = Zygote(binary, root, ini, "-s", "0")
+    z.root = root
+    return z
+
+
+@pytest.fixture(params=BINARIES)
+def spare_zygote(request, tmp_path):
+    Zygote.output = b""
+    z = start_spare_zygote(request.param, tmp_path, "z")
+    yield z
+    text = z.close()
+    assert "AddressSanitizer" not in text and "runtime error" not in text, text
+
+
+def spare_of(z: Zygote) -> int:
+    """The zygote's one child that is not a worker."""
+    spares = wait_for("the spare", lambda: children_of(z.proc.pid) - set(z.workers))
+    assert len(spares) == 1, spares
+    return spares.pop()
+
+
+def test_the_next_order_goes_to_the_spare_and_another_is_forked(spare_zygote):
+    z = spare_zygote
+    spare = spare_of(z)
+    pid = z.fork()
+    assert pid == spare  # no fork at the order: the spare became the worker
+    r = z.request("/hello.php")
+    assert r.status == 200 and f"pid={pid} sapi=fpm-fcgi user=tenant".encode() in r.body
+    (z.root / "env.php").write_text("<?php " + HOST_PID_READERS["exec"])
+    assert z.request("/env.php").body == str(pid).encode()  # the hello, answered, as usual
+    again = spare_of(z)
+    assert again != pid
+    os.kill(pid, signal.SIGTERM)
+    assert z.recv() == [f"exit {pid} 0"]  # a worker from the spare is reported as any other
+    del z.workers[pid]
+
+
+def test_a_killed_spare_is_never_reported_and_is_replaced(spare_zygote):
+    z = spare_zygote
+    spare = spare_of(z)
+    os.kill(spare, signal.SIGKILL)  # the tenant's code may do it: same user
+    assert no_message(z)  # the master never heard of it
+    assert spare_of(z) != spare
+    # the spare dies while the zygote is not looking and an order waits: it is forked
+    spare = spare_of(z)
+    os.kill(z.proc.pid, signal.SIGSTOP)
+    try:
+        os.kill(spare, signal.SIGKILL)
+        wait_for("the spare's end", lambda: Path(f"/proc/{spare}/stat").read_text()
+                 .rsplit(")", 1)[1].split()[0] == "Z")
+        t = threading.Timer(0.2, os.kill, (z.proc.pid, signal.SIGCONT))
+        t.start()
+        pid = z.fork()
+        t.join()
+    finally:
+        os.kill(z.proc.pid, signal.SIGCONT)
+    assert pid != spare
+    assert z.request("/status.php?code=202").status == 202
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_the_spare_ends_with_its_zygote(binary, tmp_path):
+    Zygote.output = b""
+    z = start_spare_zygote(binary, tmp_path, "closed")
+    spare = spare_of(z)
+    z.close()  # the master's end of the channel: the zygote forks no more, exits with 0
+    assert not Path(f"/proc/{spare}").exists()  # its spare went first
+    killed = start_spare_zygote(binary, tmp_path, "killed")
+    try:
+        spare = spare_of(killed)
+        killed.proc.kill()  # no PID namespace here to take the spare along
+        killed.proc.wait(timeout=20)
+        wait_for("the spare's end", lambda: not Path(f"/proc/{spare}").exists())
+    finally:
+        killed.ctl.close()
+        killed.listener.close()
+        os.close(killed.stderr_r)
+
+
+def test_spares_that_keep_dying_are_given_up(spare_zygote):
+    """A spare that cannot live (killed at once, every time) must not cost a fork per
+    look: after three in a row the zygote forks at each order again."""
+    z = spare_zygote
+    for _ in range(3):
+        spare = spare_of(z)
+        os.kill(spare, signal.SIGKILL)
+        wait_for("its end", lambda: spare not in children_of(z.proc.pid))  # noqa: B023
+    time.sleep(0.3)
+    assert not children_of(z.proc.pid)
+    pid = z.fork()
+    assert z.request("/status.php?code=203").status == 203
+    time.sleep(0.3)
+    assert children_of(z.proc.pid) == {pid}
+    os.set_blocking(z.stderr_r, False)  # the zygote's own stderr: the tenant's error.log
+    assert b"forking at each order from now on" in os.read(z.stderr_r, 65536)
+
+
+def pids_cgroup() -> Path | None:
+    """A cgroup directory with the pids controller: v1's hierarchy, or v2's root."""
+    if Path("/sys/fs/cgroup/pids/pids.max").exists() or Path("/sys/fs/cgroup/pids").is_dir():
+        return Path("/sys/fs/cgroup/pids")
+    root = Path("/sys/fs/cgroup")
+    if "pids" in (root / "cgroup.subtree_control").read_text(errors="replace").split():
+        return root
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or pids_cgroup() is None, reason="a pids cgroup: root")
+def test_a_refused_spare_fork_waits_for_the_next_order(spare_zygote):
+    """At the tenant's pids limit the spare's fork fails; retrying it at each look would
+    copy the zygote's memory map for nothing (the kernel checks the limit late): the
+    zygote tries again after the next order."""
+    z = spare_zygote
+    spare_of(z)
+    group = pids_cgroup() / f"tenantfpm-test-spare-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "pids.max").write_text("2")
+        for pid in (z.proc.pid, spare_of(z)):
+            (group / "cgroup.procs").write_text(str(pid))  # the zygote and its spare: full
+        refused = lambda: int((group / "pids.events").read_text().split()[1])  # noqa: E731
+        pid = z.fork()  # handed to the spare; the next spare's fork is refused
+        assert z.request("/status.php?code=204").status == 204
+        wait_for("the refused fork", refused)
+        before = cpu_seconds(z.proc.pid)
+        time.sleep(1)
+        assert refused() == 1  # not tried again at each look
+        assert cpu_seconds(z.proc.pid) - before < 0.1
+        assert children_of(z.proc.pid) == {pid}
+        os.kill(pid, signal.SIGKILL)
+        assert z.recv() == [f"exit {pid} {signal.SIGKILL}"]
+        del z.workers[pid]
+        again = z.fork()  # forked at the order (room for one), then one more try
+        assert z.request("/status.php?code=205").status == 205
+        wait_for("the spare's second try", lambda: refused() == 2)
+        time.sleep(0.5)
+        assert refused() == 2 and children_of(z.proc.pid) == {again}
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL) if int(pid) != z.proc.pid else None
+        parent = group.parent / "cgroup.procs"
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                parent.write_text(pid)
+        wait_for("an empty group", lambda: not (group / "cgroup.procs").read_text().split())
+        group.rmdir()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from tenantfpm import inspect
+from tenantfpm import inspect, pm
 from tenantfpm.config.model import PHP_SAPI_BINARY
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
@@ -64,6 +64,9 @@ def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
             "-t", str(HEAD_TIMEOUT_MS)]
     for key in site.ini:
         argv += ["-a", key]
+    spare = pm.spare_delay_ms(site.pm)
+    if spare is not None:
+        argv += ["-s", str(spare)]
     if site.log.access:  # each worker writes its lines (fd from channels())
         argv += ["-l", site.log.access_format, "-n", tenant.name, "-m", str(os.getpid())]
     argv += site.runtime.command[1:]
