@@ -144,7 +144,7 @@ static void become_worker(unsigned long max_requests, int *fds, int nfds)
     tfpm_worker(board, max_requests);
 }
 
-/* The text of an order from our master, or 0 (ignored: its descriptors are closed). */
+/* Whether `text` and its `nfds` descriptors are an order from our master (else ignored). */
 static int parse_order(const char *text, int nfds, unsigned long *max_requests)
 {
     return sscanf(text, "fork %lu", max_requests) == 1 && nfds >= 3;
