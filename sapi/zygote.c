@@ -69,12 +69,26 @@ static int spares_lost;  /* in a row, ended before their order */
 static int spare_refused;  /* the last spare's fork failed: none until the next order */
 #define SPARES_LOST_MAX 3  /* then none: a spare that cannot live must not cost a fork a tick */
 
-/* A spare ended before its order (killed, or it could not set itself up). */
-static void spare_lost(void)
+/* The spare is no longer ours to hand an order to (it took one, or it ended). */
+static void spare_forget(void)
 {
     close(spare.fd);
     spare.pid = 0;
     spare.fd = -1;
+}
+
+/* End the spare and reap it here, so its end is never reported. */
+static void spare_end(void)
+{
+    kill(spare.pid, SIGKILL);
+    while (waitpid(spare.pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* A spare ended before its order (killed, or it could not set itself up). */
+static void spare_lost(void)
+{
+    spare_forget();
     if (++spares_lost == SPARES_LOST_MAX) {
         spare_delay_ms = -1;
         fprintf(stderr, "zygote: %d spare workers in a row ended before their order: "
@@ -200,17 +214,13 @@ static void spare_make(int sigfd)
     spare.fd = sv[0];
 }
 
-/* The spare is gone or not wanted: end it and reap it here, so its end is never reported. */
+/* No more forks: the spare is not wanted. */
 static void spare_drop(void)
 {
     if (spare.pid <= 0)
         return;
-    kill(spare.pid, SIGKILL);
-    while (waitpid(spare.pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    close(spare.fd);
-    spare.pid = 0;
-    spare.fd = -1;
+    spare_end();
+    spare_forget();
 }
 
 /* Pass an order to the spare: 1 if it has it (it is a worker now, and ours to report). */
@@ -232,16 +242,11 @@ static int spare_hand(char *text, int *fds, int nfds)
     c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
     memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     if (sendmsg(spare.fd, &m, MSG_NOSIGNAL) != (ssize_t)iov.iov_len) {
-        pid_t pid = spare.pid;  /* it died (killed by the tenant's code, the OOM killer) */
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        spare_end();  /* it died (killed by the tenant's code, the OOM killer) */
         spare_lost();
         return 0;  /* the order is forked */
     }
-    close(spare.fd);
-    spare.pid = 0;
-    spare.fd = -1;
+    spare_forget();
     spares_lost = 0;
     return 1;
 }

@@ -150,24 +150,30 @@ class Zygote:
         self.listener.close()
         text = (errors + Zygote.output).decode(errors="replace")
         assert rc == 0, text
+        assert "AddressSanitizer" not in text and "runtime error" not in text, text
         return text
+
+
+def start_zygote(binary: str, where: Path, *args: str) -> Zygote:
+    """SCRIPTS in `where`/www, a php.ini beside it, and a zygote serving them."""
+    root = where / "www"
+    root.mkdir(parents=True)
+    for name, text in SCRIPTS.items():
+        (root / name).write_text(text)
+    ini = where / "php.ini"
+    ini.write_text("memory_limit = 64M\nupload_max_filesize = 16M\npost_max_size = 20M\n"
+                   f"upload_tmp_dir = {where}\nlog_errors = 1\ndisplay_errors = 0\n")
+    Zygote.output = b""
+    z = Zygote(binary, root, ini, *args)
+    z.root = root
+    return z
 
 
 @pytest.fixture(params=BINARIES)
 def zygote(request, tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    for name, text in SCRIPTS.items():
-        (root / name).write_text(text)
-    ini = tmp_path / "php.ini"
-    ini.write_text("memory_limit = 64M\nupload_max_filesize = 16M\npost_max_size = 20M\n"
-                   f"upload_tmp_dir = {tmp_path}\nlog_errors = 1\ndisplay_errors = 0\n")
-    Zygote.output = b""
-    z = Zygote(request.param, root, ini)
-    z.root = root
+    z = start_zygote(request.param, tmp_path)
     yield z
-    text = z.close()
-    assert "AddressSanitizer" not in text and "runtime error" not in text, text
+    z.close()
 
 
 def test_serves_with_headers_cookies_and_fpm_identity(zygote):
@@ -380,24 +386,14 @@ def no_message(z: Zygote, within: float = 0.5) -> bool:
 def start_spare_zygote(binary: str, tmp_path: Path, name: str) -> Zygote:
     """A zygote that keeps a spare (-s 0: forked as soon as it has none and no order
     waits), in its own directory."""
-    root = tmp_path / name / "www"
-    root.mkdir(parents=True)
-    for script, text in SCRIPTS.items():
-        (root / script).write_text(text)
-    ini = tmp_path / name / "php.ini"
-    ini.write_text("memory_limit = 64M\nlog_errors = 1\ndisplay_errors = 0\n")
-    z = Zygote(binary, root, ini, "-s", "0")
-    z.root = root
-    return z
+    return start_zygote(binary, tmp_path / name, "-s", "0")
 
 
 @pytest.fixture(params=BINARIES)
 def spare_zygote(request, tmp_path):
-    Zygote.output = b""
     z = start_spare_zygote(request.param, tmp_path, "z")
     yield z
-    text = z.close()
-    assert "AddressSanitizer" not in text and "runtime error" not in text, text
+    z.close()
 
 
 def spare_of(z: Zygote) -> int:
@@ -448,7 +444,6 @@ def test_a_killed_spare_is_never_reported_and_is_replaced(spare_zygote):
 
 @pytest.mark.parametrize("binary", BINARIES)
 def test_the_spare_ends_with_its_zygote(binary, tmp_path):
-    Zygote.output = b""
     z = start_spare_zygote(binary, tmp_path, "closed")
     spare = spare_of(z)
     z.close()  # the master's end of the channel: the zygote forks no more, exits with 0
