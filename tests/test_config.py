@@ -50,6 +50,13 @@ def test_wrong_type_names_key_and_value(write_site, fake_system):
     assert "pm.max_children" in str(e) and "'many'" in str(e)
 
 
+def test_scheduling_policy_is_batch_or_other(write_site, fake_system):
+    assert load(write_site, fake_system, "").pm.scheduling_policy == "batch"
+    e = error_of(write_site, fake_system, '[pm]\nscheduling_policy = "fifo"\n')
+    assert "pm.scheduling_policy" in str(e) and "'batch' or 'other'" in str(e), str(e)
+    assert e.problems[0].line == 5
+
+
 def test_bad_units(write_site, fake_system):
     e = error_of(write_site, fake_system, '[limits]\nmemory = "12 parsecs"\n')
     assert "limits.memory" in str(e) and "invalid size" in str(e)

@@ -107,6 +107,9 @@ class PM(Strict):
     max_requests: int = 500
     max_requests_jitter: int = 0
     max_worker_memory: Size = 0
+    # the Linux scheduling policy of the tenant's processes: "batch" keeps a woken worker
+    # from preempting the web server mid-loop (docs/performance.md, "Scheduling policy")
+    scheduling_policy: Literal["batch", "other"] = "batch"
 
     @property
     def effective_start_servers(self) -> int:

@@ -59,6 +59,7 @@ class Children:
                             core_dumps=site.limits.core_dumps,
                             catch_output=site.log.catch_workers_output,
                             cgroup_procs=self.cgroup.join_files() if self.cgroup else [],
+                            scheduling_policy=site.pm.scheduling_policy,
                             sandbox=self.sandbox, pass_fds=ch.pass_fds)
                 child = spawn(plan)
             except OSError as e:

@@ -229,6 +229,7 @@ class Forker:
                                open_files=site.limits.open_files,
                                core_dumps=site.limits.core_dumps, catch_output=True,
                                cgroup_procs=pool.cgroup.join_files() if pool.cgroup else [],
+                               scheduling_policy=site.pm.scheduling_policy,
                                sandbox=pool.sandbox, pass_fds=(theirs.fileno(),)))
         except OSError as e:
             ours.close()

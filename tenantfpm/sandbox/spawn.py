@@ -18,6 +18,8 @@ from tenantfpm.sandbox import namespaces, privileges, rootfs, seccomp
 _ALL_SIGNALS = set(signal.Signals)
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
 WORKER_PID_ENV = "TENANTFPM_WORKER_PID"
+# [pm] scheduling_policy: Linux's names, as chrt and systemd's CPUSchedulingPolicy= use them
+SCHEDULING_POLICIES = {"batch": os.SCHED_BATCH, "other": os.SCHED_OTHER}
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Plan:
     core_dumps: bool = False
     catch_output: bool = True
     cgroup_procs: list[str] = field(default_factory=list)  # files to write "0" into
+    scheduling_policy: str = "other"  # of SCHEDULING_POLICIES, set whatever the master has
     pass_fds: tuple[int, ...] = ()  # become the worker's fds 3, 4, ... in this order
     sandbox: Sandbox | None = None
 
@@ -83,6 +86,9 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
         for path in plan.cgroup_procs:
             with open(path, "w") as f:
                 f.write("0")
+        step = "scheduling policy"
+        os.sched_setscheduler(0, SCHEDULING_POLICIES[plan.scheduling_policy],
+                              os.sched_param(0))
         box = plan.sandbox
         if box is not None:
             if box.netns:

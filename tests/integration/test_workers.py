@@ -169,3 +169,36 @@ def test_shutdown_now_stops_the_master_and_every_worker_at_once(env, users):
         assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived the master"
     assert not (env.base / "run" / "now.sock").exists()
     assert env.cli("list", check=False).returncode == 3
+
+
+def _policies(env, name: str) -> set[int]:
+    """The scheduling policy of the worker that served a request, and of the zygote if
+    the runtime has one (host pids: the master's view)."""
+    r = env.php(name, 'echo getenv("TENANTFPM_WORKER_PID");')
+    assert body_ok(r), r.stderr
+    pids = [int(r.body)]
+    zygote = env.status(name).get("zygote_pid")
+    if zygote is not None:
+        pids.append(zygote)
+    return {os.sched_getscheduler(pid) for pid in pids}
+
+
+def test_a_tenants_processes_run_with_its_scheduling_policy(env, users):
+    """[pm] scheduling_policy is set on each process the master starts, whatever the
+    master itself runs with: batch by default (zygote and forked workers), other when the
+    site asks (php-cgi workers here). Each value is checked under a master running with
+    the other one, so that only setting it can pass."""
+    env.add(env.site("sb", users[0], '[pm]\nmode = "static"\nmax_children = 2\n'))
+    env.add(env.site("so", users[1], '[runtime]\ntype = "php-cgi"\n[pm]\nmode = "static"\n'
+                                     'max_children = 2\nscheduling_policy = "other"\n'))
+    assert os.sched_getscheduler(env.master.pid) == os.SCHED_OTHER
+    assert _policies(env, "sb") == {os.SCHED_BATCH}
+    env.stop_master()
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    try:
+        env.start_master()  # inherits SCHED_BATCH
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    assert os.sched_getscheduler(env.master.pid) == os.SCHED_BATCH
+    assert _policies(env, "so") == {os.SCHED_OTHER}
+    assert _policies(env, "sb") == {os.SCHED_BATCH}
