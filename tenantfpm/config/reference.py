@@ -81,10 +81,11 @@ DOCS: dict[str, tuple[str, str, str]] = {
     "pm.max_worker_memory": ("", "A worker whose RSS passes this is recycled after its "
                              "request (0: no limit).", '"256M"'),
     "pm.scheduling_policy": ("", "The Linux scheduling policy of the tenant's processes "
-                             "(`chrt`, systemd's `CPUSchedulingPolicy=`): `batch` lets a "
-                             "woken worker wait for the next scheduling point instead of "
-                             "preempting the web server; `other`, the kernel's default, "
-                             "wakes it at once, for the fastest answer beside another "
+                             "(`chrt`, systemd's `CPUSchedulingPolicy=`): under `batch` a "
+                             "worker woken by the web server runs at the next scheduling "
+                             "point or on an idle CPU instead of preempting it (faster "
+                             "under load, docs/performance.md); `other`, the kernel's "
+                             "default, may preempt: a faster answer beside another "
                              "tenant's CPU load.", '"other"'),
     "limits.memory": ("(CloudLinux LVE PMEM)", "The tenant's cgroup memory limit, all its "
                       "processes together (0: none).", '"512M"'),
