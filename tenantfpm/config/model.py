@@ -108,7 +108,7 @@ class PM(Strict):
     max_requests_jitter: int = 0
     max_worker_memory: Size = 0
     # the Linux scheduling policy of the tenant's processes: "batch" keeps a woken worker
-    # from preempting the web server mid-loop (docs/performance.md, "Scheduling policy")
+    # from preempting the web server mid-loop (docs/performance.md, "The scheduling policy")
     scheduling_policy: Literal["batch", "other"] = "batch"
 
     @property

@@ -75,6 +75,11 @@ class Container:
         # a machine id of its own (journald refuses to share the host's) and no service of
         # the machine's (nginx, php-fpm, databases...) started by the boot: basic.target only
         (self.root / "etc" / "machine-id").write_text(uuid.uuid4().hex + "\n")
+        # a root made for containers may carry Docker's policy-rc.d (exit 101), which
+        # stops apt from starting any service; this container is a machine that boots
+        # its services, as the provider's is (removed from the overlay only)
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "usr" / "sbin" / "policy-rc.d").unlink()
         for c in self.cgroups:
             os.makedirs(c, exist_ok=True)
         console = open(self.console, "wb")  # noqa: SIM115 - the child keeps it
