@@ -22,6 +22,7 @@ from tenantfpm import fastcgi
 from tenantfpm.config.model import PHP_SAPI_BINARY
 from tenantfpm.master.zygote import channel, receive
 from tenantfpm.runtimes.php import scan_dir
+from tests.procs import children_of
 
 BINARIES = [pytest.param(PHP_SAPI_BINARY, id="O2")]
 if os.environ.get("TENANTFPM_PHP_ASAN"):
@@ -352,18 +353,6 @@ def test_whatever_reads_the_environment_waits_for_the_host_pid(zygote, reader):
     assert got[0].status == 200 and got[0].body == str(pid).encode(), got[0]
     assert zygote.recv() == [f"exit {pid} 0"]
     del zygote.workers[pid]
-
-
-def children_of(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (from /proc/*/stat: the comm may hold spaces)."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    out.add(int(entry))
-    return out
 
 
 def wait_for(what: str, check, timeout: float = 10):

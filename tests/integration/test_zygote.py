@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tenantfpm import fastcgi
 from tests.integration.conftest import SLOW, body_ok
+from tests.procs import children_of
 
 STATIC2 = '[pm]\nmode = "static"\nmax_children = 2\n'
 
@@ -151,13 +152,6 @@ def test_an_idle_ondemand_zygote_is_retired_and_started_again_on_demand(env, use
     assert " started (generation" in env.log("oz").split(f"zygote {first} exited")[1]
 
 
-def _children(pid: int) -> set[int]:
-    try:
-        return {int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-    except OSError:
-        return set()
-
-
 def test_an_ondemand_first_request_is_served_by_the_spare_forked_ahead(env, users):
     """In the sandbox (PID namespace, seccomp, the tenant's cgroup): the zygote keeps one
     child the master does not count, and the next worker is that child, not a new fork."""
@@ -165,12 +159,12 @@ def test_an_ondemand_first_request_is_served_by_the_spare_forked_ahead(env, user
                                      'process_idle_timeout = "3s"\n'))
     env.wait_for("no workers", lambda: env.status("sp")["total_processes"] == 0, timeout=20)
     zygote = env.status("sp")["zygote_pid"]
-    spare = env.wait_for("the spare", lambda: len(k := _children(zygote)) == 1 and k).pop()
+    spare = env.wait_for("the spare", lambda: len(k := children_of(zygote)) == 1 and k).pop()
     assert env.status("sp")["total_processes"] == 0  # not a worker until its order
     r = env.php("sp", "echo getenv('TENANTFPM_WORKER_PID');")
     assert body_ok(r) and r.body == str(spare).encode()
     assert [p["pid"] for p in env.status("sp")["processes"]] == [spare]
-    again = env.wait_for("the next spare", lambda: (k := _children(zygote) - {spare}) and k)
+    again = env.wait_for("the next spare", lambda: (k := children_of(zygote) - {spare}) and k)
     st = env.status("sp")  # the worker stays 3 s: the zygote, it and the next spare
     assert len(again) == 1 and st["total_processes"] == 1 and st["pids_current"] == 3
 

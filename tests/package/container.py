@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.procs import children_of
+
 CGROUP_NAME = "tenantfpm-package-test"
 BOOT_TIMEOUT = 60.0
 
@@ -121,8 +123,8 @@ class Container:
     def _find_leader(self) -> int:
         """The container's PID 1, as the machine sees it: nspawn's child's child."""
         assert self.proc is not None
-        for pid in _children(self.proc.pid):
-            for inner in [pid, *_children(pid)]:
+        for pid in children_of(self.proc.pid):
+            for inner in [pid, *children_of(pid)]:
                 with contextlib.suppress(OSError):
                     if Path(f"/proc/{inner}/comm").read_text().strip() == "systemd":
                         return inner
@@ -176,13 +178,3 @@ class Container:
         with contextlib.suppress(OSError):
             return self.console.read_text(errors="replace")[-4000:]
         return ""
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                out += [int(c) for c in
-                        Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    return out
