@@ -30,7 +30,7 @@ from tenantfpm.logs import LogFile
 from tenantfpm.master.pool import Pool
 from tenantfpm.netguard import NetGuard
 from tenantfpm.registry import Registry
-from tenantfpm.sandbox import linux, namespaces, privileges
+from tenantfpm.sandbox import linux, namespaces, privileges, spawn, spawner
 
 REAP_SAFETY = 1.0  # seconds between waitpid() sweeps besides SIGCHLD
 ADD_TIMEOUT = 30.0
@@ -144,6 +144,9 @@ class Master:
         namespaces.isolate_master_mounts()
         privileges.raise_own_nofile()
         self.cgroups = self._detect_cgroups()
+        # while the master is small, and after what its children inherit from it is set
+        # (mount namespace, descriptor limit, cgroup): it forks for the master from now on
+        spawn.server = spawner.Server.start(self.log)
         for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT,
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
@@ -195,6 +198,9 @@ class Master:
                 pool.close()
             if self.guard is not None:
                 self.guard.remove()
+            if spawn.server is not None:
+                spawn.server.close()
+                spawn.server = None
             if self.cgroups is not None:
                 self.cgroups.cleanup()
             self.queues.close()

@@ -41,6 +41,17 @@ def raise_own_nofile() -> tuple[int, int]:
     return soft, hard
 
 
+def inherited_nofile() -> tuple[int, int] | None:
+    """The limit workers get by default, for the spawn server to apply in the master's
+    stead (it was started with the raised one)."""
+    return _inherited_nofile
+
+
+def keep_inherited_nofile(limits: tuple[int, int] | None) -> None:
+    global _inherited_nofile
+    _inherited_nofile = limits
+
+
 def set_rlimits(open_files: int, core_dumps: bool) -> None:
     if open_files:
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))

@@ -2,7 +2,9 @@
 
 The child never returns into the master's code: every path ends in exec or
 os._exit. A failed step writes "step: reason" into a close-on-exec pipe, so the
-master can tell "exec failed: no such file" from "exited at once".
+master can tell "exec failed: no such file" from "exited at once". The fork is the
+spawn server's (spawner.py) once the master has one: the same child, still the
+master's, without copying a master that holds thousands of tenants.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import fcntl
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tenantfpm.sandbox import namespaces, privileges, rootfs, seccomp
 
@@ -127,26 +130,47 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
             os._exit(127)
 
 
-def spawn(plan: Plan) -> Spawned:
-    """Fork a worker; signals are blocked around fork so no handler runs in the child."""
-    out_r = out_w = err_r = err_w = None
-    if plan.catch_output:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-    errpipe_r, errpipe_w = os.pipe()  # both close-on-exec (PEP 446)
+class Forker(Protocol):
+    def fork(self, plan: Plan, out_w: int | None, err_w: int | None,
+             errpipe_w: int) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+# the master's spawn server (spawner.py), once it has one; None: fork here
+server: Forker | None = None
+
+
+def _fork(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> int:
+    """Fork here; signals are blocked around fork so no handler runs in the child."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
     try:
         pid = namespaces.fork(plan.sandbox is not None and plan.sandbox.pid_namespace)
         if pid == 0:
             _child(plan, out_w, err_w, errpipe_w)  # never returns
+    finally:
+        # only the parent gets here: the child always execs or _exits
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return pid
+
+
+def spawn(plan: Plan) -> Spawned:
+    """Start a process as the plan says, by the spawn server when there is one (the
+    master's child either way)."""
+    out_r = out_w = err_r = err_w = None
+    if plan.catch_output:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+    errpipe_r, errpipe_w = os.pipe()  # both close-on-exec (PEP 446)
+    try:
+        pid = server.fork(plan, out_w, err_w, errpipe_w) if server is not None else None
+        if pid is None:
+            pid = _fork(plan, out_w, err_w, errpipe_w)
     except BaseException:
         for fd in (out_r, out_w, err_r, err_w, errpipe_r, errpipe_w):
             if fd is not None:
                 os.close(fd)
         raise
-    finally:
-        # only the parent gets here: the child always execs or _exits
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     for fd in (out_w, err_w, errpipe_w):
         if fd is not None:
             os.close(fd)

@@ -8,11 +8,14 @@ import grp
 import os
 import pwd
 import resource
+import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 from tests.integration.conftest import BIN, SLOW, body_ok
+from tests.procs import children_of
 
 # 400k strings of ~100 bytes: php-cgi's allocator keeps the chunks after the request,
 # so the worker's RSS stays about 30M higher while it waits for the next one
@@ -202,3 +205,36 @@ def test_a_tenants_processes_run_with_its_scheduling_policy(env, users):
     assert os.sched_getscheduler(env.master.pid) == os.SCHED_BATCH
     assert _policies(env, "so") == {os.SCHED_OTHER}
     assert _policies(env, "sb") == {os.SCHED_BATCH}
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _spawn_servers(master: int) -> list[int]:
+    return [p for p in children_of(master)
+            if b"tenantfpm.sandbox.spawner" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_the_spawn_server_starts_the_masters_children_and_losing_it_changes_nothing(
+        env, users):
+    """The master's processes are forked by its spawn server, as the master's children;
+    with the server killed the master forks them itself."""
+    master = env.master.pid
+    servers = _spawn_servers(master)
+    assert len(servers) == 1
+    env.add(env.site("sa", users[0], '[pm]\nmode = "static"\nmax_children = 1\n'))
+    env.add(env.site("sc", users[1], '[runtime]\ntype = "php-cgi"\n[pm]\nmode = "static"\n'
+                                     'max_children = 1\n'))
+    zygote = env.status("sa")["zygote_pid"]
+    cgi = env.status("sc")["processes"][0]["pid"]
+    assert _ppid(zygote) == master and _ppid(cgi) == master
+    assert body_ok(env.request("sa", "/")) and body_ok(env.request("sc", "/"))
+    os.kill(servers[0], signal.SIGKILL)
+    env.cli("restart", "sa")
+    env.cli("restart", "sc")
+    assert body_ok(env.request("sa", "/")) and body_ok(env.request("sc", "/"))
+    assert _ppid(env.status("sa")["zygote_pid"]) == master
+    assert _ppid(env.status("sc")["processes"][0]["pid"]) == master
+    log = (env.base / "log" / "master.log").read_text()
+    assert log.count("the master forks its processes itself from now on") == 1, log

@@ -1,0 +1,96 @@
+"""The spawn server (tenantfpm/sandbox/spawner.py) driven as the master drives it: real
+processes, started by a real server, waited for by this process as their parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tenantfpm.sandbox import spawn, spawner
+
+
+@pytest.fixture
+def server():
+    logs: list[tuple[str, str]] = []
+    srv = spawner.Server.start(lambda level, message: logs.append((level, message)))
+    assert srv is not None
+    srv.logs = logs
+    spawn.server = srv
+    yield srv
+    spawn.server = None
+    srv.close()
+    if not getattr(srv, "reaped", False):  # it is this process's child: ours to reap
+        assert os.waitpid(srv.pid, 0)[0] == srv.pid
+
+
+def _plan(*argv: str) -> spawn.Plan:
+    return spawn.Plan(argv=list(argv), env={"PATH": "/usr/bin:/bin"}, cwd="/", uid=65534,
+                      gid=65534, listen_fd=0)
+
+
+def _run(plan: spawn.Plan) -> tuple[int, bytes, bytes]:
+    """Spawn, wait as the parent; (wait status, stdout, the failed step if any)."""
+    child = spawn.spawn(plan)
+    _pid, status = os.waitpid(child.pid, 0)
+    outputs = []
+    for fd in (child.stdout, child.errpipe):
+        os.set_blocking(fd, True)
+        outputs.append(os.read(fd, 4096))
+    for fd in (child.stdout, child.stderr, child.errpipe):
+        os.close(fd)
+    return status, outputs[0], outputs[1]
+
+
+def test_the_servers_children_are_the_callers_with_their_identity(server):
+    status, out, failed = _run(_plan("/bin/sh", "-c", 'echo "$PPID $(id -u) $$"'))
+    ppid, uid, pid = out.split()
+    assert status == 0 and failed == b""
+    assert int(ppid) == os.getpid() != server.pid  # CLONE_PARENT: ours, not the server's
+    assert int(uid) == 65534 and int(pid) not in (os.getpid(), server.pid)
+
+
+def test_a_failed_step_is_reported_as_before(server):
+    status, _out, failed = _run(_plan("/nonexistent/program"))
+    assert os.waitstatus_to_exitcode(status) == 127
+    assert failed == b"exec: No such file or directory: /nonexistent/program"
+
+
+def test_passed_descriptors_arrive_in_order(server, tmp_path):
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    plan = spawn.Plan(argv=["/bin/sh", "-c", "echo first >&3; echo second >&4"],
+                      env={"PATH": "/bin"}, cwd="/", uid=65534, gid=65534, listen_fd=0,
+                      pass_fds=(a_w, b_w))
+    status, _out, failed = _run(plan)
+    os.close(a_w)
+    os.close(b_w)
+    assert status == 0 and failed == b""
+    assert os.read(a_r, 100) == b"first\n" and os.read(b_r, 100) == b"second\n"
+    os.close(a_r)
+    os.close(b_r)
+
+
+def test_a_dead_server_leaves_the_caller_forking_by_itself(server):
+    signal.pidfd_send_signal(server.pidfd, signal.SIGKILL)
+    os.waitpid(server.pid, 0)
+    status, out, _failed = _run(_plan("/bin/sh", "-c", "echo $PPID"))
+    assert status == 0 and int(out) == os.getpid()
+    assert [level for level, _m in server.logs] == ["warning"]
+    assert "forks its processes itself" in server.logs[0][1]
+    status, _out, _failed = _run(_plan("/bin/true"))  # and goes on doing so, quietly
+    assert status == 0 and len(server.logs) == 1
+    server.reaped = True
+
+
+def test_the_server_ends_when_its_channel_closes():
+    srv = spawner.Server.start(lambda level, message: None)
+    assert srv is not None
+    srv.sock.close()  # as a master that ended: no kill, the server sees the end
+    deadline = time.monotonic() + 10
+    while os.waitpid(srv.pid, os.WNOHANG) == (0, 0):
+        assert time.monotonic() < deadline, "the spawn server outlived its channel"
+        time.sleep(0.02)
+    os.close(srv.pidfd)
