@@ -88,6 +88,10 @@ def test_package_lifecycle(box: Container) -> None:
     tasks = sh(f"find /sys/fs/cgroup/pids{cgroup} -name cgroup.procs -path '*shop*' "
                "-exec cat {} +").stdout.split()
     assert len(tasks) >= 3, f"zygote and 2 workers expected under {cgroup}: {tasks}"
+    # they came from the master's spawn server (a package that could not run it would
+    # fork in the master instead, and its log would say so)
+    assert sh(f"pgrep -P {master} -f tenantfpm.sandbox.spawner").stdout.strip()
+    assert "spawn server" not in sh("cat /var/log/tenantfpm/master.log").stdout
 
     # --- the tenant's own user, without root: its status, logs and reload, no one else's -
     as_shop = "runuser -u shop -- tenantfpm"
