@@ -58,16 +58,19 @@ def test_a_failed_step_is_reported_as_before(server):
     assert failed == b"exec: No such file or directory: /nonexistent/program"
 
 
-def test_passed_descriptors_arrive_in_order(server, tmp_path):
+def test_passed_descriptors_arrive_in_order_and_nothing_else(server):
+    """Nothing of the server's (its channel to the master) reaches the child."""
     a_r, a_w = os.pipe()
     b_r, b_w = os.pipe()
-    plan = spawn.Plan(argv=["/bin/sh", "-c", "echo first >&3; echo second >&4"],
-                      env={"PATH": "/bin"}, cwd="/", uid=65534, gid=65534, listen_fd=0,
-                      pass_fds=(a_w, b_w))
-    status, _out, failed = _run(plan)
+    plan = spawn.Plan(argv=["/bin/sh", "-c", "echo first >&3; echo second >&4; "
+                                             "ls /proc/$$/fd"],
+                      env={"PATH": "/usr/bin:/bin"}, cwd="/", uid=65534, gid=65534,
+                      listen_fd=0, pass_fds=(a_w, b_w))
+    status, out, failed = _run(plan)
     os.close(a_w)
     os.close(b_w)
     assert status == 0 and failed == b""
+    assert sorted(int(fd) for fd in out.split()) == [0, 1, 2, 3, 4]
     assert os.read(a_r, 100) == b"first\n" and os.read(b_r, 100) == b"second\n"
     os.close(a_r)
     os.close(b_r)
