@@ -97,3 +97,14 @@ def test_the_server_ends_when_its_channel_closes():
         assert time.monotonic() < deadline, "the spawn server outlived its channel"
         time.sleep(0.02)
     os.close(srv.pidfd)
+
+
+def test_a_plan_too_large_for_one_message_is_forked_by_the_caller(server):
+    plan = spawn.Plan(argv=["/bin/sh", "-c", 'echo "$PPID ${#BIG}"'],
+                      env={"PATH": "/bin", "BIG": "x" * (spawner.MAX_PLAN + 1)}, cwd="/",
+                      uid=65534, gid=65534, listen_fd=0)
+    status, out, _failed = _run(plan)
+    assert status == 0 and out.split() == [str(os.getpid()).encode(),
+                                           str(spawner.MAX_PLAN + 1).encode()]
+    assert server.logs == []  # the server stays in use
+    assert _run(_plan("/bin/true"))[0] == 0

@@ -10,7 +10,9 @@ fork costs the same whatever the number of tenants.
 Each child is cloned with CLONE_PARENT: it is the master's child, as if the master had
 forked it (its SIGCHLD, waitpid and PR_SET_PDEATHSIG are the master's), and the server
 keeps no children. The master waits for the pid; a server that is gone or does not
-answer is dropped, and the master forks by itself as before.
+answer is dropped, and the master forks by itself as before. (A server stopped for 5 s
+between its clone and its answer would leave that child unknown to the master; only
+root can stop it.)
 
   master -> server   pickled (Plan, output caught or not, the workers' default descriptor
                      limit) + SCM_RIGHTS: the error pipe's write end, the listening
@@ -40,7 +42,7 @@ from tenantfpm.sandbox.spawn import Plan, _child
 CLONE_PARENT = 0x00008000
 SYS_CLONE = 56  # x86_64
 REPLY = struct.Struct("q")
-MAX_PLAN = 1 << 20
+MAX_PLAN = 1 << 16  # one message, well within a socket's default send buffer
 MAX_FDS = 3 + 8
 SERVER_FD = 3  # the server's end of its channel
 ANSWER_WITHIN = 5.0  # seconds; a clone takes about a millisecond
@@ -161,6 +163,8 @@ class Server:
                *plan.pass_fds]
         message = pickle.dumps((dataclasses.replace(plan, listen_fd=-1, pass_fds=()), caught,
                                 privileges.inherited_nofile()))
+        if len(message) > MAX_PLAN:  # a plan this large (its [env]) is forked here
+            return None
         try:
             socket.send_fds(self.sock, [message], fds)  # type: ignore[list-item]
             reply = self.sock.recv(REPLY.size)
