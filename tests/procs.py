@@ -7,14 +7,18 @@ import os
 from pathlib import Path
 
 
+def parent_of(pid: int) -> int:
+    """`pid`'s parent, read from /proc/PID/stat (the comm before the last ')' may hold
+    spaces and parentheses)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def children_of(pid: int) -> set[int]:
-    """The processes whose parent is `pid`, whichever of its threads forked them, read
-    from /proc/*/stat (the comm before the last ')' may hold spaces and parentheses)."""
+    """The processes whose parent is `pid`, whichever of its threads forked them."""
     out = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                if parent_of(int(entry)) == pid:
                     out.add(int(entry))
     return out

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tests.integration.conftest import BIN, SLOW, body_ok
-from tests.procs import children_of
+from tests.procs import children_of, parent_of
 
 # 400k strings of ~100 bytes: php-cgi's allocator keeps the chunks after the request,
 # so the worker's RSS stays about 30M higher while it waits for the next one
@@ -207,10 +207,6 @@ def test_a_tenants_processes_run_with_its_scheduling_policy(env, users):
     assert _policies(env, "sb") == {os.SCHED_BATCH}
 
 
-def _ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def _spawn_servers(master: int) -> list[int]:
     return [p for p in children_of(master)
             if b"tenantfpm.sandbox.spawner" in Path(f"/proc/{p}/cmdline").read_bytes()]
@@ -228,13 +224,13 @@ def test_the_spawn_server_starts_the_masters_children_and_losing_it_changes_noth
                                      'max_children = 1\n'))
     zygote = env.status("sa")["zygote_pid"]
     cgi = env.status("sc")["processes"][0]["pid"]
-    assert _ppid(zygote) == master and _ppid(cgi) == master
+    assert parent_of(zygote) == master and parent_of(cgi) == master
     assert body_ok(env.request("sa", "/")) and body_ok(env.request("sc", "/"))
     os.kill(servers[0], signal.SIGKILL)
     env.cli("restart", "sa")
     env.cli("restart", "sc")
     assert body_ok(env.request("sa", "/")) and body_ok(env.request("sc", "/"))
-    assert _ppid(env.status("sa")["zygote_pid"]) == master
-    assert _ppid(env.status("sc")["processes"][0]["pid"]) == master
+    assert parent_of(env.status("sa")["zygote_pid"]) == master
+    assert parent_of(env.status("sc")["processes"][0]["pid"]) == master
     log = (env.base / "log" / "master.log").read_text()
     assert log.count("the master forks its processes itself from now on") == 1, log
