@@ -14,6 +14,7 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.syscall.restype = ctypes.c_long
 
+CLONE_PARENT = 0x00008000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -32,6 +33,7 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 
 MNT_DETACH = 2
+SYS_CLONE = 56  # x86_64
 SYS_PIVOT_ROOT = 155  # x86_64
 SYS_OPENAT2 = 437  # the same on every architecture (added after the tables were unified)
 AT_FDCWD = -100

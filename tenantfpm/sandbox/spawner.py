@@ -39,8 +39,6 @@ import prctl
 from tenantfpm.sandbox import linux, privileges
 from tenantfpm.sandbox.spawn import Plan, _child
 
-CLONE_PARENT = 0x00008000
-SYS_CLONE = 56  # x86_64
 REPLY = struct.Struct("q")
 MAX_PLAN = 1 << 16  # one message, well within a socket's default send buffer
 MAX_FDS = 3 + 8
@@ -57,7 +55,7 @@ def clone(flags: int) -> int:
     """os.fork() with clone flags of our own (CLONE_PARENT, CLONE_NEWPID): Python's fork
     hooks around the raw system call, as os.fork() runs them around fork()."""
     ctypes.pythonapi.PyOS_BeforeFork()
-    pid = _py.syscall(SYS_CLONE, flags | signal.SIGCHLD, None, None, None, 0)
+    pid = _py.syscall(linux.SYS_CLONE, flags | signal.SIGCHLD, None, None, None, 0)
     if pid == 0:
         ctypes.pythonapi.PyOS_AfterFork_Child()
         return 0
@@ -86,7 +84,7 @@ def _one(sock: socket.socket) -> bool:
         out_w, err_w = (fds[2], fds[3]) if caught else (None, None)
         plan = dataclasses.replace(plan, listen_fd=listen_fd,
                                    pass_fds=tuple(fds[4 if caught else 2:]))
-        flags = CLONE_PARENT | (linux.CLONE_NEWPID if plan.sandbox is not None
+        flags = linux.CLONE_PARENT | (linux.CLONE_NEWPID if plan.sandbox is not None
                                 and plan.sandbox.pid_namespace else 0)
         try:
             pid = clone(flags)
