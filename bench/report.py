@@ -244,7 +244,26 @@ def _wordpress(res: dict) -> list[str]:
               f"Targets: {TARGETS['wp']}: {ratios['max_requests 0']:.2f} and "
               f"{ratios['max_requests 50']:.2f}, {_ok(met)}; {TARGETS['wp_pss']}: "
               f"{_r(pf, pt)}, {_ok(pt <= 1.10 * pf)}.", ""]
-    return lines
+    return lines + _cpu_per_request(w["cpu_per_request"])
+
+
+def _cpu_per_request(c: dict) -> list[str]:
+    """Where WordPress's time goes: the same pages with the tenant on each runtime."""
+    lines = ["### CPU per request, and what it is spent on", "",
+             f"Workers' CPU time (schedstat) over {c['requests']} requests to each side, one at "
+             "a time and alternating, `max_requests = 0`. The tenant runs the project's SAPI "
+             "(Debian's libphp8.2.so), then php-cgi in the same sandbox (the same PIE build "
+             "of PHP as php-fpm): php-cgi's ratio is the sandbox's cost, the SAPI's adds the "
+             "library build's. `tfpm-interp.php` is PHP's interpreter alone (calls, "
+             "properties, small arrays).", "",
+             "| page | tenant on | FPM ms | tenantfpm ms | ratio | wall ms FPM / tenantfpm |",
+             "|---|---|---|---|---|---|"]
+    for runtime in ("php", "php-cgi"):
+        for page, r in c[runtime].items():
+            lines.append(f"| `{page}` | {runtime} | {r['fpm_ms']:.2f} | {r['tenantfpm_ms']:.2f} | "
+                         f"{r['ratio']:.3f} | {r['wall_ms']['fpm']:.1f} / "
+                         f"{r['wall_ms']['tenantfpm']:.1f} |")
+    return [*lines, ""]
 
 
 def _plot(res: dict, path: Path) -> None:

@@ -4,6 +4,9 @@ One copy of the site and one database serve php-fpm's pool and a tenantfpm tenan
 (same php.ini, same worker count, nginx set up as WordPress documents it for php-fpm, a
 server block per side). The home page is measured with workers that live for ever, then
 with both sides recycling them every 50 requests; PSS per worker after the load.
+Then the CPU one request takes on each side (`cpu_per_request`), with the tenant on
+the project's SAPI and on php-cgi in the same sandbox: what the sandbox costs, and
+what Debian's libphp build costs against the executables php-fpm and php-cgi are.
 
 Everything (mariadbd's data and socket, the site, nginx) lives under the Stack's
 directory and goes with it.
@@ -12,8 +15,10 @@ directory and goes with it.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import secrets
 import shutil
+import statistics
 import subprocess
 import time
 import urllib.request
@@ -28,6 +33,20 @@ WP_SRC = Path("/usr/share/wordpress")  # Debian's wordpress package
 POOL = "wordpress"
 MARKER = b"Hello world!"  # the post a fresh install has: the page is WordPress's, rendered
 VARIANTS = {"max_requests 0": 0, "max_requests 50": 50}
+RUNTIMES = ("php", "php-cgi")  # the tenant's runtime for cpu_per_request
+INTERP_PAGE = "tfpm-interp.php"  # PHP's interpreter alone: calls, properties, small arrays
+INTERP = """<?php
+function fib($n) { return $n < 2 ? 1 : fib($n - 1) + fib($n - 2); }
+final class Point { public function __construct(public int $x = 1) {}
+                    public function x(): int { return $this->x; } }
+$s = fib(25);
+$p = new Point();
+for ($i = 0; $i < 600000; $i++) { $s += $p->x(); }
+$a = [];
+for ($i = 0; $i < 2000; $i++) { $a["k$i"] = $i; }
+for ($r = 0; $r < 50; $r++) { foreach ($a as $k => $v) { $s += isset($a[$k]) ? $v : 0; } }
+echo $s;
+"""
 
 INSTALL = """<?php
 // a fresh WordPress install from the command line, as its web installer does it
@@ -169,9 +188,10 @@ def nginx(st: Stack, root: Path) -> Iterator[tuple[Path, dict[str, int]]]:
         proc.wait(30)
 
 
-def set_pools(st: Stack, root: Path, db: MariaDB, max_requests: int, first: bool) -> None:
+def set_pools(st: Stack, root: Path, db: MariaDB, max_requests: int, first: bool,
+              runtime: str = "php") -> None:
     """FPM's pool (its config reloaded) and the tenant (added, then replaced) with
-    `max_requests`; returns once both have their static workers."""
+    `max_requests` and `runtime`; returns once both have their static workers."""
     fpm_pool = (f"[{POOL}]\nuser = {FPM_USER}\ngroup = {FPM_USER}\n"
                 f"listen = {st.socket_of('fpm', POOL)}\nlisten.mode = 0666\npm = static\n"
                 f"pm.max_children = {st.workers}\npm.max_requests = {max_requests}\n")
@@ -183,6 +203,7 @@ def set_pools(st: Stack, root: Path, db: MariaDB, max_requests: int, first: bool
                     f'[listen]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0660"\n'
                     f'[pm]\nmode = "static"\nmax_children = {st.workers}\n'
                     f"max_requests = {max_requests}\n"
+                    f'[runtime]\ntype = "{runtime}"\n'
                     f'[isolation]\nbinds = [{{ source = "{db.sock_dir}", readonly = false }}]\n')
     st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": not first})
     st.wait_for(lambda: len(st.fpm_children(POOL)) == st.workers,
@@ -223,8 +244,80 @@ def run(st: Stack, cfg: dict, log: Callable[[str], None]) -> dict:
                 f"{f['errors']} vs {t['errors']}")
         log(f"   PSS per worker: {out['pss_kb']['fpm']['median']:.0f} vs "
             f"{out['pss_kb']['tenantfpm']['median']:.0f} kB")
+        out["cpu_per_request"] = cpu_per_request(st, root, db, ports, 20 * cfg["seconds"], log)
         st.client.call("DELETE", f"/v1/tenants/{POOL}")
     return out
+
+
+def cpu_per_request(st: Stack, root: Path, db: MariaDB, ports: dict[str, int], n: int,
+                    log: Callable[[str], None]) -> dict:
+    """CPU time of the workers per request, FPM's against the tenant's,
+    over `n` requests to each side, one at a time and alternating (so the machine's
+    speed, which drifts, is the same for both), for the home page and for a page that
+    is PHP's interpreter alone. Once with the tenant on the project's SAPI, once on
+    php-cgi in the same sandbox: php-cgi is the same PIE build of PHP as php-fpm, so
+    its ratio is what the sandbox costs; the SAPI's adds what Debian's libphp costs (a
+    shared library: PHP's calls between its own functions go through the PLT, its
+    globals through the GOT, where the executables call and load directly)."""
+    (root / INTERP_PAGE).write_text(INTERP)
+    (root / INTERP_PAGE).chmod(0o644)
+    out: dict = {"requests": n}
+    for runtime in RUNTIMES:
+        set_pools(st, root, db, 0, first=False, runtime=runtime)
+        out[runtime] = {}
+        for page in ("/", "/" + INTERP_PAGE):
+            r = paired_cpu(st, ports, page, n)
+            out[runtime][page] = r
+            log(f"   CPU per request, tenant on {runtime}, {page}: FPM {r['fpm_ms']:.2f} ms, "
+                f"tenantfpm {r['tenantfpm_ms']:.2f} ms ({r['ratio']:.3f}x)")
+    return out
+
+
+def paired_cpu(st: Stack, ports: dict[str, int], path: str, n: int) -> dict:
+    def worker_pids(side: str) -> list[int]:
+        return sorted(st.fpm_children(POOL) if side == "fpm"
+                      else [p["pid"] for p in st.status(POOL)["processes"]])
+
+    conns = {side: http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+             for side, port in ports.items()}
+
+    def get(side: str) -> float:
+        t = time.perf_counter()
+        conns[side].request("GET", path)
+        r = conns[side].getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{side} {path}: HTTP {r.status}")
+        return (time.perf_counter() - t) * 1000
+
+    try:
+        for _ in range(max(8, n // 10)):  # every worker's opcache and realpath cache
+            for side in conns:
+                get(side)
+        pids = {side: worker_pids(side) for side in conns}
+        before = {side: cpu_seconds(p) for side, p in pids.items()}
+        wall: dict[str, list[float]] = {side: [] for side in conns}
+        sides = list(conns)
+        for i in range(n):
+            for side in (sides if i % 2 == 0 else sides[::-1]):
+                wall[side].append(get(side))
+        after = {side: cpu_seconds(p) for side, p in pids.items()}
+        if {side: worker_pids(side) for side in conns} != pids:
+            raise RuntimeError(f"{path}: a worker was replaced while its CPU time was counted")
+    finally:
+        for c in conns.values():
+            c.close()
+    ms = {side: (after[side] - before[side]) / n * 1000 for side in conns}
+    return {"fpm_ms": ms["fpm"], "tenantfpm_ms": ms["tenantfpm"],
+            "ratio": ms["tenantfpm"] / ms["fpm"],
+            "wall_ms": {side: statistics.median(w) for side, w in wall.items()}}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Time these (single-threaded) processes have run on a CPU, in ns as the scheduler
+    counts it (/proc/PID/schedstat), not in utime's 10 ms ticks."""
+    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+               for pid in pids) / 1e9
 
 
 def wp_version() -> str:
