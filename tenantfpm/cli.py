@@ -20,7 +20,7 @@ import click
 
 from tenantfpm import fastcgi, nginx
 from tenantfpm.client import Client, NotFoundError
-from tenantfpm.config.loader import load_global, load_site
+from tenantfpm.config.loader import HostSystem, load_global, load_site
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.tenant import Tenant, resolve
 from tenantfpm.errors import ConfigError, MasterNotRunning, TenantFPMError
@@ -184,10 +184,11 @@ def check(ctx: Ctx, sites: tuple[str, ...]) -> None:
         return
     failed = False
     checked: list[tuple[str, Tenant]] = []
+    system = HostSystem().preload()  # every user read once, however many files
     for site in files:
         try:
-            s = load_site(site, conf.paths.profiles_dir, conf=conf)
-            checked.append((site, resolve(s, conf)))
+            s = load_site(site, conf.paths.profiles_dir, system=system, conf=conf)
+            checked.append((site, resolve(s, conf, system)))
         except ConfigError as e:
             err.print(str(e), markup=False)
             failed = True

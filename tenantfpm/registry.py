@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from tenantfpm.claims import Claims
-from tenantfpm.config.loader import find_line, load_site
+from tenantfpm.config.loader import HostSystem, find_line, load_site
 from tenantfpm.config.model import NAME_PATTERN, GlobalConfig, Site
 from tenantfpm.config.tenant import Tenant, resolve
 from tenantfpm.errors import ConfigError, Problem, TenantFPMError
@@ -35,12 +35,14 @@ class Registry:
             return []
         return sorted(p.stem for p in self.dir.glob("*.toml") if NAME.fullmatch(p.stem))
 
-    def load(self, name: str) -> Tenant:
-        site = load_site(self.path(name), self.conf.paths.profiles_dir, conf=self.conf)
+    def load(self, name: str, system: HostSystem | None = None) -> Tenant:
+        system = system or HostSystem()
+        site = load_site(self.path(name), self.conf.paths.profiles_dir, system=system,
+                         conf=self.conf)
         if site.name != name:
             raise ConfigError(str(self.path(name)), [Problem(
                 "name", f"the file is registered as {name!r} but names {site.name!r}")])
-        return resolve(site, self.conf)
+        return resolve(site, self.conf, system)
 
     def load_all(self, claimed: dict[str, Tenant] | None = None
                  ) -> tuple[dict[str, Tenant], dict[str, ConfigError]]:
@@ -52,9 +54,10 @@ class Registry:
         """
         claimed = claimed or {}
         loaded, bad = {}, {}
+        system = HostSystem().preload()
         for name in self.names():
             try:
-                loaded[name] = self.load(name)
+                loaded[name] = self.load(name, system)
             except ConfigError as e:
                 bad[name] = e
         ok: dict[str, Tenant] = {}
@@ -123,8 +126,9 @@ def validate_for_add(conf: GlobalConfig, path: str, others: Claims | list[Tenant
                      replace: bool) -> tuple[Site, Tenant, str]:
     """Everything `add` checks before it writes anything."""
     reg = Registry(conf)
-    site = load_site(path, conf.paths.profiles_dir, conf=conf)
-    tenant = resolve(site, conf)
+    system = HostSystem()
+    site = load_site(path, conf.paths.profiles_dir, system=system, conf=conf)
+    tenant = resolve(site, conf, system)
     if not replace and reg.path(site.name).exists():
         raise ConfigError(path, [Problem("name", f"tenant {site.name!r} is already registered; "
                                                  "use --replace to update it")])

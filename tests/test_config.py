@@ -280,3 +280,41 @@ def test_python_runtime_defaults_to_the_system_interpreter(write_site, fake_syst
 ])
 def test_python_runtime_rules(write_site, fake_system, body, message):
     assert message in str(error_of(write_site, fake_system, body))
+
+
+@pytest.fixture
+def counted_lookups(monkeypatch):
+    """The names getpwnam and getgrnam are asked for, the real answers returned."""
+    import grp
+    import pwd
+
+    asked: list[str] = []
+    real_pw, real_gr = pwd.getpwnam, grp.getgrnam
+    monkeypatch.setattr(pwd, "getpwnam", lambda n: asked.append(n) or real_pw(n))
+    monkeypatch.setattr(grp, "getgrnam", lambda n: asked.append("group:" + n) or real_gr(n))
+    return asked
+
+
+def test_host_system_looks_each_name_up_once(counted_lookups):
+    """An add asks for its user from several rules; on a host with 10,000 users each
+    getpwnam of a recent one reads all of /etc/passwd."""
+    from tenantfpm.config.loader import HostSystem
+
+    system = HostSystem()
+    for _ in range(3):
+        assert system.user("root") == (0, 0)
+        assert system.user("no-such-user-tfpm") is None
+        assert system.group("root") == 0
+        assert system.group_name(0) == "root"
+    assert counted_lookups == ["root", "no-such-user-tfpm", "group:root"]
+    assert HostSystem().user("root") == (0, 0)  # a new operation asks again
+    assert counted_lookups[-1] == "root"
+
+
+def test_a_preloaded_host_system_asks_only_for_names_not_enumerated(counted_lookups):
+    from tenantfpm.config.loader import HostSystem
+
+    system = HostSystem().preload()
+    assert system.user("root") == (0, 0) and system.group("root") == 0
+    assert system.user("no-such-user-tfpm") is None
+    assert counted_lookups == ["no-such-user-tfpm"]

@@ -136,6 +136,6 @@ def test_load_all_keeps_the_running_tenants_claims(tmp_path, fake_system, monkey
     running = _tenant("hello", 1, "/srv/hello")
     newcomer = _tenant("aaa", 1, "/srv/aaa")  # sorts first, but hello runs
     monkeypatch.setattr(reg, "names", lambda: ["aaa", "hello"])
-    monkeypatch.setattr(reg, "load", lambda n: {"aaa": newcomer, "hello": running}[n])
+    monkeypatch.setattr(reg, "load", lambda n, system=None: {"aaa": newcomer, "hello": running}[n])
     ok, bad = reg.load_all(claimed={"hello": running})
     assert list(ok) == ["hello"] and "already runs tenant 'hello'" in str(bad["aaa"])

@@ -147,20 +147,53 @@ def _in_dict(data: dict[str, Any], key: str) -> bool:
 
 
 class HostSystem:
-    """The real machine, as the rules see it."""
+    """The real machine, as the rules see it.
+
+    Users and groups are looked up once per instance, and an instance lives for one
+    operation (an add, a load of the registry). On a host with 10,000 users, each
+    getpwnam of a recent user reads all of /etc/passwd (about 2 ms), and an add used to
+    look its user up four times."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, tuple[int, int] | None] = {}
+        self._groups: dict[str, int | None] = {}
+        self._group_names: dict[int, str | None] = {}
+
+    def preload(self) -> HostSystem:
+        """Every user and group the system enumerates, read in one pass each, so that
+        loading 10,000 tenants reads /etc/passwd once and not once per tenant. A name
+        not enumerated (a directory that does not list its users) is still asked for."""
+        for pw in pwd.getpwall():
+            self._users.setdefault(pw.pw_name, (pw.pw_uid, pw.pw_gid))  # the first, as getpwnam
+        for g in grp.getgrall():
+            self._groups.setdefault(g.gr_name, g.gr_gid)
+            self._group_names.setdefault(g.gr_gid, g.gr_name)
+        return self
 
     def user(self, name: str) -> tuple[int, int] | None:
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
-            return None
-        return pw.pw_uid, pw.pw_gid
+        if name not in self._users:
+            try:
+                pw = pwd.getpwnam(name)
+                self._users[name] = pw.pw_uid, pw.pw_gid
+            except KeyError:
+                self._users[name] = None
+        return self._users[name]
 
     def group(self, name: str) -> int | None:
-        try:
-            return grp.getgrnam(name).gr_gid
-        except KeyError:
-            return None
+        if name not in self._groups:
+            try:
+                self._groups[name] = grp.getgrnam(name).gr_gid
+            except KeyError:
+                self._groups[name] = None
+        return self._groups[name]
+
+    def group_name(self, gid: int) -> str | None:
+        if gid not in self._group_names:
+            try:
+                self._group_names[gid] = grp.getgrgid(gid).gr_name
+            except KeyError:
+                self._group_names[gid] = None
+        return self._group_names[gid]
 
     def is_dir(self, path: str) -> bool:
         return os.path.isdir(path)

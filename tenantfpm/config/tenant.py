@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grp
 import os
 from dataclasses import dataclass
 
@@ -31,8 +30,9 @@ class Tenant:
         return self.site.chdir or self.site.root
 
 
-def resolve(site: Site, conf: GlobalConfig) -> Tenant:
-    sysview = HostSystem()
+def resolve(site: Site, conf: GlobalConfig, system: HostSystem | None = None) -> Tenant:
+    """`system`: the one the site was validated with, whose lookups are remembered."""
+    sysview = system or HostSystem()
     ident = sysview.user(site.user)
     assert ident is not None, "validated before resolve"
     gid = sysview.group(site.group) if site.group else ident[1]
@@ -45,13 +45,6 @@ def resolve(site: Site, conf: GlobalConfig) -> Tenant:
         run_dir=os.path.join(conf.paths.run_dir, "tenants", site.name),
         uid=ident[0],
         gid=gid,
-        group_name=site.group or _group_name(gid),
+        group_name=site.group or sysview.group_name(gid) or str(gid),
         state_dir=os.path.join(conf.paths.state_dir, "tenants", site.name),
     )
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
