@@ -13,8 +13,9 @@ import pwd
 import re
 import stat
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -146,6 +147,25 @@ def _in_dict(data: dict[str, Any], key: str) -> bool:
     return True
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _once(cache: dict[K, V | None], key: K, lookup: Callable[[K], V]) -> V | None:
+    """`lookup(key)` the first time (None if the system has no such entry), then remembered."""
+    if key not in cache:
+        try:
+            cache[key] = lookup(key)
+        except KeyError:
+            cache[key] = None
+    return cache[key]
+
+
+def _uid_gid(name: str) -> tuple[int, int]:
+    pw = pwd.getpwnam(name)
+    return pw.pw_uid, pw.pw_gid
+
+
 class HostSystem:
     """The real machine, as the rules see it.
 
@@ -171,29 +191,13 @@ class HostSystem:
         return self
 
     def user(self, name: str) -> tuple[int, int] | None:
-        if name not in self._users:
-            try:
-                pw = pwd.getpwnam(name)
-                self._users[name] = pw.pw_uid, pw.pw_gid
-            except KeyError:
-                self._users[name] = None
-        return self._users[name]
+        return _once(self._users, name, _uid_gid)
 
     def group(self, name: str) -> int | None:
-        if name not in self._groups:
-            try:
-                self._groups[name] = grp.getgrnam(name).gr_gid
-            except KeyError:
-                self._groups[name] = None
-        return self._groups[name]
+        return _once(self._groups, name, lambda n: grp.getgrnam(n).gr_gid)
 
     def group_name(self, gid: int) -> str | None:
-        if gid not in self._group_names:
-            try:
-                self._group_names[gid] = grp.getgrgid(gid).gr_name
-            except KeyError:
-                self._group_names[gid] = None
-        return self._group_names[gid]
+        return _once(self._group_names, gid, lambda g: grp.getgrgid(g).gr_name)
 
     def is_dir(self, path: str) -> bool:
         return os.path.isdir(path)
