@@ -143,8 +143,9 @@ def add(ctx: Ctx, site: str, replace: bool) -> None:
     path = os.path.abspath(site)
     conf = ctx.conf
     reg = Registry(conf)
-    registered, _ = reg.load_all()
-    _, tenant, text = validate_for_add(conf, path, list(registered.values()), replace)
+    system = HostSystem().preload()  # the registry's users and the new one, read once
+    registered, _ = reg.load_all(system=system)
+    _, tenant, text = validate_for_add(conf, path, list(registered.values()), replace, system)
     client = ctx.client
     if client.running():
         with err.status(f"waiting for tenant {tenant.name} to start serving "
@@ -192,7 +193,7 @@ def check(ctx: Ctx, sites: tuple[str, ...]) -> None:
         except ConfigError as e:
             err.print(str(e), markup=False)
             failed = True
-    registered, _ = reg.load_all()
+    registered, _ = reg.load_all(system=system)
     names = {t.name for _, t in checked}
     for i, (site, tenant) in enumerate(checked):
         others = [t for _, t in checked[:i]] + [t for n, t in registered.items()
@@ -411,10 +412,11 @@ def edit(ctx: Ctx, name: str) -> None:
 
 def _edit_problem(conf: GlobalConfig, reg: Registry, name: str, draft: str) -> str | None:
     """Why an edited file cannot replace tenant `name`'s (None: it can)."""
-    registered, _ = reg.load_all()
+    system = HostSystem().preload()
+    registered, _ = reg.load_all(system=system)
     others = [t for n, t in registered.items() if n != name]
     try:
-        site, _, _ = validate_for_add(conf, draft, others, replace=True)
+        site, _, _ = validate_for_add(conf, draft, others, replace=True, system=system)
     except ConfigError as e:
         return str(e)
     if site.name != name:

@@ -44,7 +44,8 @@ class Registry:
                 "name", f"the file is registered as {name!r} but names {site.name!r}")])
         return resolve(site, self.conf, system)
 
-    def load_all(self, claimed: dict[str, Tenant] | None = None
+    def load_all(self, claimed: dict[str, Tenant] | None = None,
+                 system: HostSystem | None = None
                  ) -> tuple[dict[str, Tenant], dict[str, ConfigError]]:
         """Every registered tenant that is valid and conflicts with none loaded before it.
 
@@ -54,7 +55,7 @@ class Registry:
         """
         claimed = claimed or {}
         loaded, bad = {}, {}
-        system = HostSystem().preload()
+        system = system or HostSystem().preload()
         for name in self.names():
             try:
                 loaded[name] = self.load(name, system)
@@ -123,10 +124,12 @@ class Registry:
 
 
 def validate_for_add(conf: GlobalConfig, path: str, others: Claims | list[Tenant],
-                     replace: bool) -> tuple[Site, Tenant, str]:
-    """Everything `add` checks before it writes anything."""
+                     replace: bool, system: HostSystem | None = None
+                     ) -> tuple[Site, Tenant, str]:
+    """Everything `add` checks before it writes anything. `system`: the operation's, if
+    it has looked users up already (the CLI, which loaded the registry first)."""
     reg = Registry(conf)
-    system = HostSystem()
+    system = system or HostSystem()
     site = load_site(path, conf.paths.profiles_dir, system=system, conf=conf)
     tenant = resolve(site, conf, system)
     if not replace and reg.path(site.name).exists():

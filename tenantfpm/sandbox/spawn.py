@@ -52,6 +52,11 @@ class Plan:
     pass_fds: tuple[int, ...] = ()  # become the worker's fds 3, 4, ... in this order
     sandbox: Sandbox | None = None
 
+    @property
+    def new_pid_namespace(self) -> bool:
+        """Whether the process is PID 1 of a PID namespace of its own, whoever forks it."""
+        return self.sandbox is not None and self.sandbox.pid_namespace
+
 
 @dataclass
 class Spawned:
@@ -145,7 +150,7 @@ def _fork(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> i
     """Fork here; signals are blocked around fork so no handler runs in the child."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
     try:
-        pid = namespaces.fork(plan.sandbox is not None and plan.sandbox.pid_namespace)
+        pid = namespaces.fork(plan.new_pid_namespace)
         if pid == 0:
             _child(plan, out_w, err_w, errpipe_w)  # never returns
     finally:

@@ -84,8 +84,7 @@ def _one(sock: socket.socket) -> bool:
         out_w, err_w = (fds[2], fds[3]) if caught else (None, None)
         plan = dataclasses.replace(plan, listen_fd=listen_fd,
                                    pass_fds=tuple(fds[4 if caught else 2:]))
-        flags = linux.CLONE_PARENT | (linux.CLONE_NEWPID if plan.sandbox is not None
-                                and plan.sandbox.pid_namespace else 0)
+        flags = linux.CLONE_PARENT | (linux.CLONE_NEWPID if plan.new_pid_namespace else 0)
         try:
             pid = clone(flags)
         except OSError as e:
