@@ -15,7 +15,7 @@ VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_attacks.py 
 # satisfied by php8.2-fpm) keeps apt from choosing Apache's mod_php for wordpress
 BENCH_PKGS := nginx wrk php8.2-cli php8.2-mysql mariadb-server wordpress php
 
-SAPI_BIN := tenantfpm/libexec/tenantfpm-php
+SAPI_BIN := tenantfpm/libexec/tenantfpm-php tenantfpm/libexec/tenantfpm-php.so
 SAPI_SRC := $(wildcard sapi/*.c sapi/*.h) sapi/Makefile
 
 .PHONY: setup system-deps sapi test-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke deb deb-test
@@ -43,9 +43,10 @@ $(VENV)/.installed: pyproject.toml | system-deps
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# The PHP SAPI and zygote (sapi/), built into the package so the sandbox sees it with it.
-$(SAPI_BIN): $(SAPI_SRC) | system-deps
-	@echo ">> building the PHP SAPI (sapi/) against libphp8.2-embed"
+# The PHP SAPI and zygote (sapi/), built into the package so the sandbox sees it with it:
+# for the php-cgi8.2 binary's engine and for libphp8.2-embed's (sapi/engine.c).
+$(SAPI_BIN) &: $(SAPI_SRC) | system-deps
+	@echo ">> building the PHP SAPI (sapi/) for php-cgi8.2 and libphp8.2-embed"
 	$(MAKE) --no-print-directory -C sapi OUT=$(abspath tenantfpm/libexec)
 
 sapi: $(SAPI_BIN)

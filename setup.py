@@ -1,8 +1,9 @@
 """Builds the project's PHP SAPI (sapi/) into the package when pip installs it.
 
-Everything else is declared in pyproject.toml. The SAPI is C linked against Debian's
-libphp8.2-embed; a machine without it (or without php8.2-dev or gcc) gets an error that
-names the missing package (sapi/Makefile's check-deps).
+Everything else is declared in pyproject.toml. The SAPI is C, built for Debian's
+php-cgi8.2 binary and against its libphp8.2-embed; a machine without them (or without
+php8.2-dev or gcc) gets an error that names the missing package (sapi/Makefile's
+check-deps).
 """
 
 import os

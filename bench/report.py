@@ -80,9 +80,9 @@ def write_report(res: dict, out: Path) -> None:
         "below comes from that run (results.json has them all).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_kb'] // 1024} MB, "
-        f"kernel {m['kernel']}; PHP {m['php']} (php-fpm8.2, and libphp8.2 under tenantfpm's "
-        f"own SAPI: the same FPM php.ini and conf.d, opcache on); {m['nginx']} in front of "
-        "both; wrk as the client.",
+        f"kernel {m['kernel']}; PHP {m['php']} (php-fpm8.2, and php-cgi8.2's engine under "
+        f"tenantfpm's own SAPI: the same FPM php.ini and conf.d, opcache on); {m['nginx']} "
+        "in front of both; wrk as the client.",
         f"Pools: {cfg['workers']} workers each, static unless said; wrk with "
         f"{cfg['connections']} connections, {cfg['seconds']} s per measurement, "
         f"{cfg['rounds']} rounds, FPM and tenantfpm alternating. Medians, (min-max).",
@@ -252,13 +252,14 @@ def _cpu_per_request(c: dict) -> list[str]:
     lines = ["### CPU per request, and what it is spent on", "",
              f"Workers' CPU time (schedstat) over {c['requests']} requests to each side, one at "
              "a time and alternating, `max_requests = 0`. The tenant runs the project's SAPI "
-             "(Debian's libphp8.2.so), then php-cgi in the same sandbox (the same PIE build "
-             "of PHP as php-fpm): php-cgi's ratio is the sandbox's cost, the SAPI's adds the "
-             "library build's. `tfpm-interp.php` is PHP's interpreter alone (calls, "
+             "on the php-cgi binary's engine (`php`, the default), on Debian's libphp8.2.so "
+             "(`php (libphp)`), then php-cgi exec'd in the same sandbox (`php-cgi`, the same "
+             "PIE build of PHP as php-fpm): php-cgi's ratio is the sandbox's cost, libphp's "
+             "adds the library build's. `tfpm-interp.php` is PHP's interpreter alone (calls, "
              "properties, small arrays).", "",
              "| page | tenant on | FPM ms | tenantfpm ms | ratio | wall ms FPM / tenantfpm |",
              "|---|---|---|---|---|---|"]
-    for runtime in ("php", "php-cgi"):
+    for runtime in (k for k in c if k != "requests"):
         for page, r in c[runtime].items():
             lines.append(f"| `{page}` | {runtime} | {r['fpm_ms']:.2f} | {r['tenantfpm_ms']:.2f} | "
                          f"{r['ratio']:.3f} | {r['wall_ms']['fpm']:.1f} / "

@@ -5,8 +5,9 @@ One copy of the site and one database serve php-fpm's pool and a tenantfpm tenan
 server block per side). The home page is measured with workers that live for ever, then
 with both sides recycling them every 50 requests; PSS per worker after the load.
 Then the CPU one request takes on each side (`cpu_per_request`), with the tenant on
-the project's SAPI and on php-cgi in the same sandbox: what the sandbox costs, and
-what Debian's libphp build costs against the executables php-fpm and php-cgi are.
+the project's SAPI on each of its engines (Debian's php-cgi binary, the default, and
+libphp8.2-embed), and on php-cgi exec'd in the same sandbox: what the sandbox costs,
+and what Debian's libphp build costs against the executables php-fpm and php-cgi are.
 
 Everything (mariadbd's data and socket, the site, nginx) lives under the Stack's
 directory and goes with it.
@@ -33,7 +34,9 @@ WP_SRC = Path("/usr/share/wordpress")  # Debian's wordpress package
 POOL = "wordpress"
 MARKER = b"Hello world!"  # the post a fresh install has: the page is WordPress's, rendered
 VARIANTS = {"max_requests 0": 0, "max_requests 50": 50}
-RUNTIMES = ("php", "php-cgi")  # the tenant's runtime for cpu_per_request
+# the tenant for cpu_per_request: its runtime and, for the SAPI, its engine
+TENANT_VARIANTS = {"php": ("php", "php-cgi"), "php (libphp)": ("php", "libphp"),
+                   "php-cgi": ("php-cgi", None)}
 INTERP_PAGE = "tfpm-interp.php"  # PHP's interpreter alone: calls, properties, small arrays
 INTERP = """<?php
 function fib($n) { return $n < 2 ? 1 : fib($n - 1) + fib($n - 2); }
@@ -189,9 +192,10 @@ def nginx(st: Stack, root: Path) -> Iterator[tuple[Path, dict[str, int]]]:
 
 
 def set_pools(st: Stack, root: Path, db: MariaDB, max_requests: int, first: bool,
-              runtime: str = "php") -> None:
+              runtime: str = "php", engine: str | None = None) -> None:
     """FPM's pool (its config reloaded) and the tenant (added, then replaced) with
-    `max_requests` and `runtime`; returns once both have their static workers."""
+    `max_requests`, `runtime` and the SAPI's `engine` (its default when None); returns
+    once both have their static workers."""
     fpm_pool = (f"[{POOL}]\nuser = {FPM_USER}\ngroup = {FPM_USER}\n"
                 f"listen = {st.socket_of('fpm', POOL)}\nlisten.mode = 0666\npm = static\n"
                 f"pm.max_children = {st.workers}\npm.max_requests = {max_requests}\n")
@@ -204,6 +208,7 @@ def set_pools(st: Stack, root: Path, db: MariaDB, max_requests: int, first: bool
                     f'[pm]\nmode = "static"\nmax_children = {st.workers}\n'
                     f"max_requests = {max_requests}\n"
                     f'[runtime]\ntype = "{runtime}"\n'
+                    + (f'engine = "{engine}"\n' if engine else "") +
                     f'[isolation]\nbinds = [{{ source = "{db.sock_dir}", readonly = false }}]\n')
     st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": not first})
     st.wait_for(lambda: len(st.fpm_children(POOL)) == st.workers,
@@ -254,21 +259,22 @@ def cpu_per_request(st: Stack, root: Path, db: MariaDB, ports: dict[str, int], n
     """CPU time of the workers per request, FPM's against the tenant's,
     over `n` requests to each side, one at a time and alternating (so the machine's
     speed, which drifts, is the same for both), for the home page and for a page that
-    is PHP's interpreter alone. Once with the tenant on the project's SAPI, once on
-    php-cgi in the same sandbox: php-cgi is the same PIE build of PHP as php-fpm, so
-    its ratio is what the sandbox costs; the SAPI's adds what Debian's libphp costs (a
-    shared library: PHP's calls between its own functions go through the PLT, its
-    globals through the GOT, where the executables call and load directly)."""
+    is PHP's interpreter alone. The tenant on the project's SAPI on the php-cgi
+    binary's engine (the default), on libphp's, and php-cgi exec'd in the same sandbox:
+    php-cgi is the same PIE build of PHP as php-fpm, so its ratio is what the sandbox
+    costs; the SAPI's on libphp adds what Debian's libphp costs (a shared library:
+    PHP's calls between its own functions go through the PLT, its globals through the
+    GOT, where the executables call and load directly)."""
     (root / INTERP_PAGE).write_text(INTERP)
     (root / INTERP_PAGE).chmod(0o644)
     out: dict = {"requests": n}
-    for runtime in RUNTIMES:
-        set_pools(st, root, db, 0, first=False, runtime=runtime)
-        out[runtime] = {}
+    for label, (runtime, engine) in TENANT_VARIANTS.items():
+        set_pools(st, root, db, 0, first=False, runtime=runtime, engine=engine)
+        out[label] = {}
         for page in ("/", "/" + INTERP_PAGE):
             r = paired_cpu(st, ports, page, n)
-            out[runtime][page] = r
-            log(f"   CPU per request, tenant on {runtime}, {page}: FPM {r['fpm_ms']:.2f} ms, "
+            out[label][page] = r
+            log(f"   CPU per request, tenant on {label}, {page}: FPM {r['fpm_ms']:.2f} ms, "
                 f"tenantfpm {r['tenantfpm_ms']:.2f} ms ({r['ratio']:.3f}x)")
     return out
 

@@ -10,7 +10,8 @@
  *     $_SERVER and $_ENV (through php_import_environment_variables);
  *   - every way PHP code starts a process (proc_open, exec, system, popen, mail,
  *     pcntl_fork and pcntl_exec in any extension end in one of the libc calls below,
- *     which this executable defines over libc's): the child inherits the environment;
+ *     which this program defines over libc's, exported from the engine-hosted build so
+ *     the PHP binary's calls reach them too): the child inherits the environment;
  *   - the end of each request, before its access.log line.
  * The first of them waits (HELLO_WAIT_MS at most); the others find it done.
  */
@@ -92,55 +93,55 @@ static char *const *awaited_env(char *const envp[])
     return was_environ ? environ : envp;
 }
 
-pid_t fork(void)
+TFPM_EXPORT pid_t fork(void)
 {
     REAL(fork);
     tfpm_host_pid_await();
     return real_();
 }
 
-int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+TFPM_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     REAL(posix_spawn);
     return real_(pid, path, fa, attr, argv, awaited_env(envp));
 }
 
-int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+TFPM_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                  const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     REAL(posix_spawnp);
     return real_(pid, file, fa, attr, argv, awaited_env(envp));
 }
 
-FILE *popen(const char *command, const char *type)
+TFPM_EXPORT FILE *popen(const char *command, const char *type)
 {
     REAL(popen);
     tfpm_host_pid_await();
     return real_(command, type);
 }
 
-int system(const char *command)
+TFPM_EXPORT int system(const char *command)
 {
     REAL(system);
     tfpm_host_pid_await();
     return real_(command);
 }
 
-int execve(const char *path, char *const argv[], char *const envp[])
+TFPM_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
     REAL(execve);
     return real_(path, argv, awaited_env(envp));
 }
 
-int execv(const char *path, char *const argv[])
+TFPM_EXPORT int execv(const char *path, char *const argv[])
 {
     REAL(execv);
     tfpm_host_pid_await();
     return real_(path, argv);
 }
 
-int execvp(const char *file, char *const argv[])
+TFPM_EXPORT int execvp(const char *file, char *const argv[])
 {
     REAL(execvp);
     tfpm_host_pid_await();

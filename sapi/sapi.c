@@ -265,6 +265,17 @@ static sapi_module_struct module = {
     .php_ini_ignore_cwd = 1,
 };
 
+/* "8.2.36" and "8.2.12": the same minor release, whose ABI PHP keeps for extensions (and
+ * this SAPI) across its patch releases. The engine is the program's (php-cgi) or
+ * libphp8.2.so's: either may be upgraded apart from the headers this was built with. */
+static int same_minor(const char *engine, const char *built)
+{
+    const char *dot = strchr(built, '.');
+    dot = dot ? strchr(dot + 1, '.') : NULL;
+    size_t n = dot ? (size_t)(dot - built) + 1 : strlen(built) + 1;
+    return engine && strncmp(engine, built, n) == 0;
+}
+
 int tfpm_php_startup(void)
 {
     sapi_startup(&module);
@@ -274,6 +285,12 @@ int tfpm_php_startup(void)
     module.ini_entries = NULL;
     if (module.startup(&module) == FAILURE)
         return -1;
+    if (!same_minor(zend_get_module_version("Core"), PHP_VERSION)) {
+        fprintf(stderr, "the PHP engine is %s; this SAPI was built for PHP %s: rebuild it "
+                        "(make sapi) against this PHP's headers\n",
+                zend_get_module_version("Core"), PHP_VERSION);
+        return -1;
+    }
     tfpm_host_pid_hook();
     return 0;
 }

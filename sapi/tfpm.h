@@ -6,6 +6,11 @@
 #include "fcgi.h"
 #include "scoreboard.h"
 
+/* What the linker may bind from outside: everything else is hidden in the engine-hosted
+ * build (tenantfpm-php.so, -fvisibility=hidden), so no name of ours can be taken for one
+ * of the PHP binary's, nor one of its for ours. */
+#define TFPM_EXPORT __attribute__((visibility("default")))
+
 #define TFPM_SAPI_NAME "fpm-fcgi"  /* opcache's list and apps' PHP_SAPI checks: as FPM */
 #define CONTROL_FD 3               /* the zygote's channel to the master */
 
@@ -21,6 +26,9 @@ struct tfpm_settings {
     int access_fd;             /* the worker's access.log; -1: none */
 };
 extern struct tfpm_settings tfpm;
+
+/* zygote.c: the zygote's main, whichever program carries it (main.c, engine.c) */
+int tfpm_main(int argc, char **argv);
 
 /* sapi.c */
 int tfpm_php_startup(void);

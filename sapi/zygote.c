@@ -301,7 +301,7 @@ static void usage(void)
     exit(64);
 }
 
-int main(int argc, char **argv)
+int tfpm_main(int argc, char **argv)
 {
     static const char *keys[256];
     int opt;

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm.config.model import PHP_SAPI_BINARY
+from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY
 
 
 class FakeSystem:
@@ -23,7 +23,8 @@ class FakeSystem:
         return path == "/" or path.startswith("/srv")
 
     def is_executable(self, path):
-        return path in ("/usr/bin/php-cgi", "/usr/bin/true", "/usr/bin/python3", PHP_SAPI_BINARY)
+        return path in ("/usr/bin/php-cgi", "/usr/bin/true", "/usr/bin/python3", PHP_SAPI_BINARY,
+                        PHP_ENGINE_BINARY)
 
     def exists(self, path):
         return path.startswith(("/srv/", "/run/mysqld"))

@@ -4,6 +4,7 @@ import pytest
 
 from tenantfpm.config import python_ini
 from tenantfpm.config.loader import load_global, load_site
+from tenantfpm.config.model import PHP_ENGINE_BINARY
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import resolve
 from tenantfpm.errors import ConfigError
@@ -134,6 +135,28 @@ def test_allowed_clients_only_for_tcp(write_site, fake_system):
 def test_runtime_command_must_exist(write_site, fake_system):
     e = error_of(write_site, fake_system, '[runtime]\ncommand = ["/usr/bin/php-nope"]')
     assert "runtime.command" in str(e) and "does not exist" in str(e)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[runtime]\nengine = "zend"\n', "runtime.engine"),
+    ('[runtime]\ntype = "php-cgi"\nengine = "libphp"\n',
+     "runtime.engine: only the php runtime with the bundled SAPI"),
+    ('[runtime]\ncommand = ["/usr/bin/true"]\nengine = "php-cgi"\n',
+     "runtime.engine: only the php runtime with the bundled SAPI"),
+    ('[env]\nLD_PRELOAD = "/lib/x.so"\n', "env.LD_PRELOAD: the php-cgi engine loads the SAPI"),
+])
+def test_engine_rules(write_site, fake_system, body, message):
+    assert message in str(error_of(write_site, fake_system, body))
+
+
+def test_engine_binary_must_be_installed(write_site, fake_system, monkeypatch):
+    monkeypatch.setattr(type(fake_system), "is_executable",
+                        lambda self, p: p != PHP_ENGINE_BINARY)
+    e = error_of(write_site, fake_system, "")
+    assert f"runtime.engine: {PHP_ENGINE_BINARY} is not installed (package php8.2-cgi)" in str(e)
+    site = load(write_site, fake_system, '[runtime]\nengine = "libphp"\n'
+                                         '[env]\nLD_PRELOAD = "/lib/x.so"\n')
+    assert site.runtime.engine == "libphp"
 
 
 def test_ini_keys_are_checked(write_site, fake_system):

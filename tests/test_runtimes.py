@@ -3,7 +3,7 @@
 import os
 
 from tenantfpm import pm, runtimes
-from tenantfpm.config.model import GlobalConfig, Site
+from tenantfpm.config.model import PHP_ENGINE_BINARY, GlobalConfig, Site
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
@@ -58,13 +58,23 @@ def test_php_zygote_gets_its_ini_locked_keys_user_and_home(tmp_path):
     t = Tenant(site=site, listen=parse_listen("/run/t/shop.sock"), log_dir=str(tmp_path),
                run_dir=str(tmp_path / "run"), uid=1001, gid=1001)
     argv, env = runtimes.of(t).zygote_command(t)
-    assert argv[0].endswith("/tenantfpm/libexec/tenantfpm-php")  # as the sandbox shows it
+    # the php-cgi engine: Debian's binary, the SAPI preloaded as the sandbox shows it
+    assert argv[0] == PHP_ENGINE_BINARY
+    assert env["LD_PRELOAD"].endswith("/tenantfpm/libexec/tenantfpm-php.so")
+    assert env["LD_PRELOAD"].startswith("/run/tenantfpm/")
     assert argv[argv.index("-c") + 1] == "/etc/tenantfpm/php.ini"
     locked = [argv[i + 1] for i, a in enumerate(argv) if a == "-a"]
     assert locked == ["memory_limit", "display_errors"]
     assert argv[argv.index("-s") + 1] == str(pm.SPARE_DELAY_MS)  # dynamic: keeps a spare
     assert env["USER"] == "alice" and env["HOME"] == "/srv/shop"
     assert runtimes.of(t).binds(t)[0][2] is True  # the package, read-only
+    libphp = Site.model_validate({"name": "shop", "user": "alice", "root": "/srv/shop",
+                                  "runtime": {"engine": "libphp"}})
+    t = Tenant(site=libphp, listen=parse_listen("/run/t/shop.sock"), log_dir=str(tmp_path),
+               run_dir=str(tmp_path / "run"), uid=1001, gid=1001)
+    argv, env = runtimes.of(t).zygote_command(t)
+    assert argv[0].endswith("/tenantfpm/libexec/tenantfpm-php")  # as the sandbox shows it
+    assert "LD_PRELOAD" not in env
 
 
 def test_every_runtime_gives_user_and_home_as_fpm_does(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -19,12 +20,16 @@ from pathlib import Path
 import pytest
 
 from tenantfpm import fastcgi
-from tenantfpm.config.model import PHP_SAPI_BINARY
+from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY
 from tenantfpm.master.zygote import channel, receive
 from tenantfpm.runtimes.php import scan_dir
 from tests.procs import children_of
 
-BINARIES = [pytest.param(PHP_SAPI_BINARY, id="O2")]
+# the SAPI's program (linked against libphp8.2-embed), and the SAPI as a library run
+# inside Debian's php-cgi binary (runtime.engine = "php-cgi", the default)
+ENGINE_LIBRARY = PHP_SAPI_BINARY + ".so"
+BINARIES = [pytest.param(PHP_SAPI_BINARY, id="O2"),
+            pytest.param(ENGINE_LIBRARY, id="php-cgi")]
 if os.environ.get("TENANTFPM_PHP_ASAN"):
     BINARIES.append(pytest.param(os.environ["TENANTFPM_PHP_ASAN"], id="asan"))
 
@@ -81,6 +86,9 @@ class Zygote:
             os.dup2(lst, 0)
             os.dup2(ctl_fd, 3)
 
+        if binary.endswith(".so"):  # as the master starts it (runtimes/php.py)
+            env["LD_PRELOAD"] = binary
+            binary = PHP_ENGINE_BINARY
         self.proc = subprocess.Popen([binary, "-c", str(ini), "-a", "memory_limit",
                                       "-t", "400", *args], preexec_fn=fds, pass_fds=(3,),
                                      env=env, stderr=stderr_w, stdout=stderr_w)
@@ -195,6 +203,29 @@ def test_serves_with_headers_cookies_and_fpm_identity(zygote):
     for t in both:
         t.join()
     assert {r.body.split()[0] for r in got} == {f"pid={a}".encode(), f"pid={b}".encode()}
+
+
+def test_the_php_cgi_engine_runs_under_the_sapi_and_leaves_no_trace(tmp_path):
+    """The php-cgi binary's engine, not libphp's; what the zygote took over is invisible
+    to scripts and to the processes they start."""
+    z = start_zygote(ENGINE_LIBRARY, tmp_path)
+    try:
+        (z.root / "env.php").write_text(
+            '<?php echo json_encode([getenv("LD_PRELOAD"), $_SERVER["LD_PRELOAD"] ?? null, '
+            'exec("printenv LD_PRELOAD"), PHP_SAPI, PHP_VERSION]);')
+        pid = z.fork()
+        for p in (z.proc.pid, pid):
+            assert os.readlink(f"/proc/{p}/exe") == os.path.realpath(PHP_ENGINE_BINARY)
+            assert Path(f"/proc/{p}/comm").read_text() == "tenantfpm-php\n"
+            maps = Path(f"/proc/{p}/maps").read_text()
+            assert "tenantfpm-php.so" in maps and "libphp" not in maps
+        r = z.request("/env.php")
+        assert r.status == 200, r.body
+        got = json.loads(r.body)
+        assert got[:4] == [False, None, "", "fpm-fcgi"]
+        assert got[4].startswith(PHP_ENGINE_BINARY.rsplit("php-cgi", 1)[1] + ".")
+    finally:
+        z.close()
 
 
 def test_status_codes_missing_script_and_limit_extensions(zygote):

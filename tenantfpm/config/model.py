@@ -70,6 +70,9 @@ class Listen(Strict):
 # the project's PHP SAPI and zygote, built from sapi/ into the package
 PHP_SAPI_BINARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "libexec", "tenantfpm-php")
+# the PHP the SAPI is built for (php8.2-dev's headers); the php-cgi engine's binary
+PHP_VERSION = "8.2"
+PHP_ENGINE_BINARY = f"/usr/bin/php-cgi{PHP_VERSION}"
 DEFAULT_COMMANDS = {"php": [PHP_SAPI_BINARY], "php-cgi": ["/usr/bin/php-cgi"],
                     "python": ["/usr/bin/python3"]}
 
@@ -81,6 +84,9 @@ class Runtime(Strict):
     # python: import the app in each worker, not once in the zygote (uWSGI's lazy-apps),
     # for apps that open connections or start threads at import
     lazy_app: bool = False
+    # php with the bundled SAPI: whose build of PHP's engine runs under it, Debian's
+    # php-cgi binary's or libphp8.2-embed's (sapi/engine.c says why the default)
+    engine: Literal["php-cgi", "libphp"] = "php-cgi"
 
     @model_validator(mode="before")
     @classmethod

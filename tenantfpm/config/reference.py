@@ -59,6 +59,10 @@ DOCS: dict[str, tuple[str, str, str]] = {
     "runtime.lazy_app": ("", "python: import the app in each worker instead of once in "
                          "the zygote (uWSGI's lazy-apps), for apps that connect or start "
                          "threads at import.", "true"),
+    "runtime.engine": ("", "php, with the bundled SAPI: `php-cgi` runs it on PHP's engine "
+                       "from Debian's php-cgi binary (package php8.2-cgi; the same build as "
+                       "php-fpm's), `libphp` on libphp8.2-embed's (3-6% more CPU per "
+                       "request: docs/performance.md).", '"libphp"'),
     "pm.mode": ("`pm`", "static, dynamic or ondemand, as PHP-FPM.", '"ondemand"'),
     "pm.max_children": ("`pm.max_children`", "The most workers at once; also the "
                         "tenant's CPU weight.", "8"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tenantfpm.config import python_ini
-from tenantfpm.config.model import Site
+from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY, Site
 from tenantfpm.errors import Problem
 from tenantfpm.pyworker import accesslog
 
@@ -166,6 +166,7 @@ def runtime_problems(site: Site, system: System) -> list[Problem]:
             p.append(Problem(f"ini.{key}", why) if key in site.ini else Problem("ini", str(e)))
     elif rt.app:
         p.append(Problem("runtime.app", "only the python runtime takes an app"))
+    p += engine_problems(site, system)
     for key, value in site.ini.items():
         if not INI_KEY.match(key):
             p.append(Problem(f"ini.{key}", "not a valid php.ini directive name"))
@@ -176,6 +177,30 @@ def runtime_problems(site: Site, system: System) -> list[Problem]:
             p.append(Problem(f"env.{key}", "not a valid environment variable name"))
         if "\0" in value:
             p.append(Problem(f"env.{key}", "value may not contain NUL"))
+    return p
+
+
+def engine_problems(site: Site, system: System) -> list[Problem]:
+    """The engine is a choice for the bundled SAPI only; php-cgi's needs its binary, and
+    takes LD_PRELOAD for the SAPI itself."""
+    rt = site.runtime
+    bundled = rt.type == "php" and bool(rt.command) and \
+        os.path.realpath(rt.command[0]) == os.path.realpath(PHP_SAPI_BINARY)
+    if not bundled:
+        if "engine" in rt.model_fields_set:
+            return [Problem("runtime.engine", "only the php runtime with the bundled SAPI "
+                                              "(no runtime.command) has an engine")]
+        return []
+    if rt.engine != "php-cgi":
+        return []
+    p = []
+    if not system.is_executable(PHP_ENGINE_BINARY):
+        p.append(Problem("runtime.engine", f"{PHP_ENGINE_BINARY} is not installed (package "
+                                           "php8.2-cgi); or engine = \"libphp\""))
+    if "LD_PRELOAD" in site.env:
+        p.append(Problem("env.LD_PRELOAD", "the php-cgi engine loads the SAPI through "
+                                           "LD_PRELOAD; with engine = \"libphp\" a library of "
+                                           "your own may be preloaded"))
     return p
 
 

@@ -1,8 +1,11 @@
 """PHP on the project's own SAPI (sapi/): one zygote per tenant, workers forked from it.
 
-The zygote binary (`tenantfpm-php`, built from sapi/ against Debian's
-libphp8.2-embed) starts PHP once inside the tenant's sandbox; the master orders
-workers from it (master/zygote.py). Its SAPI name is "fpm-fcgi", so opcache
+The zygote starts PHP once inside the tenant's sandbox; the master orders workers
+from it (master/zygote.py). It runs on one of two builds of PHP's engine
+(`runtime.engine`): Debian's php-cgi8.2 binary, exec'd with the SAPI
+(`tenantfpm-php.so`) preloaded, which takes over its start (the default:
+sapi/engine.c says why), or Debian's libphp8.2-embed, which the SAPI's own program
+(`tenantfpm-php`) is linked against. Its SAPI name is "fpm-fcgi", so opcache
 turns itself on as under PHP-FPM and applications that test PHP_SAPI behave as
 they do there. The tenant's workers share one opcache segment, made by their
 zygote; no two tenants share one.
@@ -17,14 +20,13 @@ from __future__ import annotations
 import os
 
 from tenantfpm import inspect, pm
-from tenantfpm.config.model import PHP_SAPI_BINARY
+from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY, PHP_VERSION
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
 from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.base import Channels, Runtime, worker_env
 from tenantfpm.runtimes.php_cgi import (
-    PHP_VERSION,
     ini_path,
     session_binds,
     session_dir,
@@ -58,8 +60,13 @@ def bundled(tenant: Tenant) -> bool:
 def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
     site = tenant.site
     isolated = site.isolation.enabled
-    binary = (SAPI_INSIDE if isolated and bundled(tenant)
-              else os.path.realpath(site.runtime.command[0]))
+    preload = None
+    if not bundled(tenant):
+        binary = os.path.realpath(site.runtime.command[0])
+    else:
+        binary = SAPI_INSIDE if isolated else PHP_SAPI_BINARY
+        if site.runtime.engine == "php-cgi":  # /usr is in every tenant's view
+            binary, preload = PHP_ENGINE_BINARY, binary + ".so"
     argv = [binary, "-c", INI_TARGET if isolated else ini_path(tenant),
             "-t", str(HEAD_TIMEOUT_MS)]
     for key in site.ini:
@@ -71,6 +78,8 @@ def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
         argv += ["-l", site.log.access_format, "-n", tenant.name, "-m", str(os.getpid())]
     argv += site.runtime.command[1:]
     env = worker_env(tenant)
+    if preload:
+        env["LD_PRELOAD"] = preload  # the zygote takes it out of its environment at once
     conf_d = scan_dir()
     if conf_d:
         env["PHP_INI_SCAN_DIR"] = conf_d
@@ -108,4 +117,7 @@ class Php(Runtime):
         return ch.with_access_log(tenant, log)
 
     def inspect(self, pid: int, exe: str, depth: int) -> inspect.PhpState:
-        return inspect.read_state(pid, exe, depth, library="libphp")
+        """PHP's globals are in the php-cgi binary the worker runs, or in the libphp it
+        maps (the SAPI's own program, or a command of the tenant's linked likewise)."""
+        engine_binary = os.path.basename(exe) == os.path.basename(PHP_ENGINE_BINARY)
+        return inspect.read_state(pid, exe, depth, library=None if engine_binary else "libphp")

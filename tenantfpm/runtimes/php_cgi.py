@@ -11,7 +11,7 @@ import os
 import re
 
 from tenantfpm import inspect
-from tenantfpm.config.model import IniValue
+from tenantfpm.config.model import PHP_VERSION, IniValue
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.runtimes.base import Runtime, worker_env
 from tenantfpm.sandbox import state
@@ -34,9 +34,6 @@ def system_ini(binary: str, sapis: tuple[str, ...] = ("cgi",)) -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
-
-
-PHP_VERSION = "8.2"  # the libphp the project's SAPI links against
 
 
 def ini_path(tenant: Tenant) -> str:

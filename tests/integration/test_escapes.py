@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tenantfpm.config.model import PHP_ENGINE_BINARY
 from tests.integration.conftest import SLOW, body_ok, running_env
 
 ESRCH, EPERM = 3, 1
@@ -139,7 +140,8 @@ def test_proc_shows_only_the_workers_own_processes(arena):
     # workers (static, max_children 2; one may be on its way after an earlier attack),
     # nothing of the host or of the other tenants
     assert got[0][0] == "1" and 2 <= len(got[0]) <= 3
-    assert got[1].startswith("/run/tenantfpm/python/tenantfpm/libexec/tenantfpm-php")
+    # the zygote: Debian's php-cgi binary with the SAPI preloaded (runtime.engine)
+    assert got[1].split("\0")[:3] == [PHP_ENGINE_BINARY, "-c", "/etc/tenantfpm/php.ini"]
     assert len([p for p in os.listdir("/proc") if p.isdigit()]) > 10
 
 
