@@ -59,7 +59,7 @@ def test_php_zygote_gets_its_ini_locked_keys_user_and_home(tmp_path):
                run_dir=str(tmp_path / "run"), uid=1001, gid=1001)
     argv, env = runtimes.of(t).zygote_command(t)
     # the php-cgi engine: Debian's binary, the SAPI preloaded as the sandbox shows it
-    assert argv[0] == PHP_ENGINE_BINARY
+    assert argv[0] == os.path.realpath(PHP_ENGINE_BINARY)
     assert env["LD_PRELOAD"].endswith("/tenantfpm/libexec/tenantfpm-php.so")
     assert env["LD_PRELOAD"].startswith("/run/tenantfpm/")
     assert argv[argv.index("-c") + 1] == "/etc/tenantfpm/php.ini"

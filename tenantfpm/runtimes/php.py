@@ -64,9 +64,9 @@ def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
     if not bundled(tenant):
         binary = os.path.realpath(site.runtime.command[0])
     else:
-        binary = SAPI_INSIDE if isolated else PHP_SAPI_BINARY
+        binary = SAPI_INSIDE if isolated else os.path.realpath(PHP_SAPI_BINARY)
         if site.runtime.engine == "php-cgi":  # /usr is in every tenant's view
-            binary, preload = PHP_ENGINE_BINARY, binary + ".so"
+            binary, preload = os.path.realpath(PHP_ENGINE_BINARY), binary + ".so"
     argv = [binary, "-c", INI_TARGET if isolated else ini_path(tenant),
             "-t", str(HEAD_TIMEOUT_MS)]
     for key in site.ini:
