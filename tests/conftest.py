@@ -16,6 +16,9 @@ class FakeSystem:
     def user(self, name):
         return self.users.get(name)
 
+    def user_named_as(self, uid):
+        return self.users.get(str(uid))
+
     def group(self, name):
         return self.groups.get(name)
 

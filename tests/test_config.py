@@ -159,6 +159,16 @@ def test_engine_binary_must_be_installed(write_site, fake_system, monkeypatch):
     assert site.runtime.engine == "libphp"
 
 
+def test_a_user_named_as_the_tenants_uid_is_refused(write_site, fake_system, monkeypatch):
+    """nftables would read uid 1001 as the user "1001" (uid 5000): the tenant would not be
+    fenced off the other tenants' TCP listeners."""
+    monkeypatch.setattr(type(fake_system), "users", {**fake_system.users, "1001": (5000, 5000)})
+    e = error_of(write_site, fake_system, "")
+    assert "user: another user is named '1001' (uid 5000)" in str(e)
+    monkeypatch.setattr(type(fake_system), "users", {**fake_system.users, "1001": (1001, 1001)})
+    assert load(write_site, fake_system, "").user == "alice"  # a name for the same uid
+
+
 def test_ini_keys_are_checked(write_site, fake_system):
     e = error_of(write_site, fake_system, '[ini]\n"bad key" = 1')
     assert "not a valid php.ini directive name" in str(e)
@@ -341,3 +351,8 @@ def test_a_preloaded_host_system_asks_only_for_names_not_enumerated(counted_look
     assert system.user("root") == (0, 0) and system.group("root") == 0
     assert system.user("no-such-user-tfpm") is None
     assert counted_lookups == ["no-such-user-tfpm"]
+    # the firewall's name check, once per tenant: enumerated names only, no lookup
+    assert system.user_named_as(4242424) is None
+    assert counted_lookups == ["no-such-user-tfpm"]
+    assert HostSystem().user_named_as(4242424) is None  # one add asks
+    assert counted_lookups[-1] == "4242424"

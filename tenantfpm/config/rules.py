@@ -23,6 +23,8 @@ ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class System(Protocol):
     def user(self, name: str) -> tuple[int, int] | None: ...  # (uid, primary gid)
+    # the user whose name is this number's digits, as far as the system tells cheaply
+    def user_named_as(self, uid: int) -> tuple[int, int] | None: ...
     def group(self, name: str) -> int | None: ...
     def is_dir(self, path: str) -> bool: ...
     def is_executable(self, path: str) -> bool: ...
@@ -204,6 +206,20 @@ def engine_problems(site: Site, system: System) -> list[Problem]:
     return p
 
 
+def uid_name_problems(uid: int, system: System) -> list[Problem]:
+    """nftables reads every uid of the firewall's set (netguard.py) as a user name first,
+    and as a number only when no user has that name: with a user named "1001" whose uid
+    is 5000, the set would hold 5000 for the tenant whose uid is 1001, and that tenant
+    would reach every tenant's TCP listener."""
+    named = system.user_named_as(uid)
+    if named is None or named[0] == uid:
+        return []
+    return [Problem("user", f"another user is named {str(uid)!r} (uid {named[0]}): the "
+                            f"firewall that keeps tenants off each other's TCP listeners "
+                            f"would take this tenant's uid {uid} for that user's; rename "
+                            "that user")]
+
+
 def identity_problems(site: Site, system: System) -> list[Problem]:
     """The worker identity: never root, and every name must resolve now, not at fork."""
     p = []
@@ -212,6 +228,8 @@ def identity_problems(site: Site, system: System) -> list[Problem]:
         p.append(Problem("user", f"no such user: {site.user!r}"))
     elif site.user == "root" or ident[0] == 0:
         p.append(Problem("user", "workers may not run as root (uid 0)"))
+    else:
+        p += uid_name_problems(ident[0], system)
     if site.group:
         gid = system.group(site.group)
         if gid is None:
