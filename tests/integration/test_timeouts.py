@@ -6,6 +6,8 @@ import re
 import threading
 import time
 
+import pytest
+
 from tests.integration.conftest import body_ok
 
 SITE = """
@@ -40,8 +42,11 @@ echo handle();
 """
 
 
-def test_slow_request_gets_the_php_backtrace_once(env, users):
-    env.add(env.site("s", users[0], SITE))
+@pytest.mark.parametrize("engine", ["php-cgi", "libphp"])
+def test_slow_request_gets_the_php_backtrace_once(env, users, engine):
+    """Read from the worker's memory: the engine's globals in the php-cgi binary, or in
+    the libphp8.2.so it maps."""
+    env.add(env.site("s", users[0], SITE + f'[runtime]\nengine = "{engine}"\n'))
     root = env.base / "srv" / "s"
     (root / "report.php").write_text(NESTED)
     pid = env.status("s")["processes"][0]["pid"]
