@@ -24,6 +24,7 @@ from tenantfpm.claims import Claims
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
+from tenantfpm.cpu_share import FLOOR_PER_CPU, ParentWeight
 from tenantfpm.errors import ConfigError, TenantFPMError
 from tenantfpm.listenq import ListenQueues, Queue
 from tenantfpm.logs import LogFile
@@ -65,6 +66,12 @@ class Master:
         # generation (or what it left running) keeps its uid after a reload changed it
         self.fenced_uids: set[int] = set()
         self.booting = False  # starting the registered tenants, all already firewalled
+        # what the tenants together weigh against the host's processes: their busy workers
+        self.parent_weight = ParentWeight(floor=FLOOR_PER_CPU * len(os.sched_getaffinity(0)),
+                                          ceiling=1)
+        self.busy: dict[str, int] = {}  # pool -> busy workers at its last sample, if any
+        self.busy_total = 0
+        self._weigh_handle: asyncio.TimerHandle | None = None
         # the master's own TCP endpoints, as protected as any tenant's listener
         endpoints = [a for a in (m.metrics_listen, m.status_listen) if a and a[0] != "/"]
         self.endpoint_ports = {p for a in endpoints if (p := parse_listen(a).port)}
@@ -81,8 +88,32 @@ class Master:
         return max(0, limit - sum(len(p.workers) for p in self.pools.values()))
 
     def workers_weight(self) -> int:
-        """What all tenants' workers weigh together (cgroups.Driver.set_parent_weight)."""
-        return max(1, self.claims.max_children)
+        """What all tenants' workers weigh together now (cpu_share.py), for
+        cgroups.Driver.set_parent_weight: never more than every tenant's max_children."""
+        self.parent_weight.ceiling = max(1, self.claims.max_children)
+        self.parent_weight.refresh(time.monotonic())
+        return self.parent_weight.current
+
+    def note_busy(self, pool: Pool, busy: int) -> None:
+        """A pool's sample: how many of its workers are busy (cpu_share.py)."""
+        old = self.busy.pop(pool.name, 0)
+        if busy:
+            self.busy[pool.name] = busy
+        self.busy_total += busy - old
+        self._weigh(self.parent_weight.observe(self.busy_total, time.monotonic()))
+
+    def _weigh(self, weight: int | None) -> None:
+        """Write a new parent weight; look again when a held count expires."""
+        if weight is not None and self.cgroups is not None:
+            self.cgroups.set_parent_weight(weight)
+        at = self.parent_weight.falls_at()
+        if at is not None and self._weigh_handle is None and self.loop is not None:
+            self._weigh_handle = self.loop.call_later(max(0.0, at - time.monotonic()),
+                                                      self._reweigh)
+
+    def _reweigh(self) -> None:
+        self._weigh_handle = None
+        self._weigh(self.parent_weight.refresh(time.monotonic()))
 
     def retenant(self, pool: Pool, old: Tenant | None, new: Tenant | None) -> None:
         """`pool`'s configuration changed (None: it came or went). A pool this master no
@@ -391,6 +422,7 @@ class Master:
         pool = self.pools.pop(name, None)
         if pool is not None:
             self.retenant(pool, pool.tenant, None)
+            self.busy_total -= self.busy.pop(name, 0)
 
     async def _undo_start(self, pool: Pool) -> None:
         """A new tenant that will not be kept: stopped at once, and forgotten."""

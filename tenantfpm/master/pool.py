@@ -53,6 +53,7 @@ class Host(Protocol):
 
     def capacity(self) -> int | None: ...
     def workers_weight(self) -> int: ...
+    def note_busy(self, pool: Pool, busy: int) -> None: ...
     def link_index(self, pool: Pool) -> int: ...
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None: ...
     def log(self, level: str, message: str) -> None: ...
@@ -70,7 +71,8 @@ class Pool(ProcessControl, Children, Sampling):
                  "listen_queue", "listen_queue_len", "log", "max_active",
                  "max_children_reached", "max_listen_queue", "next_retry", "next_tick",
                  "ondemand_armed", "ondemand_handle", "oom", "oom_base", "output", "pm_state",
-                 "queue_seen", "retry_delay", "slow_requests", "sock", "sock_inode", "sock_key",
+                 "queue_seen", "retry_delay", "sampled_at", "slow_requests", "sock",
+                 "sock_inode", "sock_key",
                  "start_failures", "start_time", "state", "terminated_requests",
                  "worker_restarts", "workers")
 
@@ -110,6 +112,7 @@ class Pool(ProcessControl, Children, Sampling):
         self.terminated_requests = 0
         self.worker_restarts = 0
         self.max_active = 0
+        self.sampled_at = 0.0  # monotonic time of the last sample (busy since then)
         self.listen_queue: int | None = None
         self.max_listen_queue: int | None = None
         self.listen_queue_len: int | None = None

@@ -54,6 +54,9 @@ class Sampling:
             w.activity = s.activity
         active = sum(1 for w in self.workers.values() if w.seen_idle and not w.idle)
         self.max_active = max(self.max_active, active, self._board_peak(now))
+        # what all tenants weigh (cpu_share.py): the requests since the last look, too
+        self.host.note_busy(self, max(active, self._board_peak(now, since=self.sampled_at)))
+        self.sampled_at = now
         # one sock_diag dump covers every pool; a connection that just arrived (ondemand)
         # needs a fresh one, the once-a-second tick does not
         q = self.host.listen_queue(self, QUEUE_FRESH if fresh else QUEUE_TICK)
@@ -83,8 +86,9 @@ class Sampling:
             w.idle, w.last_activity = False, now
         w.activity = slot.requests
 
-    def _board_peak(self, now: float) -> int:
-        """Workers busy at once, from their scoreboards' request times (current or last)."""
+    def _board_peak(self, now: float, since: float | None = None) -> int:
+        """Workers busy at once, from their scoreboards' request times (current or last;
+        with `since`, only requests that ran after it)."""
         spans = []
         for w in self.workers.values():
             slot = w.slot if w.board is not None else None
@@ -93,7 +97,9 @@ class Sampling:
             if slot.state in (scoreboard.READING, scoreboard.RUNNING):
                 spans.append((slot.request_start, now))
             elif slot.last_duration >= 0:
-                spans.append((slot.request_start, slot.request_start + slot.last_duration))
+                end = slot.request_start + slot.last_duration
+                if since is None or end > since:
+                    spans.append((slot.request_start, end))
         return verdicts.peak_concurrency(spans)
 
     def _started(self, w: Worker) -> None:

@@ -8,6 +8,8 @@ Control calls go through the API in-process to stay quick under emulation.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from tenantfpm import cgroups
 from tenantfpm.cgroups import favor
+from tenantfpm.cpu_share import FLOOR_PER_CPU
 from tests.integration.conftest import body_ok, running_env
 
 SITE = """
@@ -137,3 +140,39 @@ def test_favordynmods_is_set_when_asked_and_nothing_else_changes(users):
                    f"{before.target}" in log
     finally:
         favor.restore(before)  # leave the host's mount as it was
+
+
+def parent_weight_file(env) -> Path:
+    d = driver(env)
+    if isinstance(d, cgroups.V2Driver):
+        return Path(d.parent_path, "cpu.weight")
+    return Path(d.mounts["cpu"], d.parent, "cpu.shares")
+
+
+def test_the_tenants_weigh_what_their_busy_workers_weigh(users):
+    """Against the host's processes (the database, the web server) all tenants together
+    weigh their busy workers, one process each, as FPM's do: not every worker they may
+    have (cpu_share.py). Idle: two processes per CPU."""
+    cpus = len(os.sched_getaffinity(0))
+    idle, workers = FLOOR_PER_CPU * cpus, 10
+    if idle >= workers:
+        pytest.skip(f"{cpus} CPUs: the idle weight would be the busy one")
+    with running_env() as env:
+        env.add(env.site("w", users[0], f'[pm]\nmode = "static"\nmax_children = {workers}\n'))
+        f = parent_weight_file(env)
+        unit = 100 if f.name == "cpu.weight" else 1024
+        env.wait_for("the idle weight", lambda: f.read_text().strip() == str(idle * unit))
+        got: list = []
+        runs = [threading.Thread(target=lambda: got.append(env.request("w", "/sleep.php?ms=3000")))
+                for _ in range(workers)]
+        for t in runs:
+            t.start()
+        try:
+            env.wait_for("the busy weight", lambda: f.read_text().strip() == str(workers * unit),
+                         timeout=3)
+        finally:
+            for t in runs:
+                t.join()
+        assert len(got) == workers and all(body_ok(r) for r in got)
+        env.wait_for("the idle weight again", lambda: f.read_text().strip() == str(idle * unit),
+                     timeout=8)
