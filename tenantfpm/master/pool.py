@@ -214,6 +214,7 @@ class Pool(ProcessControl, Children, Sampling):
     def tick(self) -> None:
         now = time.monotonic()
         if self.state == "failed":
+            self.host.note_busy(self, 0)  # its workers are gone: it weighs nothing (cpu_share)
             if (self.next_retry is not None and now >= self.next_retry and not self.workers
                     and not self.forker.zygotes):
                 self.next_retry = None
