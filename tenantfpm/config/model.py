@@ -88,6 +88,13 @@ class Runtime(Strict):
     # php-cgi binary's or libphp8.2-embed's (sapi/engine.c says why the default)
     engine: Literal["php-cgi", "libphp"] = "php-cgi"
 
+    @property
+    def bundled_sapi(self) -> bool:
+        """The program is the project's own SAPI (whatever path names it), not one of the
+        tenant's: what `engine` and the SAPI's mounts apply to."""
+        return bool(self.command) and \
+            os.path.realpath(self.command[0]) == os.path.realpath(PHP_SAPI_BINARY)
+
     @model_validator(mode="before")
     @classmethod
     def _default_command(cls, data: object) -> object:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tenantfpm.config import python_ini
-from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY, Site
+from tenantfpm.config.model import PHP_ENGINE_BINARY, Site
 from tenantfpm.errors import Problem
 from tenantfpm.pyworker import accesslog
 
@@ -186,9 +186,7 @@ def engine_problems(site: Site, system: System) -> list[Problem]:
     """The engine is a choice for the bundled SAPI only; php-cgi's needs its binary, and
     takes LD_PRELOAD for the SAPI itself."""
     rt = site.runtime
-    bundled = rt.type == "php" and bool(rt.command) and \
-        os.path.realpath(rt.command[0]) == os.path.realpath(PHP_SAPI_BINARY)
-    if not bundled:
+    if not (rt.type == "php" and rt.bundled_sapi):
         if "engine" in rt.model_fields_set:
             return [Problem("runtime.engine", "only the php runtime with the bundled SAPI "
                                               "(no runtime.command) has an engine")]

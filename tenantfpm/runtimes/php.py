@@ -54,7 +54,7 @@ def scan_dir() -> str | None:
 
 
 def bundled(tenant: Tenant) -> bool:
-    return os.path.realpath(tenant.site.runtime.command[0]) == os.path.realpath(PHP_SAPI_BINARY)
+    return tenant.site.runtime.bundled_sapi
 
 
 def zygote_command(tenant: Tenant) -> tuple[list[str], dict[str, str]]:
