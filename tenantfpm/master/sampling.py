@@ -53,9 +53,10 @@ class Sampling:
                 w.last_activity = now
             w.activity = s.activity
         active = sum(1 for w in self.workers.values() if w.seen_idle and not w.idle)
-        self.max_active = max(self.max_active, active, self._board_peak(now))
+        peak, recent = self._board_peaks(now, since=self.sampled_at)
+        self.max_active = max(self.max_active, active, peak)
         # what all tenants weigh (cpu_share.py): the requests since the last look, too
-        self.host.note_busy(self, max(active, self._board_peak(now, since=self.sampled_at)))
+        self.host.note_busy(self, max(active, recent))
         self.sampled_at = now
         # one sock_diag dump covers every pool; a connection that just arrived (ondemand)
         # needs a fresh one, the once-a-second tick does not
@@ -86,9 +87,9 @@ class Sampling:
             w.idle, w.last_activity = False, now
         w.activity = slot.requests
 
-    def _board_peak(self, now: float, since: float | None = None) -> int:
-        """Workers busy at once, from their scoreboards' request times (current or last;
-        with `since`, only requests that ran after it)."""
+    def _board_peaks(self, now: float, since: float) -> tuple[int, int]:
+        """Workers busy at once, from their scoreboards' request times (current or last):
+        among all of them, and among those that ran after `since`."""
         spans = []
         for w in self.workers.values():
             slot = w.slot if w.board is not None else None
@@ -97,10 +98,9 @@ class Sampling:
             if slot.state in (scoreboard.READING, scoreboard.RUNNING):
                 spans.append((slot.request_start, now))
             elif slot.last_duration >= 0:
-                end = slot.request_start + slot.last_duration
-                if since is None or end > since:
-                    spans.append((slot.request_start, end))
-        return verdicts.peak_concurrency(spans)
+                spans.append((slot.request_start, slot.request_start + slot.last_duration))
+        return (verdicts.peak_concurrency(spans),
+                verdicts.peak_concurrency([s for s in spans if s[1] > since]))
 
     def _started(self, w: Worker) -> None:
         """The worker's runtime is up and taking connections."""
