@@ -225,7 +225,8 @@ def _wordpress(res: dict) -> list[str]:
              f"WordPress {w['version']} from Debian's `wordpress` package, freshly installed "
              "(its one post), on a private MariaDB; one copy of the site and one database "
              f"behind both, {cfg['workers']} static workers each, nginx as WordPress documents "
-             "it for php-fpm. wrk on the home page.", "",
+             f"it for php-fpm. wrk on the home page, {cfg['wp_rounds']} rounds of "
+             f"{cfg['wp_seconds']} s per side, alternating.", "",
              "| workers | FPM req/s | tenantfpm req/s | ratio | FPM p99 ms | tenantfpm p99 ms "
              "| ratio | errors FPM / tenantfpm |", "|---|---|---|---|---|---|---|---|"]
     ratios = {}
@@ -233,7 +234,7 @@ def _wordpress(res: dict) -> list[str]:
         f, t = w[label]["fpm"], w[label]["tenantfpm"]
         ratios[label] = t["rps"]["median"] / f["rps"]["median"]
         lines.append(f"| {label} | {_mm(f['rps'], '{:.1f}')} | {_mm(t['rps'], '{:.1f}')} | "
-                     f"{ratios[label]:.2f} | {_mm(f['p99_ms'], '{:.1f}')} | "
+                     f"{ratios[label]:.3f} | {_mm(f['p99_ms'], '{:.1f}')} | "
                      f"{_mm(t['p99_ms'], '{:.1f}')} | "
                      f"{_r(f['p99_ms']['median'], t['p99_ms']['median'])} | "
                      f"{f['errors']} / {t['errors']} |")
@@ -241,8 +242,8 @@ def _wordpress(res: dict) -> list[str]:
     met = ratios["max_requests 0"] >= 1.0 and ratios["max_requests 50"] >= 0.95
     lines += ["", f"PSS per worker after the load (max_requests 0): FPM {pf:.0f} kB, tenantfpm "
                   f"{pt:.0f} kB, {_r(pf, pt)}x.", "",
-              f"Targets: {TARGETS['wp']}: {ratios['max_requests 0']:.2f} and "
-              f"{ratios['max_requests 50']:.2f}, {_ok(met)}; {TARGETS['wp_pss']}: "
+              f"Targets: {TARGETS['wp']}: {ratios['max_requests 0']:.3f} and "
+              f"{ratios['max_requests 50']:.3f}, {_ok(met)}; {TARGETS['wp_pss']}: "
               f"{_r(pf, pt)}, {_ok(pt <= 1.10 * pf)}.", ""]
     return lines + _cpu_per_request(w["cpu_per_request"])
 
