@@ -96,8 +96,8 @@ DOCS: dict[str, tuple[str, str, str]] = {
     "limits.cpu": ("(CloudLinux LVE SPEED)", "Cores the tenant may use at most "
                    "(0: no cap).", "1.5"),
     "limits.pids": ("(CloudLinux LVE NPROC)", "Processes and threads at most, the zygote "
-                    "included, and a php tenant's spare worker in ondemand and dynamic pools (0: "
-                    "none).", "64"),
+                    "included, and its spare worker in ondemand and dynamic pools (0: none).",
+                    "64"),
     "limits.open_files": ("`rlimit_files`", "RLIMIT_NOFILE of each worker (0: the "
                           "master's).", "4096"),
     "limits.core_dumps": ("`rlimit_core`", "Whether workers may dump core.", "false"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+from tenantfpm import pm
 from tenantfpm.config.python_ini import settings
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.logs import TenantLog
@@ -36,6 +37,7 @@ def command(tenant: Tenant, max_requests: int | None) -> tuple[list[str], dict[s
               "master_pid": os.getpid(), **settings(site.ini)}
     if max_requests is None:
         config["lazy_app"] = site.runtime.lazy_app
+        config["spare_delay_ms"] = pm.spare_delay_ms(site.pm)
     else:
         config["max_requests"] = max_requests
     module = "zygote" if max_requests is None else "main"
