@@ -440,7 +440,7 @@ def main() -> int:
     cfg = ({"rounds": 1, "seconds": 1, "connections": 4, "cold": 1, "reloads": 2,
             "reload_seconds": 3, "tenants": 3, "workers": 2, "settle": 5,
             "idle_window": 1, "wp_rounds": 1, "wp_seconds": 1} if args.smoke else
-           {"rounds": 3, "seconds": 10, "connections": 8, "cold": 5, "reloads": 20,
+           {"rounds": 5, "seconds": 10, "connections": 8, "cold": 5, "reloads": 20,
             "reload_seconds": 12, "tenants": 10000, "workers": 4, "settle": 12,
             "idle_window": 10, "wp_rounds": 8, "wp_seconds": 8})
     out = Path(args.out)
