@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,13 @@ from tenantfpm.master.zygote import channel, receive
 from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.python import BOOT, PACKAGE_DIR
 from tests.procs import children_of
+from tests.spares import (
+    killed_spare_is_never_reported_and_is_replaced,
+    master_ends,
+    spares_that_keep_dying_are_given_up,
+    the_next_order_goes_to_the_spare,
+    the_spare_ends_with_its_zygote,
+)
 
 APP = '''
 import os
@@ -41,12 +47,7 @@ class PyZygote:
         self.root = base
         (base / "app.py").write_text(APP)
         self.sock_path = str(base / "py.sock")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.sock_path)
-        self.listener.listen(64)
-        self.ctl, theirs = channel()
-        self.ctl.setblocking(True)
-        self.stderr_r, stderr_w = os.pipe()
+        self.listener, self.ctl, theirs, self.stderr_r, stderr_w = master_ends(self.sock_path)
         lst, ctl_fd = self.listener.fileno(), theirs.fileno()
 
         def fds() -> None:
@@ -64,7 +65,7 @@ class PyZygote:
         theirs.close()
         self.workers: dict[int, socket.socket] = {}
         self.held: list[int] = []
-        assert self.recv() == "ready", self.output()
+        assert self.recv() == ["ready"], self.output()
 
     def output(self) -> bytes:
         os.set_blocking(self.stderr_r, False)
@@ -72,9 +73,9 @@ class PyZygote:
             return os.read(self.stderr_r, 65536)
         return b""
 
-    def recv(self, timeout: float = 20) -> str:
+    def recv(self, timeout: float = 20) -> list[str]:
         self.ctl.settimeout(timeout)
-        return self.ctl.recv(128).decode()
+        return [self.ctl.recv(128).decode()]
 
     def fork(self, max_requests: int = 0) -> int:
         """One worker; its pid (the kernel's word, via its hello), answered."""
@@ -131,98 +132,26 @@ def spare_zygote(tmp_path):
     z.close()
 
 
-def wait_for(what: str, check, timeout: float = 10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def spare_of(z: PyZygote) -> int:
-    """The zygote's one child that is not a worker."""
-    spares = wait_for("the spare", lambda: children_of(z.proc.pid) - set(z.workers))
-    assert len(spares) == 1, spares
-    return spares.pop()
-
-
-def no_message(z: PyZygote, within: float = 0.5) -> bool:
-    with contextlib.suppress(TimeoutError):
-        z.recv(timeout=within)
-        return False
-    return True
-
-
 def test_the_next_order_goes_to_the_spare_and_another_is_forked(spare_zygote):
-    z = spare_zygote
-    spare = spare_of(z)
-    pid = z.fork()
-    assert pid == spare  # no fork at the order: the spare became the worker
-    r = z.request()
-    assert r.status == 200 and r.body == f"pid={pid} host={pid}".encode(), r
-    again = spare_of(z)
-    assert again != pid
-    os.kill(pid, signal.SIGTERM)
-    assert z.recv() == f"exit {pid} 0"  # a worker from the spare is reported as any other
-    del z.workers[pid]
+    def serves_as(pid: int) -> bool:  # its pid, and its host pid from the answered hello
+        return spare_zygote.request().body == f"pid={pid} host={pid}".encode()
+
+    the_next_order_goes_to_the_spare(spare_zygote, serves_as)
 
 
 def test_a_killed_spare_is_never_reported_and_is_replaced(spare_zygote):
-    z = spare_zygote
-    spare = spare_of(z)
-    os.kill(spare, signal.SIGKILL)  # the tenant's code may do it: same user
-    assert no_message(z)  # the master never heard of it
-    assert spare_of(z) != spare
-    # the spare dies while the zygote is not looking and an order waits: it is forked
-    spare = spare_of(z)
-    os.kill(z.proc.pid, signal.SIGSTOP)
-    try:
-        os.kill(spare, signal.SIGKILL)
-        wait_for("the spare's end", lambda: Path(f"/proc/{spare}/stat").read_text()
-                 .rsplit(")", 1)[1].split()[0] == "Z")
-        t = threading.Timer(0.2, os.kill, (z.proc.pid, signal.SIGCONT))
-        t.start()
-        pid = z.fork()
-        t.join()
-    finally:
-        os.kill(z.proc.pid, signal.SIGCONT)
-    assert pid != spare
-    assert z.request().status == 200
+    killed_spare_is_never_reported_and_is_replaced(
+        spare_zygote, lambda: spare_zygote.request().status == 200)
 
 
 def test_the_spare_ends_with_its_zygote(tmp_path):
-    z = PyZygote(tmp_path / "closed", spare_delay_ms=0)
-    spare = spare_of(z)
-    z.close()  # the master's end of the channel: the zygote forks no more, exits with 0
-    assert z.proc.returncode == 0
-    assert not Path(f"/proc/{spare}").exists()  # its spare went first, reaped
-    killed = PyZygote(tmp_path / "killed", spare_delay_ms=0)
-    try:
-        spare = spare_of(killed)
-        killed.proc.kill()  # no PID namespace here to take the spare along
-        killed.proc.wait(timeout=20)
-        wait_for("the spare's end", lambda: not Path(f"/proc/{spare}").exists())
-    finally:
-        killed.close()
+    the_spare_ends_with_its_zygote(lambda name: PyZygote(tmp_path / name, spare_delay_ms=0),
+                                   PyZygote.close)
 
 
 def test_spares_that_keep_dying_are_given_up(spare_zygote):
-    """A spare that cannot live (killed at once, every time) must not cost a fork per
-    look: after three in a row the zygote forks at each order again."""
-    z = spare_zygote
-    for _ in range(3):
-        spare = spare_of(z)
-        os.kill(spare, signal.SIGKILL)
-        wait_for("its end", lambda: spare not in children_of(z.proc.pid))  # noqa: B023
-    time.sleep(0.3)
-    assert not children_of(z.proc.pid)
-    pid = z.fork()
-    assert z.request().status == 200
-    time.sleep(0.3)
-    assert children_of(z.proc.pid) == {pid}
-    assert b"forking at each order from now on" in z.output()
+    spares_that_keep_dying_are_given_up(
+        spare_zygote, lambda: spare_zygote.request().status == 200, spare_zygote.output)
 
 
 def test_no_spare_without_its_delay(tmp_path):

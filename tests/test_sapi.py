@@ -24,6 +24,15 @@ from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY
 from tenantfpm.master.zygote import channel, receive
 from tenantfpm.runtimes.php import scan_dir
 from tests.procs import children_of
+from tests.spares import (
+    killed_spare_is_never_reported_and_is_replaced,
+    master_ends,
+    spare_of,
+    spares_that_keep_dying_are_given_up,
+    the_next_order_goes_to_the_spare,
+    the_spare_ends_with_its_zygote,
+    wait_for,
+)
 
 # the SAPI's program (linked against libphp8.2-embed), and the SAPI as a library run
 # inside Debian's php-cgi binary (runtime.engine = "php-cgi", the default)
@@ -68,12 +77,7 @@ class Zygote:
 
     def __init__(self, binary: str, root: Path, ini: Path, *args: str) -> None:
         self.sock_path = str(root.parent / "php.sock")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.sock_path)
-        self.listener.listen(64)
-        self.ctl, theirs = channel()
-        self.ctl.setblocking(True)
-        self.stderr_r, stderr_w = os.pipe()
+        self.listener, self.ctl, theirs, self.stderr_r, stderr_w = master_ends(self.sock_path)
         env = {"USER": "tenant", "PATH": "/usr/bin:/bin",
                "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99"}
         # PHP dlopen()s shared extensions with RTLD_DEEPBIND, which ASan's runtime refuses:
@@ -394,23 +398,6 @@ def test_whatever_reads_the_environment_waits_for_the_host_pid(zygote, reader):
     del zygote.workers[pid]
 
 
-def wait_for(what: str, check, timeout: float = 10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def no_message(z: Zygote, within: float = 0.5) -> bool:
-    with contextlib.suppress(TimeoutError):
-        z.recv(timeout=within)
-        return False
-    return True
-
-
 def start_spare_zygote(binary: str, tmp_path: Path, name: str) -> Zygote:
     """A zygote that keeps a spare (-s 0: forked as soon as it has none and no order
     waits), in its own directory."""
@@ -424,86 +411,43 @@ def spare_zygote(request, tmp_path):
     z.close()
 
 
-def spare_of(z: Zygote) -> int:
-    """The zygote's one child that is not a worker."""
-    spares = wait_for("the spare", lambda: children_of(z.proc.pid) - set(z.workers))
-    assert len(spares) == 1, spares
-    return spares.pop()
-
-
 def test_the_next_order_goes_to_the_spare_and_another_is_forked(spare_zygote):
     z = spare_zygote
-    spare = spare_of(z)
-    pid = z.fork()
-    assert pid == spare  # no fork at the order: the spare became the worker
-    r = z.request("/hello.php")
-    assert r.status == 200 and f"pid={pid} sapi=fpm-fcgi user=tenant".encode() in r.body
     (z.root / "env.php").write_text("<?php " + HOST_PID_READERS["exec"])
-    assert z.request("/env.php").body == str(pid).encode()  # the hello, answered, as usual
-    again = spare_of(z)
-    assert again != pid
-    os.kill(pid, signal.SIGTERM)
-    assert z.recv() == [f"exit {pid} 0"]  # a worker from the spare is reported as any other
-    del z.workers[pid]
+
+    def serves_as(pid: int) -> bool:
+        r = z.request("/hello.php")
+        return (r.status == 200 and f"pid={pid} sapi=fpm-fcgi user=tenant".encode() in r.body
+                and z.request("/env.php").body == str(pid).encode())  # the hello answered
+
+    the_next_order_goes_to_the_spare(z, serves_as)
 
 
 def test_a_killed_spare_is_never_reported_and_is_replaced(spare_zygote):
-    z = spare_zygote
-    spare = spare_of(z)
-    os.kill(spare, signal.SIGKILL)  # the tenant's code may do it: same user
-    assert no_message(z)  # the master never heard of it
-    assert spare_of(z) != spare
-    # the spare dies while the zygote is not looking and an order waits: it is forked
-    spare = spare_of(z)
-    os.kill(z.proc.pid, signal.SIGSTOP)
-    try:
-        os.kill(spare, signal.SIGKILL)
-        wait_for("the spare's end", lambda: Path(f"/proc/{spare}/stat").read_text()
-                 .rsplit(")", 1)[1].split()[0] == "Z")
-        t = threading.Timer(0.2, os.kill, (z.proc.pid, signal.SIGCONT))
-        t.start()
-        pid = z.fork()
-        t.join()
-    finally:
-        os.kill(z.proc.pid, signal.SIGCONT)
-    assert pid != spare
-    assert z.request("/status.php?code=202").status == 202
+    killed_spare_is_never_reported_and_is_replaced(
+        spare_zygote, lambda: spare_zygote.request("/status.php?code=202").status == 202)
 
 
 @pytest.mark.parametrize("binary", BINARIES)
 def test_the_spare_ends_with_its_zygote(binary, tmp_path):
-    z = start_spare_zygote(binary, tmp_path, "closed")
-    spare = spare_of(z)
-    z.close()  # the master's end of the channel: the zygote forks no more, exits with 0
-    assert not Path(f"/proc/{spare}").exists()  # its spare went first
-    killed = start_spare_zygote(binary, tmp_path, "killed")
-    try:
-        spare = spare_of(killed)
-        killed.proc.kill()  # no PID namespace here to take the spare along
-        killed.proc.wait(timeout=20)
-        wait_for("the spare's end", lambda: not Path(f"/proc/{spare}").exists())
-    finally:
-        killed.ctl.close()
-        killed.listener.close()
-        os.close(killed.stderr_r)
+    def close_killed(z: Zygote) -> None:
+        z.ctl.close()
+        z.listener.close()
+        os.close(z.stderr_r)
+
+    the_spare_ends_with_its_zygote(lambda name: start_spare_zygote(binary, tmp_path, name),
+                                   close_killed)
 
 
 def test_spares_that_keep_dying_are_given_up(spare_zygote):
-    """A spare that cannot live (killed at once, every time) must not cost a fork per
-    look: after three in a row the zygote forks at each order again."""
     z = spare_zygote
-    for _ in range(3):
-        spare = spare_of(z)
-        os.kill(spare, signal.SIGKILL)
-        wait_for("its end", lambda: spare not in children_of(z.proc.pid))  # noqa: B023
-    time.sleep(0.3)
-    assert not children_of(z.proc.pid)
-    pid = z.fork()
-    assert z.request("/status.php?code=203").status == 203
-    time.sleep(0.3)
-    assert children_of(z.proc.pid) == {pid}
-    os.set_blocking(z.stderr_r, False)  # the zygote's own stderr: the tenant's error.log
-    assert b"forking at each order from now on" in os.read(z.stderr_r, 65536)
+
+    def stderr() -> bytes:
+        os.set_blocking(z.stderr_r, False)  # the zygote's own stderr
+        return os.read(z.stderr_r, 65536)
+
+    spares_that_keep_dying_are_given_up(
+        z, lambda: z.request("/status.php?code=203").status == 203, stderr)
 
 
 def pids_cgroup() -> Path | None:
