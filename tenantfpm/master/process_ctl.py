@@ -225,6 +225,15 @@ class ProcessControl:
         for w in list(self.workers.values()):
             if w.generation <= old_gen:
                 self.retire(w, "reload")
+        # an idle old worker leaves at its signal, but until it has run it can still take
+        # a connection from the shared socket (accept() prefers a queued connection to a
+        # pending signal): return once those are gone, so that the next request after the
+        # reload meets the new configuration (a busy one finishes its request, then goes)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(
+                w.generation <= old_gen and w.idle for w in self.workers.values()):
+            await asyncio.sleep(0.01)
+            self.sample()
         self.forker.reloaded(True)
         if self.state == "reloading":
             self._set_state("running")
