@@ -24,7 +24,7 @@ number, and glibc reads /etc/passwd from the top for each: with 10,000 users, th
 whole table took 6 s of the master's start. So the whole table goes in through the
 `nft` command in a mount namespace of its own, where /etc/passwd and
 /etc/nsswitch.conf are empty: every lookup fails at once and each uid is the number
-it is (0.3 s). That changes no meaning: config refuses a tenant whose uid is another
+it is (0.2 s). That changes no meaning: config refuses a tenant whose uid is another
 user's name (config/rules.py). Changes in place carry a uid or two and stay in the
 master.
 
