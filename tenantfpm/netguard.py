@@ -222,10 +222,10 @@ def whole_table(script: str) -> None:
     """A script naming many uids: through `nft` with no user database (the module's
     docstring says why). Where that namespace cannot be made (no `unshare`, no right to
     mount), or the command fails at all, the library applies it, slower but the same
-    (its error is the one reported); nft applies a script whole or not at all, so a second try
-    finds the kernel as the first did."""
+    (its error is the one reported); nft applies a script whole or not at all, so a
+    second try finds the kernel as the first did."""
     unshare = shutil.which("unshare") or shutil.which("unshare", path="/usr/bin:/bin")
-    cmd = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    cmd = _nft_path()
     if unshare is None or cmd is None:
         nft(script)
         return
@@ -241,9 +241,14 @@ def whole_table(script: str) -> None:
         nft(script)
 
 
+def _nft_path() -> str | None:
+    """The `nft` command, also where the master's PATH has no sbin."""
+    return shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+
+
 def _nft_command(script: str) -> None:
     """The same through the `nft` command, a process of its own with few descriptors."""
-    cmd = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    cmd = _nft_path()
     if cmd is None:
         raise TenantFPMError("nft (package nftables) is not installed")
     try:

@@ -159,8 +159,11 @@ class Spare:
         self.lost_in_a_row = 0
         self.refused = False  # its fork failed: none until the next order
 
-    def wanted(self) -> bool:
-        return self.delay is not None and self.pid == 0 and not self.refused
+    def due_in(self, last_order: float) -> float | None:
+        """Seconds until a spare should be forked, or None when none is wanted now."""
+        if self.delay is None or self.pid or self.refused:
+            return None
+        return max(0.0, last_order + self.delay - time.monotonic())
 
     def make(self, cfg: Config, app: Any, wakeup: tuple[int, int]) -> None:
         try:
@@ -269,14 +272,12 @@ def main() -> None:
         if not forking:
             spare.drop()
         watch = [r] + ([CONTROL_FD] if forking else [])
-        timeout = None
-        if forking and spare.wanted() and spare.delay is not None:
-            timeout = max(0.0, last_order + spare.delay - time.monotonic())
+        timeout = spare.due_in(last_order) if forking else None
         try:
             ready = select.select(watch, [], [], timeout)[0]
         except InterruptedError:
             ready = []
-        if timeout is not None and not ready and spare.wanted():
+        if timeout is not None and not ready:
             spare.make(cfg, app, (r, w))  # no order for a while: fork the next one ahead
             continue
         if r in ready:
@@ -312,17 +313,15 @@ def main() -> None:
             last_order, spare.refused = time.monotonic(), False
             if spare.hand(msg, fds):
                 children += 1
-                for fd in fds:
-                    os.close(fd)
-                continue
-            try:
-                pid = os.fork()
-            except OSError:
-                pid = -1  # the master sees the worker's channel end without a hello
-            if pid == 0:
-                _leave_zygote((r, w))
-                _become_worker(cfg, app, max_requests, fds)
-            children += pid > 0
+            else:
+                try:
+                    pid = os.fork()
+                except OSError:
+                    pid = -1  # the master sees the worker's channel end without a hello
+                if pid == 0:
+                    _leave_zygote((r, w))
+                    _become_worker(cfg, app, max_requests, fds)
+                children += pid > 0
             for fd in fds:
                 os.close(fd)
     spare.drop()
