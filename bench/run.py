@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -430,6 +431,10 @@ def machine() -> dict:
             "favordynmods_before": (m := favor.current()) is not None and m.favored}
 
 
+def _stopped(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="every scenario once, tiny")
@@ -437,6 +442,9 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (the tenants' users, namespaces and cgroups need it)")
+    # a bench stopped with kill takes down what it started, as ^C does: the `with` blocks'
+    # exits end php-fpm, nginx, MariaDB and the master, and remove the users and cgroups
+    signal.signal(signal.SIGTERM, _stopped)
     cfg = ({"rounds": 1, "seconds": 1, "connections": 4, "cold": 1, "reloads": 2,
             "reload_seconds": 3, "tenants": 3, "workers": 2, "settle": 5,
             "idle_window": 1, "wp_rounds": 1, "wp_seconds": 1} if args.smoke else
