@@ -28,10 +28,12 @@ SPAWN_LOOK = 0.01
 class Children:
     __slots__ = ()  # a mixin of Pool, which has the slots
 
-    def spawn(self, n: int) -> None:
+    def spawn(self, n: int, look: bool = True) -> None:
+        """Start n workers; with `look`, the pool's next look comes soon (SPAWN_LOOK) to
+        see them. Not for a plain replacement (on_exit)."""
         if self.sock is None:
             return
-        if n:
+        if n and look:
             self.tick_by(time.monotonic() + SPAWN_LOOK)
         for _ in range(n):
             site = self.tenant.site
@@ -110,15 +112,25 @@ class Children:
         return exec_error
 
     def on_exit(self, pid: int, status: int) -> None:
-        """A worker was reaped: log it, account for it, replace it if the pm wants."""
-        self.wake()
+        """A worker was reaped: log it, account for it, replace it if the pm wants; then
+        the pool's next look comes at once (a stop or reload waits on exits, an ondemand
+        pool may owe a waiting connection a worker). Not after a plain replacement: it
+        changes no count the pm decides on, the next regular look sees it, and with
+        max_requests replacements come tens of times a second under load, where a look
+        each (every worker's /proc and scoreboard) was half the master's CPU."""
+        if not self._bury(pid, status):
+            self.wake()
+
+    def _bury(self, pid: int, status: int) -> bool:
+        """on_exit's work; True when a worker that served and exited by itself was
+        replaced at once, and nothing else needs the pool's attention."""
         if self.forker.owns(pid):
             self.forker.on_exit(pid, status)
             self._wake_waiters()  # a stop waits for the zygotes too
-            return
+            return False
         w = self.workers.get(pid)
         if w is None:
-            return
+            return False
         exec_error = self.forget(w)
         now = time.monotonic()
         lived = now - w.started
@@ -137,22 +149,26 @@ class Children:
             # it, and spawned the replacement the pm wanted in the same pass
             if w.retiring in ("memory", "timeout"):
                 self.worker_restarts += 1
-            return
+            return False
         # unexpected exit
         fatal = w.slot.fatal if w.slot else ""  # a python app that could not be loaded
-        if verdicts.failed_start(w.seen_idle, lived, fatal):
+        failed = verdicts.failed_start(w.seen_idle, lived, fatal)
+        if failed:
             reason = (exec_error
                       or (f"app {self.tenant.site.runtime.app}: {fatal}" if fatal else "")
                       or (f"worker {text}: {w.last_output}" if w.last_output
                           else f"worker {text} before accepting connections"))
             self.log.event("error", f"child {pid} failed to start: {reason}")
             if self.start_failed(reason, exec_error, fatal):
-                return
+                return False
         if sig in CRASH_SIGNALS and self._crash_storm(now):
-            return
+            return False
         if pm.respawn_on_exit(self.pm) and self._serving():
+            plain = not failed and sig is None  # it served, then exited (max_requests)
             self.worker_restarts += 1
-            self.spawn(1)
+            self.spawn(1, look=not plain)
+            return plain
+        return False
 
     def start_failed(self, reason: str, exec_error: str = "", fatal: str = "") -> bool:
         """A worker or zygote died before serving; True when the pool gives up (failed)."""
