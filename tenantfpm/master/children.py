@@ -117,7 +117,8 @@ class Children:
         pool may owe a waiting connection a worker). Not after a plain replacement: it
         changes no count the pm decides on, the next regular look sees it, and with
         max_requests replacements come tens of times a second under load, where a look
-        each (every worker's /proc and scoreboard) was half the master's CPU."""
+        each (every worker's /proc and scoreboard) was a third of the master's CPU per
+        replacement."""
         if not self._bury(pid, status):
             self.wake()
 
