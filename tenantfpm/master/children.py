@@ -165,10 +165,9 @@ class Children:
         if sig in CRASH_SIGNALS and self._crash_storm(now):
             return False
         if pm.respawn_on_exit(self.pm) and self._serving():
-            plain = not failed and sig is None  # it served, then exited (max_requests)
             self.worker_restarts += 1
-            self.spawn(1, look=not plain)
-            return plain
+            self.spawn(1, look=False)  # on_exit looks at once unless this is plain
+            return not failed and sig is None  # it served, then exited (max_requests)
         return False
 
     def start_failed(self, reason: str, exec_error: str = "", fatal: str = "") -> bool:
