@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
@@ -199,6 +200,19 @@ ZEND_END_ARG_INFO()
 ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_headers, 0, 0, IS_ARRAY, 0)
 ZEND_END_ARG_INFO()
 
+/* The response is complete: what is buffered and END_REQUEST, then, unless the web server
+ * asked to keep the connection, the end of our side of it. nginx without fastcgi_keep_conn
+ * (its default, and Debian's snippet for PHP-FPM) answers its client at that end, not at
+ * END_REQUEST: without it, a response after fastcgi_finish_request() waited for the script,
+ * and every response for what the worker does after it (FPM's fcgi_close() shuts down there
+ * too). The rest of an unread body is skipped after the script (worker.c). */
+static void respond_end(struct req *q, uint32_t app_status)
+{
+    fcgi_end(&q->out, app_status);
+    if (!q->r->keep_conn)
+        shutdown(q->r->fd, SHUT_WR);
+}
+
 /* The response is complete for the web server; the script goes on (FPM's semantics). */
 static ZEND_FUNCTION(fastcgi_finish_request)
 {
@@ -207,7 +221,7 @@ static ZEND_FUNCTION(fastcgi_finish_request)
         RETURN_FALSE;
     php_output_end_all();
     php_header();
-    fcgi_end(&cur->out, 0);
+    respond_end(cur, 0);
     cur->finished = 1;
     RETURN_TRUE;
 }
@@ -491,7 +505,7 @@ int tfpm_serve(struct fcgi_request *r, struct sb_slot *board)
     size_t peak = 0;
     fcgi_out_init(&q.out, r->fd, r->id);
     if (copy_params(&q)) {
-        fcgi_end(&q.out, 1);
+        respond_end(&q, 1);
         goto out;
     }
     cur = &q;
@@ -521,7 +535,7 @@ int tfpm_serve(struct fcgi_request *r, struct sb_slot *board)
         apply_ini_param(ini, ZEND_INI_SYSTEM);
 
     if (php_request_startup() == FAILURE) {
-        fcgi_end(&q.out, 1);
+        respond_end(&q, 1);
         goto out;
     }
     if (auth)
@@ -555,7 +569,7 @@ int tfpm_serve(struct fcgi_request *r, struct sb_slot *board)
         capture_headers(&entry);
     php_request_shutdown(NULL);
     if (!q.finished)
-        fcgi_end(&q.out, 0);
+        respond_end(&q, 0);
     tfpm_host_pid_await();  /* the response is out: for this line and the next requests */
     if (tfpm.access_fd >= 0) {
         entry.status = status;

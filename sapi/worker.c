@@ -82,9 +82,8 @@ void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
             /* a body the script did not read stays in the stream: skip it, so that a kept
              * connection's next request starts at a record boundary and a closed one is not
              * reset with unread data (which can cost the web server the response, as in
-             * FPM's fcgi_close); the web server learns of the end first */
-            if (!r.keep_conn)
-                shutdown(c, SHUT_WR);
+             * FPM's fcgi_close); the web server has learnt of the end already (tfpm_serve
+             * shut our side of a connection it does not keep) */
             char skip[4096];
             while (!r.aborted && fcgi_read_stdin(&r, skip, sizeof skip) > 0)
                 ;

@@ -15,6 +15,7 @@ per-call one) holds against a sender that sends one byte at a time.
 from __future__ import annotations
 
 import collections
+import contextlib
 import select
 import socket
 import struct
@@ -233,10 +234,20 @@ class Connection:
                 raise Closed("the web server closed the connection") from e
             view = view[n:]
 
-    def end(self, rid: int, tail: bytes | bytearray = b"", app_status: int = 0) -> None:
-        """The last output, the closing empty STDOUT and END_REQUEST, in one send."""
+    def end(self, rid: int, tail: bytes | bytearray = b"", app_status: int = 0,
+            last: bool = False) -> None:
+        """The last output, the closing empty STDOUT and END_REQUEST, in one send.
+
+        `last`: the web server did not ask to keep the connection, so our side of it ends
+        here too. nginx without fastcgi_keep_conn (its default) answers its client at that
+        end, not at END_REQUEST: otherwise a response after finish_request() would wait
+        for the application to return (FPM's fcgi_close() shuts down there too).
+        """
         self.send(encode_stream(STDOUT, rid, tail)
                   + Record(END_REQUEST, rid, _END.pack(app_status, REQUEST_COMPLETE)).encode())
+        if last:
+            with contextlib.suppress(OSError):  # the peer is gone already: nobody to tell
+                self.sock.shutdown(socket.SHUT_WR)
         if self.current == rid:
             self.current = None
 

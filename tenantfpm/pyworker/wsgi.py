@@ -150,9 +150,10 @@ def environ(params: dict[str, str], body: Input, errors: IO[str]) -> dict[str, A
 class Response:
     """start_response(), write() and the buffered output of one request."""
 
-    def __init__(self, conn: Connection, rid: int) -> None:
+    def __init__(self, conn: Connection, rid: int, keep_conn: bool = True) -> None:
         self.conn = conn
         self.rid = rid
+        self.keep_conn = keep_conn  # else our side of the connection ends with the response
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.committed = False  # headers are in the output: they can no longer change
@@ -210,7 +211,7 @@ class Response:
         if not self.committed:
             self._commit()
         self.finished = True
-        self.conn.end(self.rid, self.out)
+        self.conn.end(self.rid, self.out, last=not self.keep_conn)
         self.out.clear()
 
     def error(self, code: int, detail: str) -> None:
@@ -229,7 +230,7 @@ def run_app(app: Callable[..., Iterable[bytes]], conn: Connection, req: Request,
     its iterable closed), before the rest of the response goes out: the worker
     disarms max_execution_time there, so the timer never fires in our own I/O.
     """
-    resp = Response(conn, req.id)
+    resp = Response(conn, req.id, req.keep_conn)
     body = Input(conn, settings.body_limit)
     env = environ(req.params, body, errors)
     env["tenantfpm.finish_request"] = resp.finish

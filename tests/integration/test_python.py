@@ -67,6 +67,8 @@ def application(environ, start_response):
 '''
 
 FLASK_APP = '''
+import time
+
 from flask import Flask, request
 
 app = Flask(__name__)
@@ -78,6 +80,15 @@ def hello(name):
 @app.route("/form", methods=["POST"])
 def form():
     return f"{request.form['a']}+{request.form['b']}"
+
+@app.route("/later/<int:ms>")
+def later(ms):
+    finish = request.environ["tenantfpm.finish_request"]
+    def answer_then_work():
+        yield "accepted"
+        finish()
+        time.sleep(ms / 1000)
+    return app.response_class(answer_then_work())
 '''
 
 VALIDATED_APP = '''
@@ -388,6 +399,13 @@ def test_flask_tenant_through_nginx(env, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"{base}/nowhere", timeout=20 * SLOW)
         assert e.value.code == 404  # Flask's answer, passed through
+        # nginx (no fastcgi_keep_conn, as the block has it) answers when the worker ends
+        # its side of the connection, not at END_REQUEST
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{base}/later/{int(3000 * SLOW)}", timeout=20 * SLOW) as r:
+            assert r.read() == b"accepted"
+        took = time.monotonic() - started
+        assert took < 1.5 * SLOW, f"the answer waited for the work after finish ({took:.2f}s)"
     finally:
         nginx.terminate()
         nginx.wait(10)

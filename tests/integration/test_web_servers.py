@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import terminate
+from tests.integration.conftest import SLOW, terminate
 
 PAGE = """<?php
 header("X-Tenant: web");
@@ -122,6 +122,9 @@ def test_php_tenant_behind_a_web_server_configured_as_for_php_fpm(env, users, se
     root = env.base / "srv" / "web"
     (root / "page.php").write_text(PAGE)
     (root / "page.php").chmod(0o644)
+    (root / "finish.php").write_text(
+        f'<?php echo "early"; fastcgi_finish_request(); usleep({int(3_000_000 * SLOW)});')
+    (root / "finish.php").chmod(0o644)
     base = env.base / server.__name__
     base.mkdir()
     port = free_port()
@@ -147,6 +150,13 @@ def test_php_tenant_behind_a_web_server_configured_as_for_php_fpm(env, users, se
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"{url}/missing.php", timeout=10)
         assert e.value.code == 404
+        # fastcgi_finish_request(): the client has its answer while the script goes on (nginx
+        # without fastcgi_keep_conn answers when the worker ends its side of the connection)
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{url}/finish.php", timeout=10) as r:
+            assert r.read() == b"early"
+        took = time.monotonic() - started
+        assert took < 1.5 * SLOW, f"the answer waited for the script after finish ({took:.2f}s)"
     finally:
         terminate(proc)
 
