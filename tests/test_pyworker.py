@@ -345,6 +345,33 @@ def test_finish_request_completes_the_response_while_the_app_goes_on():
     assert stdout_of(recs).endswith(b"\r\n\r\naccepted") and done.is_set()
 
 
+@pytest.mark.parametrize("keep", [False, True], ids=["not-kept", "kept"])
+def test_finish_request_ends_a_connection_not_kept_at_once(keep):
+    # nginx without fastcgi_keep_conn answers its client at the end of the connection,
+    # not at END_REQUEST: a connection it does not keep must end with the response
+    go_on = threading.Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"accepted"
+        environ["tenantfpm.finish_request"]()
+        go_on.wait(5)
+
+    s = Served(app)
+    s.client.sendall(request_bytes({"REQUEST_URI": "/"}, keep=keep))
+    s.client.settimeout(1)
+    reader, recs, ended = RecordReader(), [], False
+    try:
+        while data := s.client.recv(65536):
+            recs += reader.feed(data)
+        ended = True
+    except TimeoutError:
+        pass
+    assert ends(recs) == [(1, 0, 0)] and ended is not keep  # while the app still runs
+    go_on.set()
+    s.finish()
+
+
 def test_input_reads_lines_and_sizes_across_record_boundaries():
     a, b = socket.socketpair()
     conn = Connection(b, Limits())
