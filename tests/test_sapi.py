@@ -282,6 +282,26 @@ def test_finish_request_answers_while_the_script_goes_on(zygote, tmp_path):
     assert mark.read_text() == "done"
 
 
+def test_a_connection_not_kept_ends_with_the_response(zygote, tmp_path):
+    # nginx without fastcgi_keep_conn answers its client when the worker ends its side of
+    # the connection, not at END_REQUEST: that end must come with the response, here
+    # while the script sleeps on after fastcgi_finish_request()
+    zygote.fork()
+    params = fastcgi.cgi_params(str(zygote.root), f"/finish.php?mark={tmp_path / 'mark'}")
+    msg = (fastcgi.Record(fastcgi.BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 0)).encode()
+           + fastcgi.encode_stream(fastcgi.PARAMS, 1, fastcgi.encode_pairs(params.items()))
+           + fastcgi.encode_stream(fastcgi.STDIN, 1, b""))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(zygote.sock_path)
+        s.settimeout(10)
+        s.sendall(msg)
+        t = time.monotonic()
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        assert b"early" in got and time.monotonic() - t < 0.4  # the script sleeps 0.6 s
+
+
 def test_flush_streams_before_the_end(zygote):
     zygote.fork()
     params = fastcgi.cgi_params(str(zygote.root), "/stream.php")
