@@ -72,6 +72,15 @@ HOST_PID_READERS = {
 }
 
 
+def request_bytes(params: dict[str, str], body: bytes = b"", rid: int = 1,
+                  keep: bool = False) -> bytes:
+    """One whole request as a web server sends it; `keep`: FCGI_KEEP_CONN."""
+    return (fastcgi.Record(fastcgi.BEGIN_REQUEST, rid,
+                           struct.pack("!HB5x", fastcgi.RESPONDER, int(keep))).encode()
+            + fastcgi.encode_stream(fastcgi.PARAMS, rid, fastcgi.encode_pairs(params.items()))
+            + fastcgi.encode_stream(fastcgi.STDIN, rid, body))
+
+
 class Zygote:
     """The master's side of the protocol, by hand."""
 
@@ -288,9 +297,7 @@ def test_a_connection_not_kept_ends_with_the_response(zygote, tmp_path):
     # while the script sleeps on after fastcgi_finish_request()
     zygote.fork()
     params = fastcgi.cgi_params(str(zygote.root), f"/finish.php?mark={tmp_path / 'mark'}")
-    msg = (fastcgi.Record(fastcgi.BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 0)).encode()
-           + fastcgi.encode_stream(fastcgi.PARAMS, 1, fastcgi.encode_pairs(params.items()))
-           + fastcgi.encode_stream(fastcgi.STDIN, 1, b""))
+    msg = request_bytes(params)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(zygote.sock_path)
         s.settimeout(10)
@@ -305,9 +312,7 @@ def test_a_connection_not_kept_ends_with_the_response(zygote, tmp_path):
 def test_flush_streams_before_the_end(zygote):
     zygote.fork()
     params = fastcgi.cgi_params(str(zygote.root), "/stream.php")
-    msg = (fastcgi.Record(fastcgi.BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 0)).encode()
-           + fastcgi.encode_stream(fastcgi.PARAMS, 1, fastcgi.encode_pairs(params.items()))
-           + fastcgi.encode_stream(fastcgi.STDIN, 1, b""))
+    msg = request_bytes(params)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(zygote.sock_path)
         s.sendall(msg)
@@ -367,11 +372,7 @@ def test_kept_connection_skips_an_unread_body(zygote):
     def request(rid: int, uri: str, body: bytes) -> bytes:
         params = fastcgi.cgi_params(str(zygote.root), uri, "POST" if body else "GET", body,
                                     (("Content-Type", "application/json"),) if body else ())
-        return (fastcgi.Record(fastcgi.BEGIN_REQUEST, rid,
-                               struct.pack("!HB5x", 1, 1)).encode()  # FCGI_KEEP_CONN
-                + fastcgi.encode_stream(fastcgi.PARAMS, rid,
-                                        fastcgi.encode_pairs(params.items()))
-                + fastcgi.encode_stream(fastcgi.STDIN, rid, body))
+        return request_bytes(params, body, rid, keep=True)
 
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(zygote.sock_path)
