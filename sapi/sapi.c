@@ -570,8 +570,8 @@ int tfpm_serve(struct fcgi_request *r, struct sb_slot *board)
     php_request_shutdown(NULL);
     if (!q.finished)
         respond_end(&q, 0);
-    tfpm_host_pid_await();  /* the response is out: for this line and the next requests */
     if (tfpm.access_fd >= 0) {
+        tfpm_host_pid_await();  /* the response is out; the line names the host pid */
         entry.status = status;
         entry.started = started;
         entry.duration = sb_now() - t0;
