@@ -188,12 +188,20 @@ def connect(address: str, timeout: float | None = 30.0) -> socket.socket:
     return s
 
 
+def encode_request(params: dict[str, str], body: bytes = b"", request_id: int = 1,
+                   keep: bool = False) -> bytes:
+    """One whole responder request as a web server sends it; `keep`: FCGI_KEEP_CONN
+    (the connection stays open for the next request)."""
+    flags = KEEP_CONN if keep else 0
+    return (Record(BEGIN_REQUEST, request_id, struct.pack("!HB5x", RESPONDER, flags)).encode()
+            + encode_stream(PARAMS, request_id, encode_pairs(params.items()))
+            + encode_stream(STDIN, request_id, body))
+
+
 def request(address: str, params: dict[str, str], body: bytes = b"",
             timeout: float | None = 30.0, request_id: int = 1) -> Response:
     """One responder request on a fresh connection; the answer may be incomplete."""
-    msg = (Record(BEGIN_REQUEST, request_id, struct.pack("!HB5x", RESPONDER, 0)).encode()
-           + encode_stream(PARAMS, request_id, encode_pairs(params.items()))
-           + encode_stream(STDIN, request_id, body))
+    msg = encode_request(params, body, request_id)
     resp = Response()
     out, err = bytearray(), bytearray()
     with connect(address, timeout) as s:

@@ -40,6 +40,7 @@ from tenantfpm.fastcgi import (
     Record,
     RecordReader,
     encode_pairs,
+    encode_request,
     encode_stream,
 )
 from tenantfpm.pyworker import accesslog
@@ -53,12 +54,6 @@ FAST = Limits(max_params=4096, header_timeout=0.5, body_timeout=0.5, send_timeou
 
 def begin(rid: int = 1, keep: bool = False, role: int = 1) -> bytes:
     return Record(BEGIN_REQUEST, rid, struct.pack("!HB5x", role, 1 if keep else 0)).encode()
-
-
-def request_bytes(params: dict[str, str], body: bytes = b"", rid: int = 1,
-                  keep: bool = False) -> bytes:
-    return (begin(rid, keep) + encode_stream(PARAMS, rid, encode_pairs(params.items()))
-            + encode_stream(STDIN, rid, body))
 
 
 def hello(environ, start_response):
@@ -131,8 +126,8 @@ def ends(recs: list[Record]) -> list[tuple[int, int, int]]:
 def test_one_request_with_a_body_of_several_long_records():
     body = bytes(range(256)) * 1000  # 256000 bytes: four STDIN records
     s = Served(hello)
-    s.client.sendall(request_bytes({"REQUEST_METHOD": "POST", "REQUEST_URI": "/x%20y",
-                                    "CONTENT_LENGTH": str(len(body))}, body))
+    s.client.sendall(encode_request({"REQUEST_METHOD": "POST", "REQUEST_URI": "/x%20y",
+                                     "CONTENT_LENGTH": str(len(body))}, body))
     recs = s.finish()
     out = stdout_of(recs)
     assert out.startswith(b"Status: 200 OK\r\n") and b"X-Len: 256000\r\n" in out
@@ -142,9 +137,9 @@ def test_one_request_with_a_body_of_several_long_records():
 
 def test_keep_conn_serves_requests_one_after_another_and_pipelined():
     s = Served(hello)
-    s.client.sendall(request_bytes({"REQUEST_URI": "/a"}, rid=1, keep=True)
-                     + request_bytes({"REQUEST_URI": "/b"}, rid=2, keep=True))
-    s.client.sendall(request_bytes({"REQUEST_URI": "/c"}, rid=3, keep=False))
+    s.client.sendall(encode_request({"REQUEST_URI": "/a"}, request_id=1, keep=True)
+                     + encode_request({"REQUEST_URI": "/b"}, request_id=2, keep=True))
+    s.client.sendall(encode_request({"REQUEST_URI": "/c"}, request_id=3, keep=False))
     recs = s.finish()
     assert [e[0] for e in ends(recs)] == [1, 2, 3]
     assert stdout_of(recs, 2).endswith(b"hello /b ")
@@ -155,7 +150,7 @@ def test_get_values_and_unknown_management_records_are_answered():
     s.client.sendall(Record(GET_VALUES, 0, encode_pairs([("FCGI_MPXS_CONNS", ""),
                                                          ("FCGI_MAX_REQS", ""),
                                                          ("NOT_A_VARIABLE", "")])).encode()
-                     + Record(99, 0, b"").encode() + request_bytes({"REQUEST_URI": "/"}))
+                     + Record(99, 0, b"").encode() + encode_request({"REQUEST_URI": "/"}))
     recs = s.finish()
     got = dict(fastcgi.decode_pairs(next(r for r in recs if r.type == GET_VALUES_RESULT).content))
     assert got == {b"FCGI_MPXS_CONNS": b"0", b"FCGI_MAX_REQS": b"1"}
@@ -173,7 +168,8 @@ def test_a_second_request_on_a_busy_connection_is_refused_with_cant_mpx_conn():
 
 def test_other_roles_are_refused_with_unknown_role():
     s = Served(hello)
-    s.client.sendall(begin(1, keep=True, role=2) + request_bytes({"REQUEST_URI": "/"}, rid=2))
+    s.client.sendall(begin(1, keep=True, role=2)
+                     + encode_request({"REQUEST_URI": "/"}, request_id=2))
     recs = s.finish()
     assert ends(recs) == [(1, 0, UNKNOWN_ROLE), (2, 0, 0)]
 
@@ -224,7 +220,7 @@ def test_oversized_params_and_a_slowloris_sender_are_cut_off():
     # one byte every 50 ms: each in time for a per-call timeout of 0.5 s, but the whole
     # request is not, and the worker holds to the total
     s = Served(hello)
-    data = request_bytes({"REQUEST_URI": "/"})
+    data = encode_request({"REQUEST_URI": "/"})
     started = time.monotonic()
     try:
         for b in data:
@@ -248,7 +244,7 @@ records = st.builds(lambda t, rid, content, pad: (
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.binary(max_size=600), st.lists(records, max_size=8).map(b"".join),
                  st.tuples(st.lists(records, max_size=4).map(b"".join),
-                           st.binary(max_size=40)).map(lambda t: request_bytes(
+                           st.binary(max_size=40)).map(lambda t: encode_request(
                                {"REQUEST_URI": "/"}, keep=True) + t[0] + t[1])))
 def test_fuzzed_streams_get_answers_or_a_closed_connection_and_nothing_else(data):
     s = Served(hello, Limits(max_params=2048, header_timeout=0.05, body_timeout=0.05,
@@ -271,7 +267,7 @@ def test_params_survive_the_round_trip_through_the_codec(params):
         return []
 
     s = Served(app, Limits())
-    s.client.sendall(request_bytes(params))
+    s.client.sendall(encode_request(params))
     s.finish()
     for k, v in params.items():
         if k.startswith(("wsgi.", "tenantfpm.")):  # the server's own keys win
@@ -284,11 +280,11 @@ def test_params_survive_the_round_trip_through_the_codec(params):
 def test_wsgiref_validator_accepts_the_server_for_get_and_post():
     checked = validator(hello)
     s = Served(checked)
-    s.client.sendall(request_bytes({"REQUEST_METHOD": "POST", "REQUEST_URI": "/v?q=1",
-                                    "QUERY_STRING": "q=1", "SERVER_NAME": "h",
-                                    "SERVER_PORT": "80", "CONTENT_TYPE": "text/plain",
-                                    "CONTENT_LENGTH": "5"}, b"abcde", keep=True)
-                     + request_bytes({"REQUEST_URI": "/", "CONTENT_LENGTH": ""}))
+    s.client.sendall(encode_request({"REQUEST_METHOD": "POST", "REQUEST_URI": "/v?q=1",
+                                     "QUERY_STRING": "q=1", "SERVER_NAME": "h",
+                                     "SERVER_PORT": "80", "CONTENT_TYPE": "text/plain",
+                                     "CONTENT_LENGTH": "5"}, b"abcde", keep=True)
+                     + encode_request({"REQUEST_URI": "/", "CONTENT_LENGTH": ""}))
     recs = s.finish()
     assert s.statuses == [200, 200], stdout_of(recs)
 
@@ -299,7 +295,7 @@ def test_an_exception_is_a_500_with_or_without_the_traceback():
 
     for display, shown in ((True, True), (False, False)):
         s = Served(boom, cfg=Settings(display_errors=display))
-        s.client.sendall(request_bytes({"REQUEST_URI": "/"}))
+        s.client.sendall(encode_request({"REQUEST_URI": "/"}))
         out = stdout_of(s.finish())
         assert out.startswith(b"Status: 500 Internal Server Error\r\n")
         assert (b"ValueError: the app broke" in out) is shown
@@ -315,11 +311,11 @@ def test_a_body_over_the_limit_is_413_before_the_app_runs_or_while_it_reads():
         return [b"read it"]
 
     s = Served(app, cfg=Settings(body_limit=1000))
-    s.client.sendall(request_bytes({"CONTENT_LENGTH": "2000"}, b"x" * 2000))
+    s.client.sendall(encode_request({"CONTENT_LENGTH": "2000"}, b"x" * 2000))
     assert stdout_of(s.finish()).startswith(b"Status: 413")
     assert calls == []
     s = Served(app, cfg=Settings(body_limit=1000))  # no CONTENT_LENGTH: counted as it comes
-    s.client.sendall(request_bytes({}, b"x" * 2000))
+    s.client.sendall(encode_request({}, b"x" * 2000))
     assert stdout_of(s.finish()).startswith(b"Status: 413") and calls == [1]
 
 
@@ -335,7 +331,7 @@ def test_finish_request_completes_the_response_while_the_app_goes_on():
         done.set()
 
     s = Served(app)
-    s.client.sendall(request_bytes({"REQUEST_URI": "/"}))
+    s.client.sendall(encode_request({"REQUEST_URI": "/"}))
     reader, recs = RecordReader(), []
     while not any(r.type == END_REQUEST for r in recs):
         recs += reader.feed(s.client.recv(65536))
@@ -358,7 +354,7 @@ def test_finish_request_ends_a_connection_not_kept_at_once(keep):
         go_on.wait(5)
 
     s = Served(app)
-    s.client.sendall(request_bytes({"REQUEST_URI": "/"}, keep=keep))
+    s.client.sendall(encode_request({"REQUEST_URI": "/"}, keep=keep))
     s.client.settimeout(1)
     reader, recs, ended = RecordReader(), [], False
     try:
@@ -474,7 +470,7 @@ def test_slow_log_frames_from_a_real_faulthandler_dump(tmp_path):
         return [str(line).encode()]
 
     s = Served(app)
-    s.client.sendall(request_bytes({"REQUEST_URI": "/"}))
+    s.client.sendall(encode_request({"REQUEST_URI": "/"}))
     line = int(stdout_of(s.finish()).split(b"\r\n\r\n")[1])
     parked.set()
     other.join()

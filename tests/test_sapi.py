@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -70,15 +69,6 @@ HOST_PID_READERS = {
     "proc_open": '$p = proc_open(["printenv", "TENANTFPM_WORKER_PID"], [1 => ["pipe", "w"]],'
                  ' $pipes); echo trim(stream_get_contents($pipes[1]));',
 }
-
-
-def request_bytes(params: dict[str, str], body: bytes = b"", rid: int = 1,
-                  keep: bool = False) -> bytes:
-    """One whole request as a web server sends it; `keep`: FCGI_KEEP_CONN."""
-    return (fastcgi.Record(fastcgi.BEGIN_REQUEST, rid,
-                           struct.pack("!HB5x", fastcgi.RESPONDER, int(keep))).encode()
-            + fastcgi.encode_stream(fastcgi.PARAMS, rid, fastcgi.encode_pairs(params.items()))
-            + fastcgi.encode_stream(fastcgi.STDIN, rid, body))
 
 
 class Zygote:
@@ -297,7 +287,7 @@ def test_a_connection_not_kept_ends_with_the_response(zygote, tmp_path):
     # while the script sleeps on after fastcgi_finish_request()
     zygote.fork()
     params = fastcgi.cgi_params(str(zygote.root), f"/finish.php?mark={tmp_path / 'mark'}")
-    msg = request_bytes(params)
+    msg = fastcgi.encode_request(params)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(zygote.sock_path)
         s.settimeout(10)
@@ -312,7 +302,7 @@ def test_a_connection_not_kept_ends_with_the_response(zygote, tmp_path):
 def test_flush_streams_before_the_end(zygote):
     zygote.fork()
     params = fastcgi.cgi_params(str(zygote.root), "/stream.php")
-    msg = request_bytes(params)
+    msg = fastcgi.encode_request(params)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(zygote.sock_path)
         s.sendall(msg)
@@ -372,7 +362,7 @@ def test_kept_connection_skips_an_unread_body(zygote):
     def request(rid: int, uri: str, body: bytes) -> bytes:
         params = fastcgi.cgi_params(str(zygote.root), uri, "POST" if body else "GET", body,
                                     (("Content-Type", "application/json"),) if body else ())
-        return request_bytes(params, body, rid, keep=True)
+        return fastcgi.encode_request(params, body, rid, keep=True)
 
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(zygote.sock_path)
