@@ -193,6 +193,23 @@ class Env:
             return list(ex.map(lambda _: self.request(name, uri), range(n)))
 
 
+# the masters running now, for the failure report below
+LIVE: list[Env] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the tail of each running master's log: what the
+    master did when a wait ran out (a hang in the VM leaves nothing else behind)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for e in LIVE:
+            log = e.base / "log" / "master.log"
+            tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+            report.sections.append((f"master.log of {e.base} (last 40 lines)", "\n".join(tail)))
+
+
 @contextlib.contextmanager
 def running_env(extra_master: str = "") -> Iterator[Env]:
     """A master in its own directory tree and cgroup parent; all of it gone afterwards."""
@@ -200,11 +217,13 @@ def running_env(extra_master: str = "") -> Iterator[Env]:
     base.chmod(0o755)
     e = Env(base, extra_master)
     clean_exit = False
+    LIVE.append(e)
     try:
         e.start_master()
         yield e
         clean_exit = e.master is None or e.master.poll() is None
     finally:
+        LIVE.remove(e)
         e.stop_master()
         for u in USERS:
             subprocess.run(["pkill", "-KILL", "-u", u], check=False)

@@ -174,18 +174,27 @@ def test_status_and_access_log_are_exact(env, web):
     n = 7
     for i in range(n):
         assert get(env, web, f"/count?i={i}").status == 200
-    env.wait_for("the scoreboard's count", lambda: env.status(web)["accepted_conn"]
-                 == before["accepted_conn"] + n)
+    # a worker counts a request and writes its access.log line after sending the response
+    done_before = sum(p["requests"] for p in before["processes"])
+    env.wait_for("the scoreboard's counts", lambda: (
+        env.status(web)["accepted_conn"] == before["accepted_conn"] + n
+        and sum(p["requests"] for p in env.status(web)["processes"]) == done_before + n))
     st = env.status(web)
-    done = sum(p["requests"] for p in st["processes"])
-    assert done == sum(p["requests"] for p in before["processes"]) + n
+    assert sum(p["requests"] for p in st["processes"]) == done_before + n
     last = [p for p in st["processes"] if p["request_uri"] == f"/count?i={n - 1}"]
     assert last and last[0]["state"] == "Idle" and last[0]["last_request_memory"] > 1 << 20
     assert last[0]["last_request_cpu"] is not None and last[0]["request_duration_ms"] >= 0
-    lines = read(env.base / "log" / web / "access.log").splitlines()
-    counted = [line for line in lines if " /count?i=" in line]
+
+    def access_lines() -> list[str] | None:
+        lines = read(env.base / "log" / web / "access.log").splitlines()
+        counted = [line for line in lines if " /count?i=" in line]
+        return counted if len(counted) >= n else None
+
+    counted = env.wait_for("the access.log lines", access_lines)
     assert len(counted) == n
-    ip, method, uri, status, ms, pool = counted[-1].split()
+    # each worker writes its line after its response, so two workers' lines may swap
+    [line] = [line for line in counted if f" /count?i={n - 1} " in line]
+    ip, method, uri, status, ms, pool = line.split()
     assert (ip, method, uri, status, pool) == ("127.0.0.1", "GET", f"/count?i={n - 1}",
                                                "200", "web")
     assert float(ms) >= 0

@@ -5,9 +5,19 @@ from __future__ import annotations
 import glob
 import json
 
-from tests.integration.conftest import body_ok
+import pytest
+
+from tests.integration.conftest import body_ok, running_env
 
 STATIC1 = '[pm]\nmode = "static"\nmax_children = 1\n'
+
+
+@pytest.fixture(scope="module")
+def env(users):
+    """One master for the module: each test has its own tenant, and a master's start
+    costs about 25 s in the emulated VM of `make vm-test`."""
+    with running_env() as e:
+        yield e
 
 
 def test_extra_binds_read_only_by_default(env, users):
@@ -37,7 +47,7 @@ readonly = false
 
 
 def test_disabled_isolation_says_so(env, users):
-    env.add(env.site("open", users[0], STATIC1 + '[isolation]\nenabled = false\n'))
+    env.add(env.site("open", users[1], STATIC1 + '[isolation]\nenabled = false\n'))
     assert env.status("open")["sandbox"] == "disabled"
     assert "isolation.enabled = false" in env.log("open")
     uid_and_passwd = env.php("open", 'echo getmypid() > 1 ? "host" : "ns", " ", '
@@ -46,10 +56,10 @@ def test_disabled_isolation_says_so(env, users):
 
 
 def test_limits_follow_reload_and_the_cgroup_goes_with_the_tenant(env, users):
-    env.add(env.site("lim", users[0], STATIC1 + '[limits]\nmemory = "128M"\n'))
+    env.add(env.site("lim", users[2], STATIC1 + '[limits]\nmemory = "128M"\n'))
     assert env.status("lim")["memory_limit"] == 128 << 20
     env.php("lim", 'session_start(); $_SESSION["n"] = 42; file_put_contents("/tmp/kept", "x");')
-    env.add(env.site("lim", users[0], STATIC1 + """
+    env.add(env.site("lim", users[2], STATIC1 + """
 [limits]
 memory = "96M"
 pids = 20
@@ -68,7 +78,7 @@ pids = 20
 
 def test_missing_bind_source_is_a_config_error(env, users):
     gone = env.base / "vanishing"
-    site = env.site("badbind", users[0], STATIC1 + f'[[isolation.binds]]\nsource = "{gone}"\n')
+    site = env.site("badbind", users[3], STATIC1 + f'[[isolation.binds]]\nsource = "{gone}"\n')
     r = env.cli("add", str(site), check=False)
     assert r.returncode == 1 and f"isolation.binds[0].source: {gone} does not exist" in r.stderr
     gone.mkdir()
@@ -80,7 +90,7 @@ def test_a_failing_sandbox_step_is_named(env, users):
     # a working directory outside the tenant's root: check refuses it
     outside = env.base / "elsewhere"
     outside.mkdir()
-    site = env.site("cd", users[0])
+    site = env.site("cd", users[4])
     text = site.read_text()
     site.write_text(text + f'chdir = "{outside}"\n' + STATIC1)
     r = env.cli("add", str(site), check=False)

@@ -12,7 +12,8 @@ echo ">> in the VM: kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup) at /sys/fs
      "($(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || echo v1 hierarchies))"
 cd "$1"
 shift
-export PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis
+# unbuffered: each test's line leaves the VM when it is printed, timed by run.py
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis
 rc=0
 .venv/bin/pytest -p no:cacheprovider "$@" || rc=$?
 echo "$rc" > "$VM_RESULT"
