@@ -42,8 +42,8 @@ def main() -> int:
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     with tempfile.TemporaryDirectory(prefix="tfpm-vm-") as out:
         result = Path(out, "rc")
-        # no hypothesis plugin: the integration tests do not use it, and pytest started
-        # in 24 s without it against 37 s with it under emulation
+        # no hypothesis plugin: the integration tests do not use it, and under emulation
+        # pytest printed its first line 15-24 s after the boot without it, 37 s with it
         inner = (f"TENANTFPM_TEST_SLOWDOWN={SLOWDOWN} VM_RESULT={result} "
                  f"{REPO}/tests/vm/inside.sh {REPO} -v -p no:hypothesispytest "
                  f"--timeout={TEST_LIMIT} --durations=10 {' '.join(tests)}")
