@@ -37,10 +37,15 @@ def _add_line(mg: dict) -> str:
     alone, among = mg.get("add_to_first_response_ms"), mg.get("add_ms")
     if not alone:
         return ""
-    line = (f"- `add` of one ondemand tenant (validate, register, start its zygote (PHP) and a "
+    warm = mg.get("add_from_warm_php")
+    line = (f"- `add` of one ondemand tenant (validate, register, start its zygote and a "
             f"probe worker, wait until it serves), then its first request, straight to its "
             f"socket, one tenant at a time: {_mm(alone, '{:.1f}')} ms ({TARGETS['add']}: "
             f"{_ok(alone['median'] <= 50)}).")
+    if warm is not None:
+        line += (f" {warm} of the {mg.get('add_alone_n')} zygotes came from the warm PHP "
+                 "(the master's `warm_php`: PHP exec'd ahead, its extensions loaded; the "
+                 "others exec'd PHP themselves).")
     if among:
         line += (f" The add alone, {mg['add_concurrency']} at once while the many tenants "
                  f"went in: {_mm(among)} ms.")
@@ -124,7 +129,8 @@ def write_report(res: dict, out: Path) -> None:
                       "is idle, and a spare worker forked ahead: together they cost "
                       f"{cold['tenantfpm:ondemand'].get('idle_zygote_pss_kb')} kB of PSS. "
                       "`tenantfpm:ondemand-cold` has `zygote_idle_timeout = 1s`: its first "
-                      "request starts PHP too, "
+                      "request starts a zygote too (PHP's module startup, from the warm PHP "
+                      "when one is ready), "
                       f"{cold['tenantfpm:ondemand-cold']['first_ms']['median']:.1f} ms."]
     lines += ["", f"Target: {TARGETS['cold']} (sandboxed tenantfpm): {cold_t:.1f} ms, "
                   f"{_ok(cold_t is not None and cold_t <= 3)}.",
@@ -175,7 +181,7 @@ def write_report(res: dict, out: Path) -> None:
         lines += [f"- idle master CPU: {mg['idle_master_cpu_percent_4_tenants']:.2f}% of one "
                   f"core with 4 tenants, {idle:.2f}% with {n_many} ({TARGETS['idle']}: "
                   f"{_ok(idle <= 2)}): an idle ondemand pool has no timer, its socket wakes it.",
-                  f"- a cold request (no worker, no zygote: PHP starts for it; the median of 5, "
+                  f"- a cold request (no worker, no zygote: one starts for it; the median of 5, "
                   "to distinct tenants among the many), straight to the "
                   f"tenant's socket: {cold1:.1f} ms with 4 tenants, {coldn:.1f} ms with "
                   f"{n_many} ({TARGETS['cold_many']}: {_ok(coldn <= 1.2 * cold1)})."]

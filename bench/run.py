@@ -143,7 +143,7 @@ def cold_start(st: Stack, cfg: dict) -> dict:
         for side, pool in (variants if i % 2 == 0 else variants[::-1]):
             key = f"{side}:{pool}"
             wait_zero(st, side, pool)
-            if pool == "ondemand-cold":  # no zygote either: PHP starts for this request
+            if pool == "ondemand-cold":  # no zygote either: one starts for this request
                 st.wait_for_no_zygote(pool)
             code, ms = get(st.url(side, pool, "hello.php"))
             assert code == 200, (key, code)
@@ -261,6 +261,7 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
     idle_one = idle_master_cpu(st, window)
     added: list[float] = []
     first: list[float] = []
+    warm_adds: list[bool] = []
     users: list[str] = []
     n = cfg["tenants"]
     serial = min(ADD_ALONE, n)
@@ -292,7 +293,9 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
         t = time.perf_counter()
         st.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
         hello_fastcgi(st, f"many{i}")
-        return (time.perf_counter() - t) * 1000
+        took = (time.perf_counter() - t) * 1000
+        warm_adds.append(warm_started(st, f"many{i}"))
+        return took
 
     try:
         for i in range(n):
@@ -335,6 +338,7 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
            f"master_rss_kb_{cfg['tenants'] + 4}_tenants": rss_many,
            "add_ms": summary(added) if added else None,
            "add_to_first_response_ms": summary(first) if first else None,
+           "add_from_warm_php": sum(warm_adds), "add_alone_n": len(first),
            "add_concurrency": ADD_CONCURRENCY,
            "master_cpu_s_per_100k_hello": cpu,
            "idle_master_cpu_percent_4_tenants": idle_one,
@@ -358,7 +362,8 @@ def idle_master_cpu(st: Stack, seconds: float) -> float:
 
 def cold_fastcgi(st: Stack, pool: str) -> float:
     """One request to an ondemand tenant with no worker and no zygote left, straight to its
-    socket (no web server in between), in ms: the master wakes, a zygote starts PHP, forks."""
+    socket (no web server in between), in ms: the master wakes, a zygote starts (from the
+    warm PHP when one is ready), forks."""
     deadline = time.time() + 60
     while time.time() < deadline:
         s = st.status(pool)
@@ -368,6 +373,13 @@ def cold_fastcgi(st: Stack, pool: str) -> float:
     t = time.perf_counter()
     hello_fastcgi(st, pool)
     return (time.perf_counter() - t) * 1000
+
+
+def warm_started(st: Stack, pool: str) -> bool:
+    """Whether the tenant's latest zygote came from the master's warm PHP (its log says)."""
+    log = st.base / "log" / pool / "error.log"
+    lines = [ln for ln in log.read_text().splitlines() if " started (generation " in ln]
+    return bool(lines) and "from a warm PHP" in lines[-1]
 
 
 def hello_fastcgi(st: Stack, pool: str) -> None:

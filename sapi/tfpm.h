@@ -30,6 +30,9 @@ extern struct tfpm_settings tfpm;
 /* zygote.c: the zygote's main, whichever program carries it (main.c, engine.c) */
 int tfpm_main(int argc, char **argv);
 
+/* warm.c: a zygote started before its tenant is known (-W); ends in tfpm_main */
+int tfpm_warm_main(int argc, char **argv);
+
 /* sapi.c */
 int tfpm_php_startup(void);
 void tfpm_lock_admin_keys(void);

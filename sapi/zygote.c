@@ -311,6 +311,8 @@ int tfpm_main(int argc, char **argv)
     tfpm.access_fd = -1;
     tfpm.pool = "";
     const char *access_format = NULL;
+    if (argc > 1 && strcmp(argv[1], "-W") == 0)
+        return tfpm_warm_main(argc, argv);
     while ((opt = getopt(argc, argv, "c:a:t:x:s:l:n:m:")) != -1) {
         switch (opt) {
         case 'c': tfpm.ini_path = optarg; break;

@@ -3,13 +3,15 @@ processes, started by a real server, waited for by this process as their parent.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import socket
 import time
 
 import pytest
 
-from tenantfpm.sandbox import spawn, spawner
+from tenantfpm.sandbox import rootfs, spawn, spawner
 
 
 @pytest.fixture
@@ -108,3 +110,55 @@ def test_a_plan_too_large_for_one_message_is_forked_by_the_caller(server):
                                            str(spawner.MAX_PLAN + 1).encode()]
     assert server.logs == []  # the server stays in use
     assert _run(_plan("/bin/true"))[0] == 0
+
+
+# --- the warm PHP's keeping (its processes themselves: tests/integration/test_warm.py) ---
+
+def _warm_plan(start: spawn.WarmStart | None) -> spawn.Plan:
+    spec = rootfs.RootSpec(new_root="/r", tenant_root="/srv/a", user="a", uid=1, gid=1,
+                           group="a")
+    return spawn.Plan(argv=["/usr/bin/php-cgi8.2"], env={}, cwd="/", uid=1, gid=1,
+                      listen_fd=0, warm=start,
+                      sandbox=spawn.Sandbox(hostname="a", root=spec, steps=[]))
+
+
+def test_only_sandboxed_plans_of_a_warm_kind_are_given_to_a_warm_process():
+    start = spawn.WarmStart("/usr/bin/php-cgi8.2")
+    plan = _warm_plan(start)
+    assert spawner.WarmKeeper(True).wanted(plan)
+    assert not spawner.WarmKeeper(False).wanted(plan)
+    assert not spawner.WarmKeeper(True).wanted(_warm_plan(None))
+    no_pid_ns = dataclasses.replace(plan, sandbox=dataclasses.replace(
+        plan.sandbox, pid_namespace=False))
+    assert not spawner.WarmKeeper(True).wanted(no_pid_ns)
+
+
+def test_a_ready_warm_process_is_taken_once_and_only_for_its_kind():
+    start = spawn.WarmStart("/usr/bin/php-cgi8.2")
+    keeper = spawner.WarmKeeper(True)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    keeper.current = spawner.Warm(start, 4242, ours)
+    assert keeper.take(_warm_plan(start)) is None  # not ready yet: the plan is cloned
+    assert keeper.current is not None and keeper.failures == 0
+    theirs.send(b"ready")
+    assert keeper.take(_warm_plan(spawn.WarmStart("/usr/bin/other"))) is None
+    warm = keeper.current
+    assert keeper.take(_warm_plan(start)) is warm and keeper.current is None
+    assert keeper.take(_warm_plan(start)) is None  # taken: the next one is refill()'s
+    theirs.close()
+    ours.close()
+
+
+def test_warm_processes_that_keep_dying_stop_being_made(monkeypatch, capsys):
+    """Each one here ends at once (its clone is pretended): after WARM_FAILURES_MAX in a
+    row the server clones no more of them, and says so once."""
+    clones: list[int] = []
+    monkeypatch.setattr(spawner, "clone", lambda flags: clones.append(flags) or 999999)
+    start = spawn.WarmStart("/usr/bin/php-cgi8.2")
+    keeper = spawner.WarmKeeper(True)
+    for _ in range(spawner.WARM_FAILURES_MAX + 3):
+        assert keeper.take(_warm_plan(start)) is None
+        keeper.refill(start)
+    assert len(clones) == spawner.WARM_FAILURES_MAX
+    assert capsys.readouterr().err.count("none from now on") == 1
+    keeper.drop()

@@ -224,6 +224,9 @@ class Master(Strict):
     isolated_subnet: Subnet = "10.213.0.0/16"  # network = "isolated": one /30 per tenant
     # nftables rules keeping every tenant's code off TCP listeners and endpoints (netguard.py)
     tenant_firewall: bool = True
+    # a PHP exec'd ahead for the next sandboxed zygote (sandbox/spawner.py): the start of
+    # an added or woken tenant skips PHP's exec and the loading of its libraries
+    warm_php: bool = True
     status_listen_group: str = "root"  # group of a unix status_listen socket (mode 0660)
 
 

@@ -182,6 +182,9 @@ DOCS: dict[str, tuple[str, str, str]] = {
     "master.tenant_firewall": ("", "nftables rules keeping tenants' code off every "
                                "tenant's TCP listener and the master's endpoints.",
                                "true"),
+    "master.warm_php": ("", "Keep one PHP exec'd ahead (libraries and extensions loaded, "
+                        "no tenant yet): the next sandboxed zygote start takes it.",
+                        "false"),
     "master.status_listen_group": ("", "Group of a Unix `status_listen` socket (0660).",
                                    '"monitoring"'),
 }

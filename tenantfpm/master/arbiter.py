@@ -177,7 +177,7 @@ class Master:
         self.cgroups = self._detect_cgroups()
         # while the master is small, and after what its children inherit from it is set
         # (mount namespace, descriptor limit, cgroup): it forks for the master from now on
-        spawn.server = spawner.Server.start(self.log)
+        spawn.server = spawner.Server.start(self.log, self.conf.master.warm_php)
         for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT,
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.add_signal_handler(sig, self._on_signal, sig)

@@ -221,7 +221,8 @@ class Forker:
         pool, tenant = self.pool, self.pool.tenant
         site = tenant.site
         assert pool.sock is not None
-        argv, env = runtimes.of(tenant).zygote_command(tenant)
+        runtime = runtimes.of(tenant)
+        argv, env = runtime.zygote_command(tenant)
         ours, theirs = channel()
         try:
             child = spawn(Plan(argv=argv, env=env, cwd=tenant.cwd, uid=tenant.uid,
@@ -230,7 +231,8 @@ class Forker:
                                core_dumps=site.limits.core_dumps, catch_output=True,
                                cgroup_procs=pool.cgroup.join_files() if pool.cgroup else [],
                                scheduling_policy=site.pm.scheduling_policy,
-                               sandbox=pool.sandbox, pass_fds=(theirs.fileno(),)))
+                               sandbox=pool.sandbox, pass_fds=(theirs.fileno(),),
+                               warm=runtime.warm_start(tenant)))
         except OSError as e:
             ours.close()
             pool.log.event("error", f"cannot start the zygote: {e.strerror or e}")
@@ -246,7 +248,8 @@ class Forker:
         self.current = z
         pool.output.watch(proc)
         pool.host.loop.add_reader(ours.fileno(), self._on_messages, z)
-        pool.log.event("notice", f"zygote {child.pid} started (generation {pool.generation})")
+        pool.log.event("notice", f"zygote {child.pid} started (generation {pool.generation}"
+                                 + (", from a warm PHP)" if child.warm else ")"))
         return z
 
     def fork(self, max_requests: int) -> Worker | None:

@@ -18,6 +18,7 @@ from tenantfpm.config.tenant import Tenant
 from tenantfpm.inspect import PhpState, Unavailable
 from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker.scoreboard import Reader
+from tenantfpm.sandbox.spawn import WarmStart
 
 
 @dataclass
@@ -75,6 +76,11 @@ class Runtime:
     def zygote_command(self, tenant: Tenant) -> tuple[list[str], dict[str, str]]:
         """What the zygote execs (runtimes with `zygote`)."""
         raise NotImplementedError
+
+    def warm_start(self, tenant: Tenant) -> WarmStart | None:
+        """What a warm process for this tenant's zygote execs (sandbox/spawner.py); None: its
+        zygote always execs itself."""
+        return None
 
     def ini_source(self, tenant: Tenant) -> str | None:
         """A generated php.ini to show the worker at /etc/tenantfpm/php.ini, if any."""

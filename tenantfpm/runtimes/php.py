@@ -34,6 +34,7 @@ from tenantfpm.runtimes.php_cgi import (
     write_ini,
 )
 from tenantfpm.sandbox.rootfs import INI_TARGET
+from tenantfpm.sandbox.spawn import WarmStart
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
 SAPI_INSIDE = os.path.join(LIB_DIR, "tenantfpm", "libexec", "tenantfpm-php")
@@ -98,6 +99,18 @@ class Php(Runtime):
 
     def zygote_command(self, tenant: Tenant) -> tuple[list[str], dict[str, str]]:
         return zygote_command(tenant)
+
+    def warm_start(self, tenant: Tenant) -> WarmStart | None:
+        """Sandboxed zygotes of the SAPI (either engine), each PHP namespace its own, can be
+        started ahead (sapi/warm.c): the same program, by its host paths."""
+        iso = tenant.site.isolation
+        if not bundled(tenant) or not iso.enabled or not iso.hide_processes:
+            return None
+        if tenant.site.runtime.engine == "php-cgi":
+            return WarmStart(os.path.realpath(PHP_ENGINE_BINARY),
+                             preload=os.path.join(PACKAGE_DIR, "libexec", "tenantfpm-php.so"),
+                             scan_dir=scan_dir())
+        return WarmStart(os.path.realpath(PHP_SAPI_BINARY), scan_dir=scan_dir())
 
     def ini_source(self, tenant: Tenant) -> str | None:
         return ini_path(tenant)

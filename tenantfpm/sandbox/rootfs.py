@@ -177,11 +177,12 @@ def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
             raise FileNotFoundError(f"isolation.binds: {source} does not exist")
         steps.append(Step("bind", target, source=source, readonly=readonly, nofollow=True,
                           kind="file" if kind == "file" else "dir"))
-    steps += [Step("pivot", "/"), Step("seal", "/")]
+    steps += [Step("pivot", "/"), Step("seal", "/", flags=RO)]
     return steps
 
 
-def _bind_flags(s: Step) -> int:
+def bind_flags(s: Step) -> int:
+    """The flags a bind is remounted with (a warm PHP is told them: warm.py)."""
     flags = linux.MS_NOSUID | (linux.MS_NODEV if not s.target.startswith("/dev/") else 0)
     return flags | (linux.MS_RDONLY if s.readonly else 0)
 
@@ -212,7 +213,7 @@ def _bind_nofollow(root: str, s: Step) -> None:
                                 linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_BENEATH)
             try:
                 linux.mount(None, _fd_path(top), None,
-                            linux.MS_REMOUNT | linux.MS_BIND | _bind_flags(s))
+                            linux.MS_REMOUNT | linux.MS_BIND | bind_flags(s))
             finally:
                 os.close(top)
         finally:
@@ -250,10 +251,10 @@ def _make_last(parent: int, name: str, kind: str) -> None:
             os.mkdir(name, 0o755, dir_fd=parent)
 
 
-def build(spec: RootSpec, steps: list[Step]) -> None:
-    """Carry out the plan; the caller is root in a fresh mount namespace."""
+def build(root: str, steps: list[Step] | tuple[Step, ...]) -> None:
+    """Carry out the plan on the empty host directory `root`; the caller is root in a
+    fresh mount namespace."""
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing leaks out
-    root = spec.new_root
 
     def inside(p: str) -> str:
         return os.path.join(root, p.lstrip("/"))
@@ -280,13 +281,13 @@ def build(spec: RootSpec, steps: list[Step]) -> None:
         elif s.op == "bind":
             assert s.source is not None
             linux.mount(s.source, t, None, linux.MS_BIND | linux.MS_REC)
-            linux.mount(None, t, None, linux.MS_REMOUNT | linux.MS_BIND | _bind_flags(s))
+            linux.mount(None, t, None, linux.MS_REMOUNT | linux.MS_BIND | bind_flags(s))
         elif s.op == "pivot":
             os.chdir(root)
             linux.pivot_root(".", ".")  # the old root ends up stacked under "/" ...
             linux.umount2(".", linux.MNT_DETACH)  # ... and is detached here
             os.chdir("/")
         elif s.op == "seal":  # no more files in the tmpfs root: make it read-only
-            linux.mount(None, "/", None, linux.MS_REMOUNT | linux.MS_BIND | RO)
+            linux.mount(None, "/", None, linux.MS_REMOUNT | linux.MS_BIND | s.flags)
         else:
             raise ValueError(f"unknown step {s.op}")

@@ -37,6 +37,17 @@ class Sandbox:
 
 
 @dataclass(frozen=True)
+class WarmStart:
+    """The program a PHP zygote runs, as a warm process execs it before its tenant is known
+    (host paths: the tenant's view does not exist yet). Plans with equal ones share warm
+    processes."""
+
+    program: str
+    preload: str | None = None  # LD_PRELOAD: the SAPI library, for the php-cgi engine
+    scan_dir: str | None = None  # the conf.d whose extensions it loads ahead
+
+
+@dataclass(frozen=True)
 class Plan:
     argv: list[str]
     env: dict[str, str]
@@ -51,6 +62,8 @@ class Plan:
     scheduling_policy: str = "other"  # of SCHEDULING_POLICIES, set whatever the master has
     pass_fds: tuple[int, ...] = ()  # become the worker's fds 3, 4, ... in this order
     sandbox: Sandbox | None = None
+    # what a warm process for this plan execs (spawner.py may hand the plan to one)
+    warm: WarmStart | None = None
 
     @property
     def new_pid_namespace(self) -> bool:
@@ -64,6 +77,7 @@ class Spawned:
     stdout: int | None  # read ends, owned by the caller
     stderr: int | None
     errpipe: int
+    warm: bool = False  # a warm process took the plan (spawner.py): no exec
 
 
 def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> None:
@@ -105,7 +119,7 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
             step = "namespaces"
             namespaces.enter_worker_namespaces(box.hostname)
             step = "filesystem"
-            rootfs.build(box.root, box.steps)
+            rootfs.build(box.root.new_root, box.steps)
         step = "rlimits"
         privileges.set_rlimits(plan.open_files, plan.core_dumps)
         if box is not None:
@@ -137,7 +151,8 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
 
 class Forker(Protocol):
     def fork(self, plan: Plan, out_w: int | None, err_w: int | None,
-             errpipe_w: int) -> int | None: ...
+             errpipe_w: int) -> tuple[int, bool] | None:
+        """(pid, whether a warm process took the plan); None: fork here."""
 
     def close(self) -> None: ...
 
@@ -168,9 +183,9 @@ def spawn(plan: Plan) -> Spawned:
         err_r, err_w = os.pipe()
     errpipe_r, errpipe_w = os.pipe()  # both close-on-exec (PEP 446)
     try:
-        pid = server.fork(plan, out_w, err_w, errpipe_w) if server is not None else None
-        if pid is None:
-            pid = _fork(plan, out_w, err_w, errpipe_w)
+        forked = server.fork(plan, out_w, err_w, errpipe_w) if server is not None else None
+        pid, warm = forked if forked is not None else (_fork(plan, out_w, err_w, errpipe_w),
+                                                       False)
     except BaseException:
         for fd in (out_r, out_w, err_r, err_w, errpipe_r, errpipe_w):
             if fd is not None:
@@ -182,4 +197,4 @@ def spawn(plan: Plan) -> Spawned:
     for fd in (out_r, err_r, errpipe_r):
         if fd is not None:
             os.set_blocking(fd, False)
-    return Spawned(pid, out_r, err_r, errpipe_r)
+    return Spawned(pid, out_r, err_r, errpipe_r, warm)
