@@ -211,3 +211,20 @@ def test_a_warm_start_follows_no_link_to_another_root(env, users):
         root.with_name("swap.real").rename(root)
     env.api("POST", "/v1/tenants/swap/restart")
     assert body_ok(env.php("swap", "echo 1;"))
+
+
+def test_the_libphp_engine_gets_warm_processes_of_its_own(env, users):
+    """A plan of another kind finds no warm process of its kind: it is cloned, and the next
+    warm process is of its kind (the newest plan's)."""
+    for name in ("after", "again"):  # their users, for two more tenants
+        env.api("DELETE", f"/v1/tenants/{name}")
+    libphp = STATIC1 + '[runtime]\nengine = "libphp"\n'
+    env.add(env.site("lib1", users[3], libphp))
+    assert "warm" not in started(env, "lib1")
+    pid = wait_warm_ready(env)
+    assert Path(f"/proc/{pid}/exe").resolve().name == "tenantfpm-php"
+    env.add(env.site("lib2", users[4], libphp))
+    assert "from a warm PHP" in started(env, "lib2")
+    for name in ("lib1", "lib2"):
+        got = env.php(name, 'echo PHP_SAPI, " ", getmypid() > 1 ? "ns" : "host";').body
+        assert got == b"fpm-fcgi ns", name
