@@ -229,7 +229,10 @@ def test_access_log_for_php_in_fpms_format(env, users):
                                       'access_format = "%R %m %r%Q%q %s %{mili}d %n %p %f"\n'))
     assert body_ok(env.request("acc", "/?a=1"))
     pid = env.status("acc")["processes"][0]["pid"]
-    line = (env.base / "log" / "acc" / "access.log").read_text().splitlines()[-1]
+    # the worker writes the line after the response, as FPM's children do
+    log = env.base / "log" / "acc" / "access.log"
+    line = env.wait_for("the access.log line", lambda: log.exists() and log.read_text())
+    line = line.splitlines()[-1]
     root = env.base / "srv" / "acc"
     assert re.fullmatch(rf"127\.0\.0\.1 GET /\?a=1 200 \d+\.\d{{3}} acc {pid} {root}/index\.php",
                         line), line
