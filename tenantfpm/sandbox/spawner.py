@@ -27,9 +27,10 @@ the last kind of PHP plan it saw (`Plan.warm`): cloned as a sandboxed zygote is 
 master's child, PID 1 of a PID namespace of its own), it execs PHP with `-W`
 (sapi/warm.c), loads the conf.d's extensions, says "ready" and waits, building nothing
 yet. A plan of that kind that finds it ready goes to it as an order (warm.py), which it
-carries out from the namespaces on, as _child() would, and the server starts the next one
-after answering; otherwise the plan is cloned as usual. A warm process that dies unused
-is reaped by the master as an unknown child, and noticed here by its closed channel.
+carries out step for step as _child() would (descriptors, cgroups, namespaces, root,
+identity, filter), and the server starts the next one after answering; otherwise the
+plan is cloned as usual. A warm process that dies unused is reaped by the master as an
+unknown child, and noticed here by its closed channel.
 """
 
 from __future__ import annotations

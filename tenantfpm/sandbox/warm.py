@@ -3,7 +3,7 @@
 A warm process (sapi/warm.c; kept by the spawn server, spawner.py) is a PHP zygote
 exec'd before its tenant is known: the master's child, root, PID 1 of a PID namespace of
 its own, with the extensions of the distribution's conf.d loaded. Its order carries what
-sandbox/spawn.py's _child() does for the plan from the cgroups on, encoded here (pure, so
+sandbox/spawn.py's _child() does for the plan, descriptors to chdir, encoded here (pure, so
 the tests read it): records of a tag byte, a little-endian u32 length and the value. The
 C side parses the whole order, bounds-checked, before it acts on any of it.
 
