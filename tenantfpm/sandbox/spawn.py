@@ -80,15 +80,21 @@ class Spawned:
     warm: bool = False  # a warm process took the plan (spawner.py): no exec
 
 
+def default_signals() -> None:
+    """Every handler back to the default: a new child of the master's, or the server's,
+    must run none of theirs."""
+    for sig in _ALL_SIGNALS:
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+
+
 def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> None:
     step = "start"
     try:
         step = "signals"
-        for sig in _ALL_SIGNALS:
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
+        default_signals()
         step = "fds"
         os.dup2(plan.listen_fd, 0, inheritable=True)
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -52,7 +52,7 @@ from pathlib import Path
 import prctl
 
 from tenantfpm.sandbox import linux, privileges, warm
-from tenantfpm.sandbox.spawn import Plan, WarmStart, _child
+from tenantfpm.sandbox.spawn import Plan, WarmStart, _child, default_signals
 
 REPLY = struct.Struct("qq")  # pid, and 1 if a warm process took the plan
 MAX_PLAN = 1 << 16  # one message, well within a socket's default send buffer
@@ -128,10 +128,7 @@ def _warm_child(start: WarmStart, fd: int) -> None:
         # it starts on CPU time nobody else wants: a zygote that was handed the last one
         # starts PHP at the same moment (its order sets the tenant's policy)
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        for sig in signal.Signals:
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, signal.SIG_DFL)
+        default_signals()
         prctl.set_pdeathsig(signal.SIGKILL)  # its parent is the master (CLONE_PARENT)
         # getppid() says 0 across a PID namespace: a server that died with the master
         # before the line above left the channel hung up
