@@ -216,13 +216,22 @@ class WarmKeeper:
         self.current = Warm(start, pid, ours)
 
 
-def _hand(w: Warm, order: bytes, fds: list[int]) -> bool:
-    """Give the order to the warm process: False if it could not take it (it died)."""
+def _to_warm(keeper: WarmKeeper, plan: Plan, caught: bool, fds: list[int]) -> int | None:
+    """The pid of the warm process that took the plan as its order; None: clone it."""
+    w = keeper.take(plan)
+    if w is None:
+        return None
+    order = warm.order(plan, caught, w.pid, privileges.inherited_nofile())
+    if order is None:  # beyond a warm process's bounds: still the next plan's
+        keeper.give_back(w)
+        return None
     try:
         socket.send_fds(w.sock, [order], fds)
-    except OSError:
-        return False
-    return True
+    except OSError:  # it died since take()
+        return None
+    finally:
+        w.close()  # the order outlives its sender's end
+    return w.pid
 
 
 # --- the server -----------------------------------------------------------------
@@ -244,19 +253,9 @@ def _one(sock: socket.socket, keeper: WarmKeeper) -> bool:
         plan = dataclasses.replace(plan, listen_fd=listen_fd,
                                    pass_fds=tuple(fds[4 if caught else 2:]))
         wanted = keeper.wanted(plan)
-        w = keeper.take(plan) if wanted else None
-        order = (warm.order(plan, caught, w.pid, privileges.inherited_nofile())
-                 if w is not None else None)
-        if w is not None and order is None:  # beyond a warm process's bounds: cloned
-            keeper.give_back(w)
-            w = None
-        warm_taken = w is not None and order is not None and _hand(w, order, fds)
-        if w is not None:
-            w.close()  # handed its order (a message outlives its sender's end), or dead
-        if warm_taken:
-            assert w is not None
-            pid = w.pid
-        else:
+        pid = _to_warm(keeper, plan, caught, fds) if wanted else None
+        warm_taken = pid is not None
+        if pid is None:
             flags = linux.CLONE_PARENT | (linux.CLONE_NEWPID if plan.new_pid_namespace else 0)
             try:
                 pid = clone(flags)
