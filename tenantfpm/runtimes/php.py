@@ -108,7 +108,7 @@ class Php(Runtime):
             return None
         if tenant.site.runtime.engine == "php-cgi":
             return WarmStart(os.path.realpath(PHP_ENGINE_BINARY),
-                             preload=os.path.join(PACKAGE_DIR, "libexec", "tenantfpm-php.so"),
+                             preload=os.path.realpath(PHP_SAPI_BINARY) + ".so",
                              scan_dir=scan_dir())
         return WarmStart(os.path.realpath(PHP_SAPI_BINARY), scan_dir=scan_dir())
 

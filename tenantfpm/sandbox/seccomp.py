@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import struct
 
@@ -78,13 +79,18 @@ def program() -> list[Insn]:
     return prog
 
 
+@functools.cache
+def packed() -> bytes:
+    """program() as the kernel reads it (struct sock_filter entries): installed here, and
+    sent to a warm PHP, which installs it itself (sandbox/warm.py)."""
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program())
+
+
 def install() -> None:
     """Needs no_new_privs first (or CAP_SYS_ADMIN); applies to this process and what it execs."""
-    prog = program()
-    buf = ctypes.create_string_buffer(8 * len(prog))
-    for i, insn in enumerate(prog):
-        struct.pack_into("=HBBI", buf, 8 * i, *insn)
-    fprog = struct.pack("@HP", len(prog), ctypes.addressof(buf))
+    raw = packed()
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("@HP", len(raw) // 8, ctypes.addressof(buf))
     fbuf = ctypes.create_string_buffer(fprog)
     if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fbuf), 0, 0) != 0:
         err = ctypes.get_errno()

@@ -19,7 +19,6 @@ C side parses the whole order, bounds-checked, before it acts on any of it.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import struct
@@ -83,11 +82,6 @@ def _steps(steps: list[rootfs.Step]) -> Iterator[bytes]:
             yield _record("K", s.kind)
 
 
-@functools.cache
-def _filter() -> bytes:
-    return b"".join(struct.pack("=HBBI", *insn) for insn in seccomp.program())
-
-
 def order(plan: Plan, caught: bool, host_pid: int,
           nofile: tuple[int, int] | None) -> bytes | None:
     """The order for a warm process to carry `plan` out; None if it is beyond the warm
@@ -108,7 +102,7 @@ def order(plan: Plan, caught: bool, host_pid: int,
               _record("k", "1" if plan.core_dumps else "0"),
               _record("P", str(int(SCHEDULING_POLICIES[plan.scheduling_policy]))),
               _record("m", "1" if caught else "0"), _record("p", str(len(plan.pass_fds))),
-              _record("B", _filter())]
+              _record("B", seccomp.packed())]
     if nofile is not None:
         parts.append(_record("r", f"{nofile[0]} {nofile[1]}"))
     if box.netns:
