@@ -2,6 +2,8 @@
 #ifndef TFPM_H
 #define TFPM_H
 
+#include <sys/types.h>
+
 #include "accesslog.h"
 #include "fcgi.h"
 #include "scoreboard.h"
@@ -29,6 +31,12 @@ extern struct tfpm_settings tfpm;
 
 /* zygote.c: the zygote's main, whichever program carries it (main.c, engine.c) */
 int tfpm_main(int argc, char **argv);
+
+/* zygote.c: one message on `fd` and the descriptors that came with it (close-on-exec; past
+ * `max_fds` closed): its length, 0 at the end of the channel, -1 with errno (EMSGSIZE: the
+ * message or its descriptors did not fit, and none are kept). */
+#define TFPM_MAX_FDS 12
+ssize_t tfpm_receive(int fd, void *buf, size_t size, int *fds, int max_fds, int *nfds);
 
 /* warm.c: a zygote started before its tenant is known (-W); ends in tfpm_main */
 int tfpm_warm_main(int argc, char **argv);

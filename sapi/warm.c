@@ -52,7 +52,8 @@
 #include "main/build-defs.h"  /* PHP_EXTENSION_DIR: where PHP resolves `extension=gd.so` */
 
 #define ORDER_FD 3
-#define MAX_FDS (4 + 8)
+#define MAX_FDS (4 + 8)  /* errpipe, listen, stdout, stderr, the pass fds */
+_Static_assert(MAX_FDS <= TFPM_MAX_FDS, "tfpm_receive() holds TFPM_MAX_FDS");
 #define MAX_PRELOAD 128
 
 static const char *new_root;
@@ -377,32 +378,6 @@ static void preload(const char **names, int n)
     }
 }
 
-static int receive_order(unsigned char *buf, size_t size, int *fds, int *nfds)
-{
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = {buf, size};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = sizeof ctl.buf};
-    ssize_t n;
-    do
-        n = recvmsg(ORDER_FD, &m, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    *nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); n > 0 && c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k && *nfds < MAX_FDS; i++)
-            memcpy(&fds[(*nfds)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-    }
-    if (n > 0 && (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-        return -1;
-    return (int)n;
-}
-
 int tfpm_warm_main(int argc, char **argv)
 {
     static const char *names[MAX_PRELOAD];
@@ -419,7 +394,10 @@ int tfpm_warm_main(int argc, char **argv)
     static char arena[MAX_ORDER * 2];
     static struct order o;
     int fds[MAX_FDS], nfds = 0;
-    int got = receive_order(buf, sizeof buf, fds, &nfds);
+    ssize_t got;
+    do
+        got = tfpm_receive(ORDER_FD, buf, sizeof buf, fds, MAX_FDS, &nfds);
+    while (got < 0 && errno == EINTR);
     if (got <= 0)
         return 0;  /* the spawn server closed its end: not wanted any more */
     if (nfds > 0)

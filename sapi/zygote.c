@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #define MAX_FDS 5
+_Static_assert(MAX_FDS <= TFPM_MAX_FDS, "tfpm_receive() holds TFPM_MAX_FDS");
 
 static int say(const char *fmt, long a, long b)
 {
@@ -96,35 +97,50 @@ static void spare_lost(void)
     }
 }
 
-/* A fork order on `fd`: its text and the descriptors that came with it; -1 if malformed. */
-static int receive(int fd, char *text, size_t size, int *fds, int *nfds)
+ssize_t tfpm_receive(int fd, void *buf, size_t size, int *fds, int max_fds, int *nfds)
 {
     union {
-        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        char buf[CMSG_SPACE(sizeof(int) * TFPM_MAX_FDS)];
         struct cmsghdr align;
     } ctl;
-    struct iovec iov = {text, size - 1};
+    struct iovec iov = {buf, size};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                        .msg_controllen = sizeof ctl.buf};
     ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
-    if (n <= 0)
-        return (int)n;  /* 0: the master closed the channel */
-    text[n] = 0;
     *nfds = 0;
+    if (n < 0)
+        return n;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             for (size_t i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                if (*nfds < MAX_FDS)
-                    fds[(*nfds)++] = fd;
+                int got;
+                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+                if (*nfds < max_fds)
+                    fds[(*nfds)++] = got;
                 else
-                    close(fd);
+                    close(got);
             }
         }
     }
-    return 1;
+    if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        for (int i = 0; i < *nfds; i++)
+            close(fds[i]);
+        *nfds = 0;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return n;
+}
+
+/* A fork order on `fd`: its text and the descriptors that came with it; 0 at the end of
+ * the channel, -1 on an error (EMSGSIZE: longer than any order). */
+static int receive(int fd, char *text, size_t size, int *fds, int *nfds)
+{
+    ssize_t n = tfpm_receive(fd, text, size - 1, fds, MAX_FDS, nfds);
+    if (n > 0)
+        text[n] = 0;
+    return n > 0 ? 1 : (int)n;
 }
 
 static long now_ms(void)
@@ -256,8 +272,8 @@ static int order(int sigfd, int *children)
     char text[128];
     int fds[MAX_FDS], nfds = 0;
     int got = receive(CONTROL_FD, text, sizeof text, fds, &nfds);
-    if (got <= 0)
-        return got < 0 && errno == EINTR ? 1 : got;
+    if (got <= 0)  /* a message too long for an order is none: ignored, as before */
+        return got < 0 && (errno == EINTR || errno == EMSGSIZE) ? 1 : got;
     unsigned long max_requests;
     if (!parse_order(text, nfds, &max_requests)) {
         close_all(fds, nfds);
