@@ -29,7 +29,9 @@ from tenantfpm.fastcgi import (
     END_REQUEST,
     GET_VALUES,
     GET_VALUES_RESULT,
+    HEADER,
     KEEP_CONN,
+    MAX_CONTENT,
     PARAMS,
     REQUEST_COMPLETE,
     RESPONDER,
@@ -37,6 +39,7 @@ from tenantfpm.fastcgi import (
     STDOUT,
     UNKNOWN_ROLE,
     UNKNOWN_TYPE,
+    VERSION,
     ProtocolError,
     Record,
     RecordReader,
@@ -49,6 +52,8 @@ from tenantfpm.fastcgi import (
 GET_VALUES_ANSWERS = {b"FCGI_MAX_CONNS": b"1", b"FCGI_MAX_REQS": b"1", b"FCGI_MPXS_CONNS": b"0"}
 _BEGIN = struct.Struct("!HB5x")
 _END = struct.Struct("!IB3x")
+# a response's close: the empty STDOUT record, then END_REQUEST with its body, in one pack
+_CLOSE = struct.Struct("!BBHHBx" "BBHHBx" "IB3x")
 _DONTWAIT = socket.MSG_DONTWAIT
 
 
@@ -75,19 +80,30 @@ class Request:
     params: dict[str, str]  # decoded as latin-1, as PEP 3333 wants environ strings
 
 
+# recv_into one buffer for the worker's life: recv(n) would allocate n bytes per call (a
+# large n goes through mmap/munmap in glibc), and one per connection would clear 64 kB
+# for each request, as nginx opens a connection per request by default
+_RBUF = memoryview(bytearray(65536))
+
+
 class Connection:
     def __init__(self, sock: socket.socket, limits: Limits = Limits()) -> None:
         self.sock = sock
         self.limits = limits
         self.reader = RecordReader()  # the codec `tenantfpm request` reads with too
         self.records: collections.deque[Record] = collections.deque()  # parsed, not taken
-        # recv_into one buffer: recv(n) would allocate n bytes per call, and a large n
-        # goes through mmap/munmap in glibc
-        self.rbuf = memoryview(bytearray(65536))
-        self.poll = select.poll()
-        self.poll.register(sock.fileno(), select.POLLIN)
+        self.rbuf = _RBUF
+        self._poll: select.poll | None = None  # made on the first wait: most requests
+        # arrive whole in the first read
         self.current: int | None = None  # the request being served
         self.stdin_done = True
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for input; False if none came."""
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.sock.fileno(), select.POLLIN)
+        return bool(self._poll.poll(timeout * 1000))
 
     # --- bytes in ---------------------------------------------------------
 
@@ -101,7 +117,7 @@ class Connection:
                 n = self.sock.recv_into(self.rbuf, 0, _DONTWAIT)
             except BlockingIOError:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.poll.poll(left * 1000):
+                if left <= 0 or not self._wait(left):
                     raise Closed(f"timed out waiting for {what}") from None
                 continue
             except (ConnectionResetError, BrokenPipeError) as e:
@@ -115,11 +131,10 @@ class Connection:
                 raise Closed(f"protocol error: {e}") from e
             return
 
-    def _record(self, deadline: float, what: str) -> tuple[int, int, bytes]:
+    def _record(self, deadline: float, what: str) -> Record:
         while not self.records:
             self._fill(deadline, what)
-        rec = self.records.popleft()
-        return rec.type, rec.request_id, rec.content
+        return self.records.popleft()
 
     def _management(self, rtype: int, content: bytes) -> None:
         if rtype == GET_VALUES:
@@ -243,8 +258,16 @@ class Connection:
         end, not at END_REQUEST: otherwise a response after finish_request() would wait
         for the application to return (FPM's fcgi_close() shuts down there too).
         """
-        self.send(encode_stream(STDOUT, rid, tail)
-                  + Record(END_REQUEST, rid, _END.pack(app_status, REQUEST_COMPLETE)).encode())
+        close = _CLOSE.pack(VERSION, STDOUT, rid, 0, 0, VERSION, END_REQUEST, rid, _END.size, 0,
+                            app_status, REQUEST_COMPLETE)
+        if len(tail) > MAX_CONTENT:
+            self.send(encode_stream(STDOUT, rid, tail, end=False) + close)
+        elif tail:  # one record: its header, the output, the padding to 8 bytes
+            pad = -len(tail) % 8
+            self.send(b"".join((HEADER.pack(VERSION, STDOUT, rid, len(tail), pad), tail,
+                                bytes(pad), close)))
+        else:
+            self.send(close)
         if last:
             with contextlib.suppress(OSError):  # the peer is gone already: nobody to tell
                 self.sock.shutdown(socket.SHUT_WR)
