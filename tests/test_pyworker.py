@@ -368,6 +368,25 @@ def test_finish_request_ends_a_connection_not_kept_at_once(keep):
     s.finish()
 
 
+@pytest.mark.parametrize("size", [0, 5, 65535, 65536 + 7])
+def test_the_end_of_a_response_reads_back_as_records(size):
+    # end() packs the last output, the closing empty STDOUT and END_REQUEST itself;
+    # what it sends must be the records a web server expects, in that order
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    tail = bytes(i % 251 for i in range(size))
+    Connection(b).end(3, tail, app_status=7, last=True)
+    reader, recs = RecordReader(), []
+    while data := a.recv(65536):
+        recs += reader.feed(data)
+    a.close()
+    b.close()
+    stdout = [r for r in recs if r.type == STDOUT]
+    assert stdout_of(recs, 3) == tail and stdout[-1].content == b""
+    assert all(r.request_id == 3 for r in recs) and recs[-1].type == END_REQUEST
+    assert ends(recs) == [(3, 7, 0)] and len(stdout) == (size + 65534) // 65535 + 1
+
+
 def test_input_reads_lines_and_sizes_across_record_boundaries():
     a, b = socket.socketpair()
     conn = Connection(b, Limits())
