@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from tenantfpm.pyworker import ACCESS_FD, BOARD_FD, TRACE_FD, TRACE_SIGNAL, accesslog
-from tenantfpm.pyworker.responder import Closed, Connection, Request
+from tenantfpm.pyworker.responder import Closed, Connection, Request, receive_buffer
 from tenantfpm.pyworker.scoreboard import EXITING, IDLE, READING, RUNNING, Board, Slot
 from tenantfpm.pyworker.wsgi import ExecutionTimeout, Settings, run_app
 
@@ -65,6 +65,7 @@ class Worker:
         self.access = accesslog.compile_format(cfg.access_format) if cfg.access_format else None
         self.settings = Settings(body_limit=cfg.body_limit, display_errors=cfg.display_errors)
         self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self.rbuf = receive_buffer()  # one connection at a time: one buffer for them all
 
     # --- signals ----------------------------------------------------------
 
@@ -123,7 +124,7 @@ class Worker:
                 continue  # the client left while queued: nothing to serve
             self.slot.accepted += 1  # published with the request's start (one write less)
             try:
-                self._connection(app, Connection(sock), listener)
+                self._connection(app, Connection(sock, rbuf=self.rbuf), listener)
             except Closed as e:
                 self.errors.write(f"FastCGI connection dropped: {e}\n")
                 self.errors.flush()

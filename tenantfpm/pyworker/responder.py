@@ -80,19 +80,23 @@ class Request:
     params: dict[str, str]  # decoded as latin-1, as PEP 3333 wants environ strings
 
 
-# recv_into one buffer for the worker's life: recv(n) would allocate n bytes per call (a
-# large n goes through mmap/munmap in glibc), and one per connection would clear 64 kB
-# for each request, as nginx opens a connection per request by default
-_RBUF = memoryview(bytearray(65536))
+def receive_buffer() -> memoryview:
+    """What a connection reads into. recv(n) would allocate n bytes per call (a large n goes
+    through mmap/munmap in glibc); the worker makes one for its life and lends it to each
+    connection, since a buffer per connection clears 64 kB per request when the web
+    server opens a connection per request (nginx's default)."""
+    return memoryview(bytearray(65536))
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, limits: Limits = Limits()) -> None:
+    def __init__(self, sock: socket.socket, limits: Limits = Limits(),
+                 rbuf: memoryview | None = None) -> None:
+        """`rbuf`: a receive_buffer() no other connection reads into at the same time."""
         self.sock = sock
         self.limits = limits
         self.reader = RecordReader()  # the codec `tenantfpm request` reads with too
         self.records: collections.deque[Record] = collections.deque()  # parsed, not taken
-        self.rbuf = _RBUF
+        self.rbuf = rbuf if rbuf is not None else receive_buffer()
         self._poll: select.poll | None = None  # made on the first wait: most requests
         # arrive whole in the first read
         self.current: int | None = None  # the request being served
