@@ -49,7 +49,7 @@ def encode_stream(rtype: int, request_id: int, data: bytes | bytearray,
     out = [Record(rtype, request_id, bytes(data[i:i + MAX_CONTENT])).encode()
            for i in range(0, len(data), MAX_CONTENT)]
     if end:
-        out.append(HEADER.pack(VERSION, rtype, request_id, 0, 0))
+        out.append(Record(rtype, request_id, b"").encode())
     return b"".join(out)
 
 

@@ -29,9 +29,7 @@ from tenantfpm.fastcgi import (
     END_REQUEST,
     GET_VALUES,
     GET_VALUES_RESULT,
-    HEADER,
     KEEP_CONN,
-    MAX_CONTENT,
     PARAMS,
     REQUEST_COMPLETE,
     RESPONDER,
@@ -264,14 +262,7 @@ class Connection:
         """
         close = _CLOSE.pack(VERSION, STDOUT, rid, 0, 0, VERSION, END_REQUEST, rid, _END.size, 0,
                             app_status, REQUEST_COMPLETE)
-        if len(tail) > MAX_CONTENT:
-            self.send(encode_stream(STDOUT, rid, tail, end=False) + close)
-        elif tail:  # one record: its header, the output, the padding to 8 bytes
-            pad = -len(tail) % 8
-            self.send(b"".join((HEADER.pack(VERSION, STDOUT, rid, len(tail), pad), tail,
-                                bytes(pad), close)))
-        else:
-            self.send(close)
+        self.send(encode_stream(STDOUT, rid, tail, end=False) + close)
         if last:
             with contextlib.suppress(OSError):  # the peer is gone already: nobody to tell
                 self.sock.shutdown(socket.SHUT_WR)
