@@ -370,8 +370,9 @@ def test_finish_request_ends_a_connection_not_kept_at_once(keep):
 
 @pytest.mark.parametrize("size", [0, 5, 65535, 65536 + 7])
 def test_the_end_of_a_response_reads_back_as_records(size):
-    # end() packs the last output, the closing empty STDOUT and END_REQUEST itself;
-    # what it sends must be the records a web server expects, in that order
+    # end() sends the last output through encode_stream() and packs the closing empty
+    # STDOUT and END_REQUEST itself; together they must be the records a web server
+    # expects, in that order
     a, b = socket.socketpair()
     a.settimeout(5)
     tail = bytes(i % 251 for i in range(size))
