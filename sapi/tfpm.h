@@ -47,6 +47,11 @@ void tfpm_lock_admin_keys(void);
 /* Run one request read from `r`, answering on its connection; the HTTP status. */
 int tfpm_serve(struct fcgi_request *r, struct sb_slot *board);
 
+/* rehearse.c: whether a spare may run PHP's request start and end with no request (only
+ * PHP's own extensions loaded, no session.auto_start, no output_handler), and doing it */
+int tfpm_rehearsal_safe(void);
+void tfpm_rehearse(void);
+
 /* hostpid.c: the worker's hello on its channel to the master; the wait for the answer
  * (TENANTFPM_WORKER_PID), done once where the environment is first read; the hooks that
  * do it (after PHP's startup) */

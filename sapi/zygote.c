@@ -31,6 +31,8 @@
  * fork (1-1.5 ms: 540 mappings with Debian's extensions) off the first request's path.
  * The spare runs no tenant code before its order, is not a worker until then (the master
  * never hears of it; its end is not reported), and dies with the zygote (PR_SET_PDEATHSIG).
+ * While it waits it rehearses PHP's request start and end with no script (rehearse.c), so
+ * that its first request does not copy the zygote's pages the way a fresh worker's does.
  */
 #include "tfpm.h"
 
@@ -68,6 +70,7 @@ static struct {
 static int spare_delay_ms = -1;  /* -s: how long without an order before forking one; -1: none */
 static int spares_lost;  /* in a row, ended before their order */
 static int spare_refused;  /* the last spare's fork failed: none until the next order */
+static int spare_rehearses;  /* runs PHP's request start and end while it waits: rehearse.c */
 #define SPARES_LOST_MAX 3  /* then none: a spare that cannot live must not cost a fork a tick */
 
 /* The spare is no longer ours to hand an order to (it took one, or it ended). */
@@ -193,6 +196,8 @@ static void spare_wait(int fd, pid_t zygote)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != zygote)
         _exit(0);
+    if (spare_rehearses)
+        tfpm_rehearse();
     char text[128];
     int fds[MAX_FDS], nfds = 0, got;
     unsigned long max_requests;
@@ -358,6 +363,7 @@ int tfpm_main(int argc, char **argv)
         return 1;
     }
     tfpm_lock_admin_keys();
+    spare_rehearses = spare_delay_ms >= 0 && tfpm_rehearsal_safe();
 
     sigset_t chld;
     sigemptyset(&chld);
