@@ -41,7 +41,7 @@ from tenantfpm.cgroups import favor
 SIDES = ("fpm", "tenantfpm")
 ADD_CONCURRENCY = 8  # tenants added (and removed) at once in the manager scenario
 ADD_ALONE = 10  # of them first added one at a time, each timed to its first response
-COLD_SPACING_S = 1.0  # between cold requests to the many tenants (manager())
+COLD_SPACING_S = 1.0  # before each cold request of manager(), with 4 tenants and with many
 
 
 def log(msg: str) -> None:
