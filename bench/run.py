@@ -41,7 +41,7 @@ from tenantfpm.cgroups import favor
 SIDES = ("fpm", "tenantfpm")
 ADD_CONCURRENCY = 8  # tenants added (and removed) at once in the manager scenario
 ADD_ALONE = 10  # of them first added one at a time, each timed to its first response
-COLD_SPACING_S = 1.0  # before each cold request of manager(), with 4 tenants and with many
+COLD_SPACING_S = 1.0  # before each cold request of manager(): spaced_cold()
 
 
 def log(msg: str) -> None:
@@ -258,14 +258,8 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
     cpu = steady_result["hello.php"]["master_cpu_s_per_100k"]
     window = cfg["idle_window"]
     # medians of 5: one cold request is at the mercy of the page cache and the scheduler
-    cold_one_each: list[float] = []
-    cold_warm_one = 0
-    for _ in range(5):
-        time.sleep(COLD_SPACING_S)  # as with the many tenants, below
-        cold_one_each.append(cold_fastcgi(st, "ondemand-cold"))
-        cold_warm_one += warm_started(st, "ondemand-cold")
+    cold_one_each, cold_warm_one = spaced_cold(st, ["ondemand-cold"] * 5)
     cold_one = statistics.median(cold_one_each)
-    cold_warm = 0
     idle_one = idle_master_cpu(st, window)
     added: list[float] = []
     first: list[float] = []
@@ -325,15 +319,7 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
         time.sleep(cfg["settle"])  # the probe workers and their zygotes time out (2 s each)
         rss_many = rss_kb(st.master.pid)
         idle_many = idle_master_cpu(st, window)
-        cold_many_each: list[float] = []
-        for i in range(min(5, n)):
-            # a second apart, as the one-tenant requests are by the wait for their zygote
-            # to retire: each finds the warm PHP the one before took replaced (it takes
-            # about 30 ms). Back to back, every other one started PHP itself (33-54 ms
-            # against 15-29 ms): a burst's figure, not the master's scaling
-            time.sleep(COLD_SPACING_S)
-            cold_many_each.append(cold_fastcgi(st, f"many{i}"))
-            cold_warm += warm_started(st, f"many{i}")
+        cold_many_each, cold_warm = spaced_cold(st, [f"many{i}" for i in range(min(5, n))])
         cold_many = statistics.median(cold_many_each)
     finally:
         log(f"   removing the {len(users)} tenants and their users")
@@ -378,6 +364,19 @@ def idle_master_cpu(st: Stack, seconds: float) -> float:
     before = master_cpu(st)
     time.sleep(seconds)
     return (master_cpu(st) - before) / seconds * 100
+
+
+def spaced_cold(st: Stack, pools: list[str]) -> tuple[list[float], int]:
+    """A cold request to each pool in turn, COLD_SPACING_S apart, in ms; and how many of
+    their zygotes came from the warm PHP. Spaced, each finds the warm PHP the one before
+    took replaced (it takes about 30 ms); back to back, every other one started PHP
+    itself (33-54 ms against 15-29 ms): a burst's figure, not the master's scaling."""
+    took, warm = [], 0
+    for pool in pools:
+        time.sleep(COLD_SPACING_S)
+        took.append(cold_fastcgi(st, pool))
+        warm += warm_started(st, pool)
+    return took, warm
 
 
 def cold_fastcgi(st: Stack, pool: str) -> float:

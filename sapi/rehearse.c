@@ -48,15 +48,6 @@ static int is_php_own(const char *name)
     return 0;
 }
 
-static int zend_extension_foreign;
-
-static void check_zend_extension(void *item)
-{
-    zend_extension *e = item;
-    if (!is_php_own(e->name))
-        zend_extension_foreign = 1;
-}
-
 int tfpm_rehearsal_safe(void)
 {
     zend_module_entry *m;
@@ -64,10 +55,11 @@ int tfpm_rehearsal_safe(void)
         if (!is_php_own(m->name))
             return 0;
     } ZEND_HASH_FOREACH_END();
-    zend_extension_foreign = 0;
-    zend_llist_apply(&zend_extensions, check_zend_extension);
-    if (zend_extension_foreign)
-        return 0;
+    zend_llist_position pos;
+    for (zend_extension *e = zend_llist_get_first_ex(&zend_extensions, &pos); e;
+         e = zend_llist_get_next_ex(&zend_extensions, &pos))
+        if (!is_php_own(e->name))
+            return 0;
     const char *handler = zend_ini_string_ex("output_handler", sizeof "output_handler" - 1,
                                              0, NULL);
     return !zend_ini_long("session.auto_start", sizeof "session.auto_start" - 1, 0) &&

@@ -13,6 +13,11 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def minor_faults(pid: int) -> int:
+    """`pid`'s minor page faults so far (copies on write among them), from /proc/PID/stat."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def children_of(pid: int) -> set[int]:
     """The processes whose parent is `pid`, whichever of its threads forked them."""
     out = set()

@@ -14,15 +14,16 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tenantfpm import fastcgi
+from tenantfpm import fastcgi, procfs
 from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY
 from tenantfpm.master.zygote import channel, receive
 from tenantfpm.runtimes.php import scan_dir
-from tests.procs import children_of
+from tests.procs import children_of, minor_faults
 from tests.spares import (
     killed_spare_is_never_reported_and_is_replaced,
     master_ends,
@@ -463,28 +464,28 @@ def test_spares_that_keep_dying_are_given_up(spare_zygote):
         z, lambda: z.request("/status.php?code=203").status == 203, stderr)
 
 
-# the system calls a worker or a spare waits in, by the machine's numbering
-WAITS_IN = {"x86_64": {"recvmsg": 47, "accept4": 288},
-            "aarch64": {"recvmsg": 212, "accept4": 242}}[os.uname().machine]
+# the system call an idle spare waits in for its order, by the machine's numbering
+RECVMSG = {"x86_64": 47, "aarch64": 212}[os.uname().machine]
 
 
-def waiting_in(pid: int, call: str) -> int:
-    """The process's minor faults so far, once it waits in `call` (an idle spare in
-    recvmsg for its order, a worker in accept4 for its next connection)."""
-    def check() -> int | None:
-        now = Path(f"/proc/{pid}/syscall").read_text().split()[0]
-        if now != str(WAITS_IN[call]):
-            return None
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7]) or 1
-    return wait_for(f"{pid} in {call}", check)
+def spare_waiting(pid: int) -> bool:
+    call = procfs.read_syscall(pid)
+    return call is not None and call[0] == RECVMSG
+
+
+def faults_once(pid: int, waiting: Callable[[int], bool]) -> int:
+    """The process's minor faults so far, once it waits (an idle spare in recvmsg for
+    its order, a worker in accept for its next connection)."""
+    wait_for(f"{pid} to wait", lambda: waiting(pid))
+    return minor_faults(pid)
 
 
 def first_request_faults(z: Zygote, pid: int) -> int:
     """The page faults (copies of the zygote's pages, mostly) of a fresh worker's first
-    request, from its first accept4 to its next."""
-    before = waiting_in(pid, "accept4")
+    request, from its first accept to its next."""
+    before = faults_once(pid, procfs.is_idle_in_accept)
     assert z.request("/hello.php").status == 200
-    return waiting_in(pid, "accept4") - before
+    return faults_once(pid, procfs.is_idle_in_accept) - before
 
 
 def forked_worker_faults(binary: str, tmp_path: Path) -> int:
@@ -505,7 +506,7 @@ def test_a_spare_rehearses_a_request_while_it_waits(binary, tmp_path):
     forked = forked_worker_faults(binary, tmp_path)
     z = start_spare_zygote(binary, tmp_path, "z")
     try:
-        waiting_in(spare_of(z), "recvmsg")  # rehearsed, waiting for its order
+        faults_once(spare_of(z), spare_waiting)  # rehearsed, waiting for its order
         rehearsed = first_request_faults(z, z.fork())
     finally:
         z.close()
@@ -523,7 +524,7 @@ def test_a_spare_does_not_rehearse_what_a_request_would_leave_behind(binary, tmp
     z = start_spare_zygote(binary, tmp_path, "z",
                            f"session.auto_start = 1\nsession.save_path = {sessions}\n")
     try:
-        waiting_in(spare_of(z), "recvmsg")
+        faults_once(spare_of(z), spare_waiting)
         assert not list(sessions.iterdir())
         unrehearsed = first_request_faults(z, z.fork())
     finally:
