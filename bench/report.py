@@ -33,6 +33,12 @@ def _ok(good: bool) -> str:
     return "met" if good else "**missed**"
 
 
+def _cold_n(mg: dict, n_many: int) -> str:
+    """How many cold requests each set's median is of ([warm, n] in the results)."""
+    many = mg.get(f"cold_from_warm_php_{n_many}_tenants")
+    return str(many[1]) if many else "5"  # runs before the count was recorded sent 5
+
+
 def _cold_warm(mg: dict, n_many: int) -> str:
     """How many of those cold starts came from the warm PHP, where the run counted it."""
     one = mg.get("cold_from_warm_php_4_tenants")
@@ -191,8 +197,9 @@ def write_report(res: dict, out: Path) -> None:
         lines += [f"- idle master CPU: {mg['idle_master_cpu_percent_4_tenants']:.2f}% of one "
                   f"core with 4 tenants, {idle:.2f}% with {n_many} ({TARGETS['idle']}: "
                   f"{_ok(idle <= 2)}): an idle ondemand pool has no timer, its socket wakes it.",
-                  f"- a cold request (no worker, no zygote: one starts for it; the median of 5, "
-                  "to distinct tenants among the many, a second apart), straight to the "
+                  f"- a cold request (no worker, no zygote: one starts for it; the median of "
+                  f"{_cold_n(mg, n_many)}, to distinct tenants among the many, a second apart), "
+                  "straight to the "
                   f"tenant's socket: {cold1:.1f} ms with 4 tenants, {coldn:.1f} ms with "
                   f"{n_many} ({TARGETS['cold_many']}: {_ok(coldn <= 1.2 * cold1)})"
                   + _cold_warm(mg, n_many) + "."]

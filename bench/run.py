@@ -42,6 +42,9 @@ SIDES = ("fpm", "tenantfpm")
 ADD_CONCURRENCY = 8  # tenants added (and removed) at once in the manager scenario
 ADD_ALONE = 10  # of them first added one at a time, each timed to its first response
 COLD_SPACING_S = 1.0  # before each cold request of manager(): spaced_cold()
+# cold requests per set in manager(): a zygote's PHP start spreads 10-24 ms here
+# (docs/performance.md), so a median of 5 moved by several ms from run to run
+COLD_N = 9
 
 
 def log(msg: str) -> None:
@@ -257,8 +260,8 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
     fpm_rss = rss_kb(int((st.base / "fpm.pid").read_text()))
     cpu = steady_result["hello.php"]["master_cpu_s_per_100k"]
     window = cfg["idle_window"]
-    # medians of 5: one cold request is at the mercy of the page cache and the scheduler
-    cold_one_each, cold_warm_one = spaced_cold(st, ["ondemand-cold"] * 5)
+    # medians of COLD_N: one cold request is at the mercy of the page cache and the scheduler
+    cold_one_each, cold_warm_one = spaced_cold(st, ["ondemand-cold"] * COLD_N)
     cold_one = statistics.median(cold_one_each)
     idle_one = idle_master_cpu(st, window)
     added: list[float] = []
@@ -319,7 +322,7 @@ def manager(st: Stack, steady_result: dict, cfg: dict) -> dict:
         time.sleep(cfg["settle"])  # the probe workers and their zygotes time out (2 s each)
         rss_many = rss_kb(st.master.pid)
         idle_many = idle_master_cpu(st, window)
-        cold_many_each, cold_warm = spaced_cold(st, [f"many{i}" for i in range(min(5, n))])
+        cold_many_each, cold_warm = spaced_cold(st, [f"many{i}" for i in range(min(COLD_N, n))])
         cold_many = statistics.median(cold_many_each)
     finally:
         log(f"   removing the {len(users)} tenants and their users")
