@@ -28,6 +28,7 @@ from tenantfpm.cpu_share import FLOOR_PER_CPU, ParentWeight
 from tenantfpm.errors import ConfigError, TenantFPMError
 from tenantfpm.listenq import ListenQueues, Queue
 from tenantfpm.logs import LogFile
+from tenantfpm.master.heap import Heap
 from tenantfpm.master.pool import Pool
 from tenantfpm.netguard import NetGuard
 from tenantfpm.registry import Registry
@@ -35,7 +36,6 @@ from tenantfpm.sandbox import linux, namespaces, privileges, spawn, spawner
 
 REAP_SAFETY = 1.0  # seconds between waitpid() sweeps besides SIGCHLD
 ADD_TIMEOUT = 30.0
-TRIM_AFTER = 5.0  # seconds of no add or remove before the heap is trimmed (Master._trim)
 
 
 class Master:
@@ -52,7 +52,7 @@ class Master:
         # what the running tenants hold alone: kept as pools come, go and change, so
         # neither an add nor a start walks every tenant
         self.claims = Claims()
-        self._trim_handle: asyncio.TimerHandle | None = None
+        self.heap: Heap | None = None  # from run(), with the loop
         self.broken: dict[str, str] = {}  # registered but invalid: name -> error
         self.mlog = LogFile(m.log_file, m.log_level)
         self.queues = ListenQueues()
@@ -170,6 +170,7 @@ class Master:
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.loop.set_exception_handler(self._on_loop_error)
+        self.heap = Heap(self.loop.call_later, linux.malloc_trim)
         self._write_pid_file()
         prctl.set_child_subreaper(1)
         namespaces.isolate_master_mounts()
@@ -212,12 +213,15 @@ class Master:
             self.log("warning", "tenant_firewall = false: tenants' code can connect to TCP "
                                 "listeners of any tenant and to the metrics/status endpoints")
         self._boot_tenants()
+        self._changed()
         self._notify("READY=1\nSTATUS=serving " + f"{len(self.pools)} tenants")
         ticker = self.loop.create_task(self._ticker())
         try:
             await self.done.wait()
         finally:
             ticker.cancel()
+            if self.heap is not None:
+                self.heap.close()
             await control.stop()
             if self_service is not None:
                 await self_service.stop()
@@ -392,9 +396,11 @@ class Master:
             if name not in tenants and name not in bad:
                 await self.remove(name)
                 result[name] = "removed"
+        replaced = 0
         for name, tenant in tenants.items():
             try:
                 if name in self.pools:
+                    replaced += 1
                     ok = await self.pools[name].reload(tenant)
                     result[name] = "reloaded" if ok else (
                         f"not reloaded: {self.pools[name].error or 'did not serve'}")
@@ -404,19 +410,14 @@ class Master:
             except Exception as e:  # a bug in one tenant's reload must not stop the rest
                 self.log("error", f"[pool {name}] reload failed: {e!r}")
                 result[name] = f"not reloaded: {e}"
+        self._changed(gone=replaced)
         return result
 
-    def _trim_later(self) -> None:
-        """Once adds and removes pause for TRIM_AFTER seconds, hand the freed heap back:
-        each add's parsing and validation leave free pages between the tenants' objects
-        that glibc keeps (3 MB of 65 at 1,200 tenants added through the API)."""
-        if self._trim_handle is not None:
-            self._trim_handle.cancel()
-        self._trim_handle = self.loop.call_later(TRIM_AFTER, self._trim)
-
-    def _trim(self) -> None:
-        self._trim_handle = None
-        linux.malloc_trim()
+    def _changed(self, gone: int = 0) -> None:
+        """Tenants came, changed or went (`gone` of them removed or replaced): their
+        objects out of the collector's way (heap.py)."""
+        if self.heap is not None:
+            self.heap.changed(len(self.pools), gone)
 
     def _forget(self, name: str) -> None:
         pool = self.pools.pop(name, None)
@@ -479,7 +480,7 @@ class Master:
                                      "nothing was registered" + (" (the previous "
                                      "configuration is back)" if old is not None else ""))
             self.log("notice", f"tenant {name} {'replaced' if old else 'added'}")
-            self._trim_later()
+            self._changed(gone=1 if old is not None else 0)
             return {"name": name, "listen": str(tenant.listen), "replaced": old is not None,
                     "root": site.root, "state": pool.state}
         finally:
@@ -496,7 +497,7 @@ class Master:
         self.broken.pop(name, None)
         self.registry.remove(name)
         self.log("notice", f"tenant {name} removed")
-        self._trim_later()
+        self._changed(gone=1)
 
     def pool(self, name: str) -> Pool:
         pool = self.pools.get(name)
@@ -514,12 +515,14 @@ class Master:
             if name not in self.pools and name not in self.broken:
                 raise NotFound(f"no tenant named {name!r}") from None
             raise TenantFPMError(f"not reloaded, the running configuration stays: {e}") from None
-        if name not in self.pools:
+        replaced = name in self.pools
+        if not replaced:
             pool = self._start_pool(tenant, probe=True)
         else:
             pool = self.pools[name]
             self.registry.conflicts(tenant, self.claims, str(self.registry.path(name)))
             await pool.reload(tenant)
+        self._changed(gone=1 if replaced else 0)
         await pool.wait_settled(ADD_TIMEOUT)
         return {"name": name, "state": pool.state, "generation": pool.generation}
 
