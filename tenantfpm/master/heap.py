@@ -14,10 +14,12 @@ What: after every change of tenants, what the change left unreachable is collect
 (`gc.freeze()`): the collector's passes never walk it again. A frozen object is still
 freed by its reference count; what it cannot be is found as part of a cycle that
 nothing else holds, such as a removed tenant's pool and the objects pointing back at
-it. Those wait for a full pass over everything, unfrozen first, which runs once the
-tenants gone since the last one are a quarter of those left (CPython's own rule for
-its oldest generation, so the work per removal stays constant and at most that share
-of the heap waits), at a moment when changes have paused for QUIET_AFTER seconds.
+it, or a worker's objects that were alive at a change and ended later. Those wait for
+a full pass over everything, unfrozen first, which runs once the tenants gone since
+the last one are a quarter of those left, or the frozen objects a quarter more than
+that pass left (CPython's own rule for its oldest generation: the work per change
+stays constant, and at most that share of the heap waits), at a moment when changes
+have paused for QUIET_AFTER seconds.
 Then the C heap is trimmed too: glibc keeps the free pages an add's parsing leaves
 between the tenants' objects (3 MB of 65 at 1,200 tenants added through the API).
 """
@@ -28,12 +30,14 @@ import gc
 from collections.abc import Callable
 
 QUIET_AFTER = 5.0  # seconds without a change of tenants before Heap._quiet()
-FULL_PASS_SHARE = 4  # a full pass once the tenants gone are 1/4 of those left
+FULL_PASS_SHARE = 4  # a full pass once the tenants gone, or the frozen objects added, are 1/4
 
 
-def full_pass_due(gone: int, live: int) -> bool:
-    """Whether the removed (or replaced) tenants' frozen cycles are worth a full pass."""
-    return gone > 0 and gone * FULL_PASS_SHARE >= live
+def full_pass_due(gone: int, live: int, frozen: int, frozen_after_pass: int) -> bool:
+    """Whether what may lie dead among the frozen objects is worth a pass over all of them:
+    removed (or replaced) tenants' cycles, or objects frozen since the last pass."""
+    return ((gone > 0 and gone * FULL_PASS_SHARE >= live)
+            or frozen * FULL_PASS_SHARE >= frozen_after_pass * (FULL_PASS_SHARE + 1))
 
 
 class Heap:
@@ -44,6 +48,7 @@ class Heap:
         self._pending: asyncio.TimerHandle | None = None
         self.gone = 0  # tenants removed or replaced since the last full pass
         self.live = 0  # tenants at the last change
+        self.frozen_after_pass = 0  # objects frozen by the last full pass
 
     def changed(self, live: int, gone: int = 0) -> None:
         """Tenants came, changed or went (`gone` of them removed or replaced), `live` are left."""
@@ -57,11 +62,12 @@ class Heap:
 
     def _quiet(self) -> None:
         self._pending = None
-        if full_pass_due(self.gone, self.live):
+        if full_pass_due(self.gone, self.live, gc.get_freeze_count(), self.frozen_after_pass):
             gc.unfreeze()
             gc.collect()
             gc.freeze()
             self.gone = 0
+            self.frozen_after_pass = gc.get_freeze_count()
         self._trim()
 
     def close(self) -> None:
