@@ -14,7 +14,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -468,24 +467,26 @@ def test_spares_that_keep_dying_are_given_up(spare_zygote):
 RECVMSG = {"x86_64": 47, "aarch64": 212}[os.uname().machine]
 
 
-def spare_waiting(pid: int) -> bool:
-    call = procfs.read_syscall(pid)
-    return call is not None and call[0] == RECVMSG
+def spare_waits(pid: int) -> None:
+    """Until the spare waits in recvmsg for its order (rehearsed, when it rehearses)."""
+    def waiting() -> bool:
+        call = procfs.read_syscall(pid)
+        return call is not None and call[0] == RECVMSG
+    wait_for(f"spare {pid} to wait for its order", waiting)
 
 
-def faults_once(pid: int, waiting: Callable[[int], bool]) -> int:
-    """The process's minor faults so far, once it waits (an idle spare in recvmsg for
-    its order, a worker in accept for its next connection)."""
-    wait_for(f"{pid} to wait", lambda: waiting(pid))
+def faults_once_idle(pid: int) -> int:
+    """The worker's minor faults so far, once it waits in accept for its next connection."""
+    wait_for(f"worker {pid} to wait in accept", lambda: procfs.is_idle_in_accept(pid))
     return minor_faults(pid)
 
 
 def first_request_faults(z: Zygote, pid: int) -> int:
     """The page faults (copies of the zygote's pages, mostly) of a fresh worker's first
     request, from its first accept to its next."""
-    before = faults_once(pid, procfs.is_idle_in_accept)
+    before = faults_once_idle(pid)
     assert z.request("/hello.php").status == 200
-    return faults_once(pid, procfs.is_idle_in_accept) - before
+    return faults_once_idle(pid) - before
 
 
 def forked_worker_faults(binary: str, tmp_path: Path) -> int:
@@ -506,7 +507,7 @@ def test_a_spare_rehearses_a_request_while_it_waits(binary, tmp_path):
     forked = forked_worker_faults(binary, tmp_path)
     z = start_spare_zygote(binary, tmp_path, "z")
     try:
-        faults_once(spare_of(z), spare_waiting)  # rehearsed, waiting for its order
+        spare_waits(spare_of(z))
         rehearsed = first_request_faults(z, z.fork())
     finally:
         z.close()
@@ -524,7 +525,7 @@ def test_a_spare_does_not_rehearse_what_a_request_would_leave_behind(binary, tmp
     z = start_spare_zygote(binary, tmp_path, "z",
                            f"session.auto_start = 1\nsession.save_path = {sessions}\n")
     try:
-        faults_once(spare_of(z), spare_waiting)
+        spare_waits(spare_of(z))
         assert not list(sessions.iterdir())
         unrehearsed = first_request_faults(z, z.fork())
     finally:
