@@ -108,6 +108,19 @@ def test_removed_tenants_held_in_cycles_are_freed_once_a_quarter_have_gone(
     assert h.gone == 0 and trims == [1, 1]
 
 
+def test_the_first_change_counts_as_a_full_pass_and_is_not_followed_by_another(
+        fresh_gc: None, h: heap.Heap, timers: Timers, trims: list[int]) -> None:
+    """The master's start: its first change collected everything, nothing being frozen;
+    a second pass over the whole heap 5 s later would walk 10,000 tenants for nothing."""
+    worker = Pool()
+    gone = weakref.ref(worker)
+    h.changed(live=1)
+    assert h.frozen_after_pass == gc.get_freeze_count() > 0
+    del worker  # died frozen: only a full pass would free it
+    timers.pending()[-1].fn()
+    assert gone() is not None and trims == [1]
+
+
 def test_full_pass_due_after_a_quarter_of_the_tenants_left_have_gone() -> None:
     assert not heap.full_pass_due(0, 0, 100, 100)
     assert heap.full_pass_due(1, 0, 100, 100)  # the last tenant removed
@@ -120,7 +133,7 @@ def test_full_pass_due_once_a_quarter_more_objects_are_frozen() -> None:
     no removal needed for them to be collected one day."""
     assert not heap.full_pass_due(0, 10000, 499_999, 400_000)
     assert heap.full_pass_due(0, 10000, 500_000, 400_000)
-    assert heap.full_pass_due(0, 4, 10, 0)  # the first quiet moment: the base is set
+    assert heap.full_pass_due(0, 4, 10, 0)  # no pass recorded yet
 
 
 def test_a_full_pass_frees_what_was_frozen_alive_and_died_later(

@@ -19,7 +19,8 @@ a full pass over everything, unfrozen first, which runs once the tenants gone si
 the last one are a quarter of those left, or the frozen objects a quarter more than
 that pass left (CPython's own rule for its oldest generation: the work per change
 stays constant, and at most that share of the heap waits), at a moment when changes
-have paused for QUIET_AFTER seconds.
+have paused for QUIET_AFTER seconds. The first change (the master's start) finds
+nothing frozen, so its collection is such a pass already and counts as one.
 Then the C heap is trimmed too: glibc keeps the free pages an add's parsing leaves
 between the tenants' objects (3 MB of 65 at 1,200 tenants added through the API).
 """
@@ -49,11 +50,15 @@ class Heap:
         self.gone = 0  # tenants removed or replaced since the last full pass
         self.live = 0  # tenants at the last change
         self.frozen_after_pass = 0  # objects frozen by the last full pass
+        self._first = True  # no change yet: nothing is frozen
 
     def changed(self, live: int, gone: int = 0) -> None:
         """Tenants came, changed or went (`gone` of them removed or replaced), `live` are left."""
         gc.collect()  # only what is not frozen: the garbage since the last change
         gc.freeze()
+        if self._first:  # nothing was frozen: that was a full pass (the master's start)
+            self._first = False
+            self.frozen_after_pass = gc.get_freeze_count()
         self.gone += gone
         self.live = live
         if self._pending is not None:
