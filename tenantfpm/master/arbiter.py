@@ -28,7 +28,7 @@ from tenantfpm.cpu_share import FLOOR_PER_CPU, ParentWeight
 from tenantfpm.errors import ConfigError, TenantFPMError
 from tenantfpm.listenq import ListenQueues, Queue
 from tenantfpm.logs import LogFile
-from tenantfpm.master.heap import Heap
+from tenantfpm.master.heap import Heap, release_transport_cycles
 from tenantfpm.master.pool import Pool
 from tenantfpm.netguard import NetGuard
 from tenantfpm.registry import Registry
@@ -171,6 +171,7 @@ class Master:
         self.loop = asyncio.get_running_loop()
         self.loop.set_exception_handler(self._on_loop_error)
         self.heap = Heap(self.loop.call_later, linux.malloc_trim)
+        release_transport_cycles()
         self._write_pid_file()
         prctl.set_child_subreaper(1)
         namespaces.isolate_master_mounts()
