@@ -44,8 +44,8 @@ def full_pass_due(gone: int, live: int, frozen: int, frozen_after_pass: int) -> 
             or frozen * FULL_PASS_SHARE >= frozen_after_pass * (FULL_PASS_SHARE + 1))
 
 
-def release_transport_cycles() -> bool:
-    """Have every closed socket transport freed by its reference count; True if installed.
+def release_transport_cycles() -> None:
+    """Have every closed socket transport freed by its reference count (once per process).
 
     Why: on Python 3.11 (Debian 12's) a socket transport keeps a bound method of
     itself (`_read_ready_cb`), a cycle that only the collector frees (CPython
@@ -58,7 +58,7 @@ def release_transport_cycles() -> bool:
     the transport reads no more."""
     cls: Any = asyncio.selector_events._SelectorSocketTransport
     if sys.version_info >= (3, 12) or getattr(cls, "_tenantfpm_releases", False):
-        return False
+        return
     lost = cls._call_connection_lost
 
     def _call_connection_lost(self: Any, exc: BaseException | None) -> None:
@@ -69,7 +69,6 @@ def release_transport_cycles() -> bool:
 
     cls._call_connection_lost = _call_connection_lost
     cls._tenantfpm_releases = True
-    return True
 
 
 class Heap:
