@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -352,6 +353,17 @@ int tfpm_main(int argc, char **argv)
     }
     if (!tfpm.ini_path || fcntl(CONTROL_FD, F_GETFD) < 0)
         usage();
+    /* No other process of the tenant may take this zygote's descriptors (its channel to
+     * the master) or its workers' (the web server's connections, fork order pipes), nor
+     * write their memory: pidfd_getfd and /proc/PID/mem want a dumpable target, and the
+     * tenant's seccomp filter refuses making it dumpable again. The workers inherit it.
+     * A tenant given core dumps (RLIMIT_CORE above 0, `limits.core_dumps`) stays
+     * dumpable: no core is written otherwise (docs/security.md). */
+    struct rlimit core;
+    if (getrlimit(RLIMIT_CORE, &core) || (core.rlim_cur == 0 && prctl(PR_SET_DUMPABLE, 0))) {
+        perror("tenantfpm-php: dumpable");
+        return 1;
+    }
     char err[128];
     if (access_format && access_compile(access_format, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);

@@ -122,12 +122,6 @@ class LogFile:
             with contextlib.suppress(OSError):
                 os.write(self._fd, data)
 
-    def fileno(self) -> int:
-        """The descriptor, for a worker that writes lines itself (python's access.log)."""
-        if self._awake() is None:
-            raise OSError(self.problem or f"{self.path} is closed")
-        return self._fd
-
     def close(self) -> None:
         if self._fd is not None and self.path != "stderr":
             os.close(self._fd)
@@ -149,7 +143,8 @@ class TenantLog:
         self.dropped = 0  # bytes of worker output not written since the cap was hit
         self.error = LogFile(os.path.join(log_dir, "error.log"))
         self._slow: LogFile | None = None  # opened on the first slow request
-        self._access: LogFile | None = None  # written by python workers themselves
+        self._access: LogFile | None = None  # opened on the first access line
+        self.access_dropped = 0  # bytes of access lines not written since the cap was hit
 
     def slow(self, pid: int, script: str | None, frames: list[str] | None,
              why_not: str = "") -> None:
@@ -181,13 +176,20 @@ class TenantLog:
         stamp = f"[{timestamp()}] WARNING: [pool {self.name}] child {pid} said into {stream}: "
         self.error.append("".join(f'{stamp}"{_quote(t)}"\n' for t in lines))
 
-    def access_fd(self) -> int:
-        """access.log for python workers, which write their own lines to it (O_APPEND,
-        so lines of concurrent workers never interleave mid-line); a reopen reaches the
-        workers started after it."""
+    def access(self, lines: list[str]) -> None:
+        """Lines the workers wrote for access.log (through their pipe: stdio.py), in one
+        write, control bytes escaped whatever the worker did; dropped once access.log
+        reaches `max_size` (counted and said once), as worker output is in error.log."""
         if self._access is None:
             self._access = LogFile(os.path.join(self.dir, "access.log"))
-        return self._access.fileno()
+        if self.max_size and self._access.size >= self.max_size:
+            if not self.access_dropped:
+                self.event("warning", f"access.log reached log.max_size ({self.max_size} "
+                                      "bytes): access lines are dropped until the log is "
+                                      "rotated")
+            self.access_dropped += sum(len(line) + 1 for line in lines)
+            return
+        self._access.append("".join(f"{escape(t)}\n" for t in lines))
 
     def _files(self) -> list[LogFile]:
         return [f for f in (self.error, self._slow, self._access) if f is not None]
@@ -200,6 +202,10 @@ class TenantLog:
             self.event("warning", f"{self.dropped} bytes of workers' output were dropped "
                                   "while error.log was at log.max_size")
             self.dropped = 0
+        if self.access_dropped:
+            self.event("warning", f"{self.access_dropped} bytes of access lines were "
+                                  "dropped while access.log was at log.max_size")
+            self.access_dropped = 0
 
     def rest(self) -> None:
         """The tenant is idle (nothing running): its files close until their next line."""

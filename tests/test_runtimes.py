@@ -1,12 +1,12 @@
 """The Runtime interface: what each `[runtime] type` tells the master."""
 
 import os
+import stat
 
 from tenantfpm import pm, runtimes
 from tenantfpm.config.model import PHP_ENGINE_BINARY, GlobalConfig, Site
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker.scoreboard import Board, Slot
 
 
@@ -32,24 +32,27 @@ def test_each_type_has_a_runtime_and_the_own_workers_report_their_requests(tmp_p
     assert GlobalConfig()  # the defaults still load
 
 
-def test_python_channels_are_a_scoreboard_a_trace_pipe_and_the_access_log(tmp_path):
+def test_python_channels_are_a_scoreboard_a_trace_pipe_and_an_access_pipe(tmp_path):
     py = tenant(tmp_path, type="python", app="app:application")
-    log = TenantLog("shop", str(tmp_path / "log"))
-    ch = runtimes.of(py).channels(py, log)
+    ch = runtimes.of(py).channels(py)
     try:
-        board_fd, trace_w, access = ch.pass_fds
-        assert (board_fd, trace_w) == ch.worker_ends and access == log.access_fd()
+        board_fd, trace_w, access_w = ch.pass_fds
+        assert (board_fd, trace_w, access_w) == ch.worker_ends
+        # access.log's lines go through a pipe the master reads: no log in the worker
+        assert stat.S_ISFIFO(os.fstat(access_w).st_mode) and ch.access is not None
         Board(board_fd).publish(Slot(state=1, requests=3))
         assert ch.board is not None and ch.board.read().requests == 3
         os.write(trace_w, b"x")
         assert os.read(ch.trace, 1) == b"x"
+        os.write(access_w, b"line\n")
+        assert os.read(ch.access, 16) == b"line\n"
         ch.close_worker_ends()
         assert os.read(ch.trace, 1) == b""  # the master holds no write end of its own
+        assert os.read(ch.access, 1) == b""
     finally:
         ch.close()
-        log.close()
     fcgi = tenant(tmp_path, type="fastcgi", command=["/usr/bin/true"])
-    assert runtimes.of(fcgi).channels(fcgi, log).pass_fds == ()
+    assert runtimes.of(fcgi).channels(fcgi).pass_fds == ()
 
 
 def test_php_zygote_gets_its_ini_locked_keys_user_and_home(tmp_path):

@@ -135,7 +135,8 @@ def test_a_resting_log_holds_no_descriptor_and_its_next_line_reopens_it_safely(t
     logs = tree / "logs"
     log = TenantLog("t", str(logs))
     log.event("notice", "before")
-    fd = log.error.fileno()
+    fd = log.error._fd
+    assert fd is not None
     log.rest()
     with pytest.raises(OSError):
         os.fstat(fd)  # closed (the number is free again)

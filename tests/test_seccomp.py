@@ -12,8 +12,9 @@ EPERM = seccomp.SECCOMP_RET_ERRNO | errno.EPERM
 I386 = 0x40000003
 
 
-def run(nr: int, arg0: int = 0, arch: int = seccomp.AUDIT_ARCH_X86_64) -> int:
-    data = struct.pack("<iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
+def run(nr: int, arg0: int = 0, arch: int = seccomp.AUDIT_ARCH_X86_64, arg1: int = 0,
+        arg2: int = 0) -> int:
+    data = struct.pack("<iIQ6Q", nr, arch, 0, arg0, arg1, arg2, 0, 0, 0)
     prog, pc, acc = seccomp.program(), 0, 0
     for _ in range(1000):
         code, jt, jf, k = prog[pc]
@@ -51,3 +52,24 @@ def test_clone_with_a_namespace_flag_is_refused_plain_clone_is_not():
 def test_other_abis_cannot_route_around_the_list():
     assert run(165, arch=I386) == EPERM  # even an innocent number
     assert run(seccomp.X32_SYSCALL_BIT | 165) == EPERM
+
+
+def test_a_tenant_cannot_reach_its_siblings_descriptors_or_memory():
+    enosys = seccomp.SECCOMP_RET_ERRNO | errno.ENOSYS
+    assert run(434) == enosys  # pidfd_open
+    assert run(438) == enosys  # pidfd_getfd
+    assert run(310) == EPERM and run(311) == EPERM  # process_vm_readv / writev
+
+
+def test_a_tenant_cannot_make_a_socket_whose_close_blocks():
+    assert run(seccomp.SETSOCKOPT, 3, arg1=1, arg2=13) == EPERM  # SO_LINGER
+    assert run(seccomp.SETSOCKOPT, 3, arg1=1, arg2=2) == ALLOW  # SO_REUSEADDR
+    assert run(seccomp.SETSOCKOPT, 3, arg1=6, arg2=13) == ALLOW  # IPPROTO_TCP, TCP_FASTOPEN...
+    assert run(seccomp.SETSOCKOPT, 3, arg1=6, arg2=1) == ALLOW  # TCP_NODELAY
+
+
+def test_a_process_made_non_dumpable_stays_so():
+    assert run(seccomp.PRCTL, seccomp.PR_SET_DUMPABLE, arg1=0) == ALLOW
+    assert run(seccomp.PRCTL, seccomp.PR_SET_DUMPABLE, arg1=1) == EPERM
+    assert run(seccomp.PRCTL, 15, arg1=1) == ALLOW  # PR_SET_NAME
+    assert run(seccomp.PRCTL, 3) == ALLOW  # PR_GET_DUMPABLE

@@ -6,9 +6,11 @@ import os
 import resource
 import socket
 import subprocess
+import time
 
 import pytest
 
+from tenantfpm import fdguard
 from tenantfpm.master.worker import Worker
 from tenantfpm.master.zygote import MAX_MESSAGES, Message, channel, gone, parse, receive
 
@@ -23,23 +25,38 @@ def test_parse_accepts_only_the_three_messages():
         assert parse(junk, 1) is None, junk
 
 
-def test_receive_gets_the_kernels_word_on_the_sender_and_closes_smuggled_fds():
+@pytest.mark.parametrize("fallback", [False, True], ids=["kernel", "fallback"])
+def test_receive_gets_the_kernels_word_on_the_sender_and_never_keeps_smuggled_fds(
+        fallback, monkeypatch):
+    if fallback:
+        monkeypatch.setenv(fdguard.FORCE_FALLBACK_ENV, "1")
+    elif not fdguard.supported():
+        pytest.skip("this kernel has no SO_PASSRIGHTS: the fallback is tested")
     ours, theirs = channel()
     try:
         theirs.send(b"hello 5")
         theirs.send(b"not a message")
         r, w = os.pipe()
-        theirs.sendmsg([b"ready"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+        try:
+            theirs.sendmsg([b"ready"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                         array.array("i", [r]))])
+            assert fallback, "the kernel took a descriptor for the master"
+        except PermissionError:
+            assert not fallback  # SO_PASSRIGHTS = 0: refused at the sender
+            theirs.send(b"ready")
         os.close(r)
         msgs, closed = receive(ours)
         assert [m.kind for m in msgs] == ["hello", "junk", "ready"] and not closed
         assert all(m.sender == os.getpid() for m in msgs)  # SO_PASSCRED: from the kernel
         os.set_blocking(w, False)
+        deadline = time.monotonic() + 5
         try:
-            os.write(w, b"x")
+            while time.monotonic() < deadline:  # closed by fdguard's disposer, off the loop
+                os.write(w, b"x")
+                time.sleep(0.01)
             raise AssertionError("the smuggled read end is still open in the master")
         except BrokenPipeError:
-            pass  # closed unread: nobody holds the read end any more
+            pass  # nobody holds the read end any more
         finally:
             os.close(w)
     finally:

@@ -134,10 +134,10 @@ DOCS: dict[str, tuple[str, str, str]] = {
                           '"%R - %u %t \\"%m %r\\" %s %{mili}d"'),
     "log.catch_workers_output": ("`catch_workers_output`", "Workers' stdout/stderr into "
                                  "error.log.", "true"),
-    "log.rate_limit": ("", "Workers' output read per second; past it the writers wait.",
-                       '"1M"'),
-    "log.max_size": ("", "error.log size past which workers' output is dropped (counted) "
-                     "until rotation (0: no cap).", '"1G"'),
+    "log.rate_limit": ("", "Workers' output read per second, and as much of access lines; "
+                       "past it the writers wait.", '"1M"'),
+    "log.max_size": ("", "error.log (access.log) size past which workers' output (access "
+                     "lines) is dropped (counted) until rotation (0: no cap).", '"1G"'),
     # --- tenantfpm.toml ----------------------------------------------------------------
     "paths.tenants_dir": ("`include=`", "Registered tenants, `<name>.toml` each.",
                           '"/etc/tenantfpm/tenants.d"'),

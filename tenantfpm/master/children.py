@@ -50,7 +50,7 @@ class Children:
                 continue
             argv, env = runtime.command(self.tenant, limit)
             try:
-                ch = runtime.channels(self.tenant, self.log)
+                ch = runtime.channels(self.tenant)
             except OSError as e:
                 self.log.event("error", f"cannot start a worker: {e.strerror or e}")
                 return
@@ -73,7 +73,7 @@ class Children:
             w = Worker(pid=child.pid, generation=self.generation, started=now,
                        max_requests=limit, stdout=child.stdout, stderr=child.stderr,
                        errpipe=child.errpipe, last_activity=now, wall_started=time.time(),
-                       exe=argv[0], board=ch.board, trace=ch.trace)
+                       exe=argv[0], board=ch.board, trace=ch.trace, access=ch.access)
             self.workers[w.pid] = w
             self.output.watch(w)
             self.log.event("notice", f"child {w.pid} started")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tenantfpm import fdguard
 from tenantfpm.config.model import NAME_PATTERN
 from tenantfpm.errors import ConfigError, TenantFPMError
 
@@ -98,14 +99,8 @@ class ControlServer:
     async def start(self) -> None:
         await self.runner.setup()
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        old = os.umask(0o177)  # 0600 from the first moment
-        try:
-            await web.UnixSite(self.runner, self.path).start()
-        finally:
-            os.umask(old)
-        os.chmod(self.path, 0o600)  # the path is root's (run_dir): no tenant can swap it
+        # 0600 from the first moment; the path is root's (run_dir): no tenant can swap it
+        await web.SockSite(self.runner, fdguard.unix_listener(self.path, 0o600)).start()
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tenantfpm import safefs
+from tenantfpm import fdguard, safefs
 from tenantfpm.errors import TenantFPMError
 from tenantfpm.logs import not_kept
 from tenantfpm.master.control import NAME, BadRequest, Refused, errors
@@ -106,10 +106,9 @@ class SelfService:
 
     async def start(self) -> None:
         await self.runner.setup()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        await web.UnixSite(self.runner, self.path).start()
-        os.chmod(self.path, 0o666)  # anyone may ask; only a tenant's user is answered
+        # anyone may ask; only a tenant's user is answered; nobody can hand the master a
+        # descriptor to close (fdguard)
+        await web.SockSite(self.runner, fdguard.unix_listener(self.path, 0o666)).start()
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -16,7 +16,7 @@ import struct
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from tenantfpm import fastcgi, fpm_status
+from tenantfpm import fastcgi, fdguard, fpm_status
 from tenantfpm.config.rules import parse_listen
 
 if TYPE_CHECKING:
@@ -37,13 +37,9 @@ class StatusServer:
         a = self.address
         if a.is_unix:
             assert a.path is not None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(a.path)
-            old = os.umask(0o117)  # 0660 from the first moment: no user but root and the group
-            try:
-                self.server = await asyncio.start_unix_server(self.serve, a.path)
-            finally:
-                os.umask(old)
+            # 0660 from the first moment: no user but root and the group
+            sock = fdguard.unix_listener(a.path, 0o660)
+            self.server = await asyncio.start_unix_server(self.serve, sock=sock)
             os.chown(a.path, 0, grp.getgrnam(self.group).gr_gid, follow_symlinks=False)
         else:
             self.server = await asyncio.start_server(self.serve, a.host, a.port)

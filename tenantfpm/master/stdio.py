@@ -1,11 +1,16 @@
-"""One pool's worker output: stdout/stderr pipes read on the master's loop into error.log.
+"""One pool's worker output: stdout/stderr pipes read on the master's loop into error.log,
+and the access pipe (the lines a worker writes for access.log) into access.log.
 
 PHP-FPM's fpm_stdio.c seam. The output is the tenant's, so it is bounded: at
-most `[log] rate_limit` bytes a second are read (a token bucket, ratelimit.py);
-past it the pipe leaves the loop until enough tokens are back, the pipe fills
-and the writers block, so a flood slows the flooding tenant and costs the
-master a few reads a second. Lines are cut at FPM's log_limit and escaped by
-TenantLog.
+most `[log] rate_limit` bytes a second are read of each kind (a token bucket each,
+ratelimit.py); past it the pipe leaves the loop until enough tokens are back, the
+pipe fills and the writers block, so a flood slows the flooding tenant and costs
+the master a few reads a second. Lines are cut at FPM's log_limit (access lines at
+ACCESS_LINE_LIMIT) and escaped by TenantLog.
+
+access.log goes through the master, not a descriptor of it in the worker: any
+process of the tenant can take a descriptor its worker holds, and a root-owned
+log in a tenant's hands is the host's disk (fallocate), forged or erased lines.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from tenantfpm.master.worker import Worker
 from tenantfpm.ratelimit import TokenBucket
 
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
+ACCESS_LINE_LIMIT = 4096  # an access line is longer than FPM's log_limit at times (%Q%q)
+STREAMS = ("stdout", "stderr", "access")
 CHUNK = 65536  # most bytes of one worker's output read per loop callback
 MIN_READ = 16384  # ... and, when the tenant's output is throttled, the least
 
@@ -29,20 +36,25 @@ class Output:
                  rate: int) -> None:
         self.loop = loop
         self.log = log  # the pool's current log (a reload may open another)
-        self.budget = TokenBucket(rate, max(rate, CHUNK) * 4)
+        self.budget = TokenBucket(rate, max(rate, CHUNK) * 4)  # stdout and stderr
+        self.access_budget = TokenBucket(rate, max(rate, CHUNK) * 4)
         self.paused = False  # said (once per pool start) that output is throttled
 
     def set_rate(self, rate: int) -> None:
-        self.budget.rate, self.budget.burst = rate, max(rate, CHUNK) * 4
+        for b in (self.budget, self.access_budget):
+            b.rate, b.burst = rate, max(rate, CHUNK) * 4
+
+    def _bucket(self, stream: str) -> TokenBucket:
+        return self.access_budget if stream == "access" else self.budget
 
     def watch(self, w: Worker) -> None:
         """Start reading a new worker's pipes."""
-        for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
-            if fd is not None:
-                self.loop.add_reader(fd, self._on_readable, w, fd, stream)
+        for fd, stream in _pipes(w):
+            self.loop.add_reader(fd, self._on_readable, w, fd, stream)
 
     def _on_readable(self, w: Worker, fd: int, stream: str) -> None:
-        budget = self.budget.available(time.monotonic())
+        bucket = self._bucket(stream)
+        budget = bucket.available(time.monotonic())
         if budget < MIN_READ:  # no trickle of tiny reads: wait for a worthwhile one
             self._pause(w, fd, stream)
             return
@@ -55,40 +67,46 @@ class Output:
         if not data:
             self._close(w, fd, stream)
             return
-        self.budget.take(len(data))
+        bucket.take(len(data))
         self._lines(w, stream, data)
 
     def _pause(self, w: Worker, fd: int, stream: str) -> None:
         self.loop.remove_reader(fd)
+        bucket = self._bucket(stream)
         if not self.paused:
             self.paused = True
             self.log().event("warning", f"workers write more than log.rate_limit "
-                                        f"({int(self.budget.rate)} bytes/s): their output "
-                                        "is read more slowly (they wait)")
-        self.loop.call_later(self.budget.wait(MIN_READ), self._resume, w, fd, stream)
+                                        f"({int(bucket.rate)} bytes/s) of "
+                                        f"{'access lines' if stream == 'access' else 'output'}"
+                                        ": it is read more slowly (they wait)")
+        self.loop.call_later(bucket.wait(MIN_READ), self._resume, w, fd, stream)
 
     def _resume(self, w: Worker, fd: int, stream: str) -> None:
-        if fd in (w.stdout, w.stderr):  # not closed meanwhile (its worker was reaped)
+        if getattr(w, stream) == fd:  # not closed meanwhile (its worker was reaped)
             self.loop.add_reader(fd, self._on_readable, w, fd, stream)
 
     def _lines(self, w: Worker, stream: str, data: bytes) -> None:
+        limit = ACCESS_LINE_LIMIT if stream == "access" else LOG_LINE_LIMIT
         buf = w.partial.get(stream, b"") + data
         *lines, rest = buf.split(b"\n")
-        w.partial[stream] = rest[-LOG_LINE_LIMIT:] if len(rest) > LOG_LINE_LIMIT else rest
-        texts = [t for t in (line[:LOG_LINE_LIMIT].decode(errors="replace").rstrip("\r")
+        w.partial[stream] = rest[-limit:] if len(rest) > limit else rest
+        texts = [t for t in (line[:limit].decode(errors="replace").rstrip("\r")
                              for line in lines) if t]
-        if texts:
-            w.last_output = texts[-1]
-            self.log().worker_said(w.pid, stream, texts)
+        if not texts:
+            return
+        if stream == "access":
+            self.log().access(texts)
+            return
+        w.last_output = texts[-1]
+        self.log().worker_said(w.pid, stream, texts)
 
     def drain(self, w: Worker) -> None:
         """What the worker wrote before it died (within the budget plus one chunk: a
         grandchild may hold the pipe and keep writing), then close its pipes."""
-        for fd, stream in ((w.stdout, "stdout"), (w.stderr, "stderr")):
-            if fd is None:
-                continue
-            allowance = self.budget.available(time.monotonic()) + CHUNK
-            while fd in (w.stdout, w.stderr) and allowance > 0:
+        for fd, stream in _pipes(w):
+            bucket = self._bucket(stream)
+            allowance = bucket.available(time.monotonic()) + CHUNK
+            while getattr(w, stream) == fd and allowance > 0:
                 try:
                     data = os.read(fd, min(CHUNK, allowance))
                 except OSError:
@@ -96,9 +114,9 @@ class Output:
                 if not data:
                     break
                 allowance -= len(data)
-                self.budget.take(len(data))
+                bucket.take(len(data))
                 self._lines(w, stream, data)
-            if fd in (w.stdout, w.stderr):
+            if getattr(w, stream) == fd:
                 self._close(w, fd, stream)
 
     def _close(self, w: Worker, fd: int, stream: str) -> None:
@@ -106,10 +124,15 @@ class Output:
         rest = w.partial.pop(stream, b"")
         if rest:
             text = rest.decode(errors="replace")
-            w.last_output = text
-            self.log().worker_said(w.pid, stream, [text])
+            if stream == "access":
+                self.log().access([text])
+            else:
+                w.last_output = text
+                self.log().worker_said(w.pid, stream, [text])
         os.close(fd)
-        if stream == "stdout":
-            w.stdout = None
-        else:
-            w.stderr = None
+        setattr(w, stream, None)
+
+
+def _pipes(w: Worker) -> list[tuple[int, str]]:
+    """The worker's pipes the master reads, with their names (the Worker's fields)."""
+    return [(fd, stream) for stream in STREAMS if (fd := getattr(w, stream)) is not None]

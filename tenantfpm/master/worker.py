@@ -39,6 +39,7 @@ class Worker:
     board: Reader | None = None
     slot: Slot | None = None
     trace: int | None = None
+    access: int | None = None  # the read end of its access-line pipe (stdio.Output)
     # forked by a zygote: its pid in the tenant's namespace, a pidfd for signals
     ns_pid: int | None = None
     pidfd: int | None = None

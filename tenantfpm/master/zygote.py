@@ -18,8 +18,11 @@ keeps every decision (pm.py, verdicts.py); this module carries them out:
 - the zygote reports `exit <pid> <status>` for the workers it reaps.
 
 Everything that arrives is the tenant's: parsed strictly (parse()), bounded per
-wakeup, fds that came along are closed unread. A lying zygote can confuse only
-its own tenant's accounting: it cannot name a process outside its namespace.
+wakeup. The master's ends refuse descriptors (fdguard: SO_PASSRIGHTS = 0; where the
+kernel cannot, whatever came along and the channels themselves are closed off the loop),
+since a passed descriptor's close can block its closer for as long as the sender likes.
+A lying zygote can confuse only its own tenant's accounting: it cannot name a process
+outside its namespace.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tenantfpm import runtimes
+from tenantfpm import fdguard, runtimes
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.sandbox.spawn import Plan, spawn
 
@@ -123,25 +126,18 @@ def receive(sock: socket.socket, limit: int = MAX_MESSAGES) -> tuple[list[Messag
     for _ in range(limit):
         try:
             data, anc, _flags, _ = sock.recvmsg(
-                128, socket.CMSG_SPACE(_CREDS.size) + socket.CMSG_SPACE(16 * 4),
-                socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+                128, fdguard.CONTROL_SPACE, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:
             closed = True
             break
+        fdguard.dispose_rights(anc)  # nothing of ours (only without SO_PASSRIGHTS)
         sender = None
         for level, kind, payload in anc:
-            if level != socket.SOL_SOCKET:
-                continue
-            if kind == socket.SCM_CREDENTIALS and len(payload) >= _CREDS.size:
+            if (level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+                    and len(payload) >= _CREDS.size):
                 sender = _CREDS.unpack_from(payload)[0]
-            elif kind == socket.SCM_RIGHTS:  # nothing of ours: close unread
-                fds = array.array("i")
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
         if not data:
             closed = True
             break
@@ -150,8 +146,10 @@ def receive(sock: socket.socket, limit: int = MAX_MESSAGES) -> tuple[list[Messag
 
 
 def channel() -> tuple[socket.socket, socket.socket]:
-    """(master's end, zygote's end); the master's end gets senders' credentials."""
+    """(master's end, zygote's end); the master's end gets senders' credentials and no
+    descriptors (fdguard)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours = fdguard.guard(ours)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     ours.setblocking(False)
     return ours, theirs
@@ -261,7 +259,7 @@ class Forker:
             if z is None:
                 return None
         try:
-            ch = runtimes.of(pool.tenant).channels(pool.tenant, pool.log)
+            ch = runtimes.of(pool.tenant).channels(pool.tenant)
         except OSError as e:
             pool.log.event("error", f"cannot start a worker: {e.strerror or e}")
             return None
@@ -299,7 +297,7 @@ class Forker:
         w = Worker(pid=-placeholders(), generation=z.generation, started=now,
                    max_requests=max_requests, stdout=out_r, stderr=err_r, errpipe=None,
                    last_activity=now, wall_started=time.time(), exe=z.proc.exe,
-                   board=ch.board, trace=ch.trace)
+                   board=ch.board, trace=ch.trace, access=ch.access)
         w.hello = chan
         z.pending[w.pid] = w
         pool.host.loop.add_reader(chan.fileno(), self._on_hello, z, w)

@@ -43,6 +43,7 @@ MAX_FDS = 6  # hello channel, stdout, stderr, scoreboard, trace pipe, access.log
 HELLO_WAIT = 5.0
 SPARES_LOST_MAX = 3  # in a row; then none: a spare that cannot live costs no fork a look
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 
 
 def _say(text: str) -> None:
@@ -236,6 +237,19 @@ class Spare:
                   "order: forking at each order from now on", file=sys.stderr, flush=True)
 
 
+def undumpable() -> None:
+    """As the PHP zygote (sapi/zygote.c): no other process of the tenant takes this
+    zygote's or its workers' descriptors or writes their memory (pidfd_getfd and
+    /proc/PID/mem want a dumpable target; the seccomp filter refuses making it dumpable
+    again). Not with core dumps on: no core is written from an undumpable process. The
+    app imported here is the tenant's and holds the channel anyway: this keeps the
+    workers' other processes (a subprocess, a shell) from their worker."""
+    if resource.getrlimit(resource.RLIMIT_CORE)[0] == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+
+
 def main() -> None:
     settings = json.loads(sys.argv[1])
     lazy = bool(settings.pop("lazy_app", False))
@@ -243,6 +257,7 @@ def main() -> None:
     cfg = Config(**settings)
     if cfg.memory_limit:  # per process: the zygote's limit is each worker's
         resource.setrlimit(resource.RLIMIT_AS, (cfg.memory_limit, cfg.memory_limit))
+    undumpable()
     app = None
     if not lazy:
         try:

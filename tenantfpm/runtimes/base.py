@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.inspect import PhpState, Unavailable
-from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker.scoreboard import Reader
 from tenantfpm.sandbox.spawn import WarmStart
 
@@ -30,15 +29,19 @@ class Channels:
     worker_ends: tuple[int, ...] = ()  # closed by the master once the worker has its copies
     board: Reader | None = None  # the worker's scoreboard, as the master reads it
     trace: int | None = None  # the read end of the worker's slow-log trace pipe
+    access: int | None = None  # the read end of its access-line pipe
 
-    def with_access_log(self, tenant: Tenant, log: TenantLog) -> Channels:
-        """access.log as the next fd when the tenant keeps one (the worker writes it)."""
+    def with_access_log(self, tenant: Tenant) -> Channels:
+        """A pipe for access.log's lines as the next fd when the tenant keeps one: the
+        worker writes its lines there, the master writes them to access.log (stdio.py).
+        Never the log itself: any process of the tenant can take a descriptor its worker
+        holds."""
         if tenant.site.log.access:
-            try:
-                self.pass_fds += (log.access_fd(),)
-            except OSError:
-                self.close()
-                raise
+            r, w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(r, False)  # the master's end only: the worker's write waits
+            self.pass_fds += (w,)
+            self.worker_ends += (w,)
+            self.access = r
         return self
 
     def close_worker_ends(self) -> None:
@@ -51,9 +54,10 @@ class Channels:
     def close(self) -> None:
         """The spawn failed: nothing of it stays open."""
         self.close_worker_ends()
-        if self.trace is not None:
-            os.close(self.trace)
-            self.trace = None
+        for fd in (self.trace, self.access):
+            if fd is not None:
+                os.close(fd)
+        self.trace = self.access = None
         if self.board is not None:
             self.board.close()
             self.board = None
@@ -90,7 +94,7 @@ class Runtime:
         """What the sandbox must show besides the tenant's own binds: (source, target, ro)."""
         return []
 
-    def channels(self, tenant: Tenant, log: TenantLog) -> Channels:
+    def channels(self, tenant: Tenant) -> Channels:
         """The extra descriptors one new worker gets."""
         return Channels()
 

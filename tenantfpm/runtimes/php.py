@@ -22,7 +22,6 @@ import os
 from tenantfpm import inspect, pm
 from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY, PHP_VERSION
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
 from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.base import Channels, Runtime, worker_env
@@ -123,11 +122,11 @@ class Php(Runtime):
         return [(os.path.realpath(PACKAGE_DIR), os.path.join(LIB_DIR, "tenantfpm"), True),
                 *session_binds(tenant)]
 
-    def channels(self, tenant: Tenant, log: TenantLog) -> Channels:
-        """The worker's scoreboard page, and access.log (opened by the master, O_APPEND)."""
+    def channels(self, tenant: Tenant) -> Channels:
+        """The worker's scoreboard page, and the pipe of its access.log lines."""
         board_fd, board = Board.create()
         ch = Channels(pass_fds=(board_fd,), worker_ends=(board_fd,), board=board)
-        return ch.with_access_log(tenant, log)
+        return ch.with_access_log(tenant)
 
     def inspect(self, pid: int, exe: str, depth: int) -> inspect.PhpState:
         """PHP's globals are in the php-cgi binary the worker runs, or in the libphp it

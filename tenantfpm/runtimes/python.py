@@ -18,7 +18,6 @@ import os
 from tenantfpm import pm
 from tenantfpm.config.python_ini import settings
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.logs import TenantLog
 from tenantfpm.pyworker import LIB_DIR
 from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.base import Channels, Runtime, nginx_location, worker_env
@@ -74,7 +73,7 @@ class Python(Runtime):
     def binds(self, tenant: Tenant) -> list[tuple[str, str, bool]]:
         return binds(tenant)
 
-    def channels(self, tenant: Tenant, log: TenantLog) -> Channels:
+    def channels(self, tenant: Tenant) -> Channels:
         board_fd, board = Board.create()
         try:
             trace, trace_w = os.pipe()
@@ -85,7 +84,7 @@ class Python(Runtime):
         os.set_blocking(trace, False)
         ch = Channels(pass_fds=(board_fd, trace_w), worker_ends=(board_fd, trace_w),
                       board=board, trace=trace)
-        return ch.with_access_log(tenant, log)
+        return ch.with_access_log(tenant)
 
     def nginx_locations(self, tenant: Tenant) -> str:
         """The app routes every path itself."""

@@ -5,6 +5,16 @@ bounding set does not stop that; inside, the process holds every capability
 of the new namespace) and mount, unshare or pivot_root there, which is how
 most container escapes reach kernel bugs. Also denied: ptrace, bpf,
 perf_event_open, userfaultfd, io_uring, keyrings, module and kexec calls.
+
+Denied because a tenant's own processes must not reach each other's descriptors or
+memory (the zygote's channel to the master, the web server's connection, a worker's
+pages): pidfd_open and pidfd_getfd (ENOSYS, so code that probes for them falls back),
+process_vm_readv/writev and process_madvise; prctl(PR_SET_DUMPABLE) with anything but 0,
+so a process made non-dumpable (the zygotes, hence their workers) stays so and
+/proc/PID/mem of it stays root's. And setsockopt(SOL_SOCKET, SO_LINGER): a socket
+whose close() blocks for as long as its owner likes is the one weapon against whoever
+drops a passed descriptor last (nginx, the master; docs/security.md); without it no
+socket a tenant makes can block a close.
 clone() with any namespace flag fails with EPERM; clone3() with ENOSYS so libc
 falls back to clone(), whose flags a classic BPF filter can see. Syscalls of
 another ABI (i386, x32) are refused outright, so they cannot route around the
@@ -34,6 +44,7 @@ JSET_K = 0x45
 RET_K = 0x06
 
 OFF_NR, OFF_ARCH, OFF_ARG0 = 0, 4, 16  # struct seccomp_data (little-endian low word of args[0])
+OFF_ARG1, OFF_ARG2 = 24, 32  # int arguments: the kernel reads only their low word too
 
 CLONE = 56
 CLONE3 = 435
@@ -49,7 +60,11 @@ DENIED = {  # x86_64 numbers
     "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
     "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    "process_vm_readv": 310, "process_vm_writev": 311, "process_madvise": 440,
 }
+NOT_THERE = {"pidfd_open": 434, "pidfd_getfd": 438}  # ENOSYS: "this kernel has none"
+SETSOCKOPT, SOL_SOCKET, SO_LINGER = 54, 1, 13
+PRCTL, PR_SET_DUMPABLE = 157, 4
 
 Insn = tuple[int, int, int, int]
 
@@ -67,15 +82,36 @@ def program() -> list[Insn]:
         (JGE_K, 0, 1, X32_SYSCALL_BIT),
         (RET_K, 0, 0, eperm),  # x32
     ]
+    enosys = SECCOMP_RET_ERRNO | errno.ENOSYS
+    allow = SECCOMP_RET_ALLOW
     for nr in sorted(DENIED.values()):
         prog += [(JEQ_K, 0, 1, nr), (RET_K, 0, 0, eperm)]
-    prog += [(JEQ_K, 0, 1, CLONE3), (RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS),
+    for nr in sorted(NOT_THERE.values()):
+        prog += [(JEQ_K, 0, 1, nr), (RET_K, 0, 0, enosys)]
+    prog += [(JEQ_K, 0, 1, CLONE3), (RET_K, 0, 0, enosys),
+             # clone with a namespace flag
              (JEQ_K, 0, 4, CLONE),
              (LD_W_ABS, 0, 0, OFF_ARG0),
              (JSET_K, 0, 1, NAMESPACE_FLAGS),
              (RET_K, 0, 0, eperm),
-             (RET_K, 0, 0, SECCOMP_RET_ALLOW),
-             (RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+             (RET_K, 0, 0, allow),
+             # setsockopt(SOL_SOCKET, SO_LINGER)
+             (JEQ_K, 0, 6, SETSOCKOPT),
+             (LD_W_ABS, 0, 0, OFF_ARG1),
+             (JEQ_K, 0, 3, SOL_SOCKET),
+             (LD_W_ABS, 0, 0, OFF_ARG2),
+             (JEQ_K, 0, 1, SO_LINGER),
+             (RET_K, 0, 0, eperm),
+             (RET_K, 0, 0, allow),
+             # prctl(PR_SET_DUMPABLE, not 0)
+             (JEQ_K, 0, 6, PRCTL),
+             (LD_W_ABS, 0, 0, OFF_ARG0),
+             (JEQ_K, 0, 3, PR_SET_DUMPABLE),
+             (LD_W_ABS, 0, 0, OFF_ARG1),
+             (JEQ_K, 1, 0, 0),
+             (RET_K, 0, 0, eperm),
+             (RET_K, 0, 0, allow),
+             (RET_K, 0, 0, allow)]
     return prog
 
 

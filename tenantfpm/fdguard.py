@@ -1,0 +1,187 @@
+"""Descriptors that someone else sends the master: refused by the kernel, or closed off
+the loop.
+
+Why this exists: a unix socket carries descriptors (SCM_RIGHTS) on every socket type,
+and whoever drops the last reference to a passed descriptor runs its close(). A TCP
+socket with SO_LINGER and a send queue that cannot drain blocks that close for as long
+as its sender likes (Linux honours the linger time for non-blocking sockets too), and
+so does a unix socket that holds such a socket in its queue. A receiver that reads with
+a plain recv() drops what came along in its own thread, as does one that closes what
+recvmsg() brought, or closes a socket with such a message still queued. The master must
+never be that receiver: any local user reaches self.sock, any tenant its zygote's
+channel.
+
+Two ways, the same guarantee:
+- the kernel's SO_PASSRIGHTS = 0 (Linux 6.16 and later) on every unix socket the master
+  reads from a tenant or a user: the sender's sendmsg() fails with EPERM and nothing is
+  ever queued (an accepted socket inherits it from its listener);
+- elsewhere (Debian 12's own 6.1) every read takes the descriptors out with recvmsg()
+  and a control buffer large enough for the most one message can carry (SCM_MAX_FD),
+  and both those descriptors and the sockets themselves are closed by `DISPOSER`'s
+  threads, which may block; the loop never does. `TENANTFPM_NO_PASSRIGHTS=1` forces
+  this fallback (the tests run both).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import queue
+import socket
+import threading
+
+SO_PASSRIGHTS = 83  # include/uapi/asm-generic/socket.h, Linux 6.16
+SCM_MAX_FD = 253  # the most descriptors one message (one skb) can carry
+CONTROL_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * 4) + socket.CMSG_SPACE(12)  # + credentials
+FORCE_FALLBACK_ENV = "TENANTFPM_NO_PASSRIGHTS"
+
+
+def forced_off() -> bool:
+    return os.environ.get(FORCE_FALLBACK_ENV) == "1"
+
+
+def refuse(sock: socket.socket) -> bool:
+    """Ask the kernel to refuse descriptors sent to `sock`; False where it cannot (the
+    kernel has no SO_PASSRIGHTS, or the fallback is forced): the caller then reads and
+    closes through this module."""
+    if forced_off():
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
+    except OSError:
+        return False
+    return True
+
+
+def supported() -> bool:
+    """Whether this kernel refuses passed descriptors on request (and it is not forced off)."""
+    a, b = socket.socketpair()
+    try:
+        return refuse(a)
+    finally:
+        a.close()
+        b.close()
+
+
+class Disposer:
+    """Closes descriptors in threads of its own, where a close may block.
+
+    A thread that has taken a descriptor and not come back is stuck in its close; the
+    next descriptor then gets a new thread, up to MAX_THREADS. Past that, descriptors
+    wait in the queue (the master holds them, bounded by the per-user connection limit
+    and its descriptor limit) until a thread comes back: the loop never waits."""
+
+    MAX_THREADS = 16
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self.closed = 0  # descriptors closed, for tests and status
+
+    def close(self, fd: int) -> None:
+        self._q.put(fd)
+        with self._lock:
+            if self._idle == 0 and self._threads < self.MAX_THREADS:
+                self._threads += 1
+                threading.Thread(target=self._run, name="fd-disposer", daemon=True).start()
+
+    def close_all(self, fds: list[int] | array.array[int]) -> None:
+        for fd in fds:
+            self.close(fd)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            fd = self._q.get()
+            with self._lock:
+                self._idle -= 1
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with self._lock:
+                self.closed += 1
+
+    def pending(self) -> int:
+        return self._q.qsize()
+
+
+DISPOSER = Disposer()
+
+
+def rights(anc: list[tuple[int, int, bytes]]) -> array.array[int]:
+    """The descriptors among recvmsg()'s ancillary data."""
+    fds = array.array("i")
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return fds
+
+
+def dispose_rights(anc: list[tuple[int, int, bytes]]) -> int:
+    """Hand every descriptor that came along to the disposer; how many there were."""
+    fds = rights(anc)
+    DISPOSER.close_all(fds)
+    return len(fds)
+
+
+class GuardedSocket(socket.socket):
+    """A unix stream socket for a kernel without SO_PASSRIGHTS: every read takes the
+    descriptors out with the data (recvmsg with room for SCM_MAX_FD) and hands them to
+    the disposer, and close() hands the socket itself over too, since closing it with a
+    message still queued would drop what that message carries. accept() returns one
+    too, so asyncio's and aiohttp's servers read every connection through it."""
+
+    def accept(self) -> tuple[socket.socket, object]:
+        fd, addr = self._accept()  # type: ignore[attr-defined]
+        sock = GuardedSocket(self.family, self.type, self.proto, fileno=fd)
+        if socket.getdefaulttimeout() is None and self.gettimeout():
+            sock.setblocking(True)
+        return sock, addr
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        data, anc, _f, _a = self.recvmsg(bufsize, CONTROL_SPACE, flags | socket.MSG_CMSG_CLOEXEC)
+        dispose_rights(anc)
+        return data
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        view = memoryview(buffer)
+        if nbytes:
+            view = view[:nbytes]
+        n, anc, _f, _a = self.recvmsg_into([view], CONTROL_SPACE,
+                                           flags | socket.MSG_CMSG_CLOEXEC)
+        dispose_rights(anc)
+        return n
+
+    def close(self) -> None:
+        if self.fileno() >= 0:
+            DISPOSER.close(self.detach())
+
+
+def guard(sock: socket.socket) -> socket.socket:
+    """`sock` with SO_PASSRIGHTS = 0, or the same descriptor as a GuardedSocket."""
+    if refuse(sock):
+        return sock
+    return GuardedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+
+
+def unix_listener(path: str, mode: int, backlog: int = 128) -> socket.socket:
+    """A listening unix stream socket at `path`, `mode` from its first moment, whose
+    connections never bring the master a descriptor to close."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = guard(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,307 @@
+"""The second red team's descriptor attacks (issue 36: 1, 2, 4 and the sibling half of 3),
+tried for real: a socket whose close() blocks, sent to the master by a local user of no
+tenant and by a tenant through its zygote's channel; a tenant's processes reaching for
+their zygote's and workers' descriptors and memory.
+
+The freezes are measured as the issue words them: the master answers a control call
+within 1 s while the attack runs. The master-side half runs twice: with the kernel's
+SO_PASSRIGHTS (where this kernel has it) and with the fallback forced
+(TENANTFPM_NO_PASSRIGHTS=1: descriptors taken out and closed off the loop), which is
+what Debian 12's own kernel (`make vm-test`) runs anyway.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import pwd
+import re
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tenantfpm.client import Client
+from tests.integration.conftest import SLOW, body_ok, running_env
+
+# what both attackers share: a TCP socket whose last close() blocks while `srv` (a
+# listener that never accepts) lives, and a socket pair end that carries it in its queue
+LINGER = r'''
+import array, os, socket, struct, sys, time
+
+def lingering(srv):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 3600))
+    c.connect(srv.getsockname())
+    c.setblocking(False)
+    try:
+        while True:
+            c.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    return c
+
+def carrier(c):
+    x, y = socket.socketpair()
+    x.sendmsg([b"a"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
+    return x, y
+'''
+
+# attack 1: a local user of no tenant, through the 0666 self-service socket. Each attempt
+# sends from a child that exits at once (an exiting process's closes never linger), so
+# the master is left holding the last reference, if it takes it.
+SELF_ATTACK = LINGER + r'''
+path, attempts = sys.argv[1], int(sys.argv[2])
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(256)
+for i in range(attempts):
+    m = socket.socket(socket.AF_UNIX); m.connect(path)
+    m.sendall(b"GET /v1/self/status HTTP/1.1\r\n")
+    time.sleep(0.05)
+    pid = os.fork()
+    if pid == 0:
+        x, y = carrier(lingering(srv))
+        try:
+            m.sendmsg([b"H"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                array.array("i", [y.fileno()]))])
+            print("sent", flush=True)
+        except OSError as e:
+            print("refused", e.errno, flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    time.sleep(0.1)
+print("done", flush=True)
+time.sleep(3600)
+'''
+
+# attack 2, python form: the app is imported in the zygote, which holds the channel to
+# the master (fd 3). A thread of the zygote takes a descriptor from outside the sandbox
+# (the tenant's own shell user could hand it over the same way) and sends it there.
+PY_APP = '''
+import array, os, socket, threading, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+def smuggle():
+    path = os.path.join(HERE, "hand.sock")
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    _, anc, _, _ = s.recvmsg(1, socket.CMSG_SPACE(4))
+    fd = array.array("i", anc[0][2][:4])[0]
+    try:
+        socket.socket(fileno=os.dup(3)).sendmsg(
+            [b"junk"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        s.send(b"sent")
+    except OSError as e:
+        s.send(("refused %d" % e.errno).encode())
+    time.sleep(3600)  # never the last to close it here
+
+threading.Thread(target=smuggle, daemon=True).start()
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+# attack 2 and 3, PHP form: another process of the tenant reaches for the zygote's (pid 1)
+# and the worker's descriptors and memory
+REACH = r'''
+import ctypes, errno, os, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+worker = int(sys.argv[1])
+out = []
+def err():
+    return errno.errorcode.get(ctypes.get_errno(), "?")
+pfd = libc.syscall(434, 1, 0)
+out.append("pidfd_open=" + ("ok" if pfd >= 0 else err()))
+if pfd >= 0:
+    fd = libc.syscall(438, pfd, 3, 0)
+    out.append("pidfd_getfd=" + ("ok" if fd >= 0 else err()))
+for pid in (1, worker):
+    try:
+        with open("/proc/%d/mem" % pid, "r+b", buffering=0):
+            out.append("mem%d=ok" % pid)
+    except OSError as e:
+        out.append("mem%d=%s" % (pid, errno.errorcode.get(e.errno, "?")))
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+buf = ctypes.create_string_buffer(8)
+io = iovec(ctypes.addressof(buf), 8)
+n = libc.process_vm_writev(worker, ctypes.byref(io), 1, ctypes.byref(io), 1, 0)
+out.append("process_vm_writev=" + ("ok" if n >= 0 else err()))
+s = socket.socket()
+try:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 60))
+    out.append("so_linger=ok")
+except OSError as e:
+    out.append("so_linger=" + errno.errorcode.get(e.errno, "?"))
+print(" ".join(out))
+'''
+
+
+@pytest.fixture(scope="module", params=["kernel", "fallback"])
+def arena(request, users):
+    if request.param == "fallback":
+        os.environ["TENANTFPM_NO_PASSRIGHTS"] = "1"
+    try:
+        with running_env() as env:
+            env.mode = request.param
+            env.add(env.site("a", users[0], """
+                [pm]
+                mode = "static"
+                max_children = 1
+            """))
+            proot = env.base / "srv" / "p"
+            proot.mkdir(parents=True)
+            (proot / "app.py").write_text(PY_APP)
+            uid = pwd.getpwnam(users[2]).pw_uid
+            os.chown(proot, uid, uid)
+            env.add(env.site("p", users[2], """
+                [runtime]
+                type = "python"
+                app = "app:application"
+                [pm]
+                mode = "static"
+                max_children = 1
+            """, root=proot))
+            env.puser = users[2]
+            env.outsider = users[4]  # a local user of no tenant
+            yield env
+    finally:
+        os.environ.pop("TENANTFPM_NO_PASSRIGHTS", None)
+
+
+def answers_within(env, seconds: float) -> float:
+    """How long a control call took; fails when the master does not answer in time."""
+    t0 = time.monotonic()
+    Client(str(env.base / "run" / "control.sock"), timeout=seconds * SLOW).call(
+        "GET", "/v1/tenants")
+    return time.monotonic() - t0
+
+
+def keeps_answering(env, proc: subprocess.Popen | None, seconds: float) -> None:
+    """Control calls every 0.1 s for `seconds` (or until `proc` ends): each within 1 s."""
+    end = time.monotonic() + seconds * SLOW
+    while time.monotonic() < end and (proc is None or proc.poll() is None):
+        answers_within(env, 1.0)
+        time.sleep(0.1)
+    answers_within(env, 1.0)
+
+
+@contextlib.contextmanager
+def lingering_carrier() -> Iterator[socket.socket]:
+    """As LINGER, made here: the socket pair end that carries a socket whose close blocks
+    while this context lives. Closed in an order that never blocks the test."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 3600))
+    c.connect(srv.getsockname())
+    c.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            c.send(b"x" * 65536)
+    x, y = socket.socketpair()
+    x.sendmsg([b"a"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
+    try:
+        yield y
+    finally:
+        srv.close()  # the queued connection is reset: every lingering close returns
+        for s in (c, x, y):
+            s.close()
+
+
+def test_a_local_user_cannot_freeze_the_master_through_the_self_service_socket(arena):
+    env = arena
+    script = env.base / "self_attack.py"
+    script.write_text(SELF_ATTACK)
+    script.chmod(0o644)
+    proc = subprocess.Popen(["/usr/bin/python3", str(script), str(env.base / "run" / "self.sock"),
+                             "12"], user=env.outsider, stdout=subprocess.PIPE, text=True)
+    try:
+        keeps_answering(env, None, 0.5)
+        deadline = time.monotonic() + 30 * SLOW
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().strip()
+            lines.append(line)
+            answers_within(env, 1.0)
+            if line == "done" or not line:
+                break
+        assert lines[-1] == "done", lines
+        assert len(lines) == 13, lines
+        if env.mode == "kernel" and _kernel_refuses():
+            assert all(x.startswith("refused 1") for x in lines[:-1]), lines  # EPERM
+        keeps_answering(env, None, 1.0)
+        # and the socket still serves its own: a tenant's user asks for its status
+        assert env.cli("list").returncode == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_tenant_cannot_freeze_the_master_through_its_zygotes_channel(arena):
+    env = arena
+    proot = env.base / "srv" / "p"
+    path = proot / "hand.sock"
+    uid = pwd.getpwnam(env.puser).pw_uid
+    with lingering_carrier() as y:
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(str(path))
+        os.chown(path, uid, uid)
+        srv.listen(1)
+        srv.settimeout(15 * SLOW)
+        try:
+            conn, _ = srv.accept()  # the zygote's thread
+            conn.settimeout(15 * SLOW)
+            conn.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                   array.array("i", [y.fileno()]))])
+            said = conn.recv(64).decode()
+            assert said in ("sent", "refused 1"), said
+            if env.mode == "kernel" and _kernel_refuses():
+                assert said == "refused 1"
+            keeps_answering(env, None, 2.0)
+            r = env.request("p", "/")
+            assert body_ok(r), r.stdout[:300]
+            conn.close()
+        finally:
+            srv.close()
+            path.unlink()
+
+
+def test_a_tenants_processes_cannot_reach_the_zygotes_or_workers_descriptors(arena):
+    env = arena
+    (env.base / "srv" / "a" / "reach.py").write_text(REACH)
+    r = env.php("a", """
+        echo run(["python3", __DIR__ . "/reach.py", (string)getmypid()]);
+    """)
+    assert body_ok(r), r.stdout[:500]
+    out = r.body.decode()
+    assert "rc=0" in out, out
+    assert "pidfd_open=ENOSYS" in out, out
+    assert "pidfd_getfd" not in out, out
+    # the zygote and the worker: not dumpable, so their /proc entries are root's, which
+    # hidepid=2 hides (ENOENT), or at least refuses (EACCES)
+    assert re.search(r"mem1=(ENOENT|EACCES) mem\d+=(ENOENT|EACCES)", out), out
+    assert "process_vm_writev=EPERM" in out, out
+    assert "so_linger=EPERM" in out, out
+    # and the worker's own /proc entry from its child
+    assert "=ok" not in out.replace("rc=0", ""), out
+
+
+def _kernel_refuses() -> bool:
+    a, b = socket.socketpair()
+    try:
+        a.setsockopt(socket.SOL_SOCKET, 83, 0)
+        return True
+    except OSError:
+        return False
+    finally:
+        a.close()
+        b.close()
