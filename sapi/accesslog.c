@@ -1,8 +1,11 @@
 /* access.log lines in PHP-FPM's access.format; see accesslog.h.
  *
  * The format is the admin's (checked by `tenantfpm check` and again here); the values are
- * the request's and are written as they are, one line per request, cut at the line
- * buffer: a line never spans two write()s, so workers sharing the file never interleave.
+ * the request's (any web client's: a User-Agent, a Basic auth user name), so every control
+ * byte in them is written as \xNN: one request is one line, and no terminal escape
+ * reaches whoever reads the log. A line is cut at the line buffer and never spans two
+ * write()s. The descriptor is a pipe the master reads (tenantfpm/master/stdio.py), which
+ * escapes again and writes access.log under the tenant's rate limit and size cap.
  */
 #include "accesslog.h"
 
@@ -71,14 +74,35 @@ struct line {
     size_t len;
 };
 
-static void put(struct line *l, const char *s, size_t n)
+/* the format's own text, as the admin wrote it */
+static void put_raw(struct line *l, const char *s, size_t n)
 {
-    if (!s)
-        return;
     if (n > sizeof l->buf - 1 - l->len)
         n = sizeof l->buf - 1 - l->len;
     memcpy(l->buf + l->len, s, n);
     l->len += n;
+}
+
+/* a value: control bytes (C0 and DEL) as \xNN, cut where the buffer ends */
+static void put(struct line *l, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!s)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        int control = c < 0x20 || c == 0x7f;
+        if ((control ? 4u : 1u) > sizeof l->buf - 1 - l->len)
+            break;
+        if (control) {
+            l->buf[l->len++] = '\\';
+            l->buf[l->len++] = 'x';
+            l->buf[l->len++] = hex[c >> 4];
+            l->buf[l->len++] = hex[c & 15];
+        } else {
+            l->buf[l->len++] = (char)c;
+        }
+    }
 }
 
 static void puts_(struct line *l, const char *s)
@@ -135,7 +159,7 @@ void access_write(int fd, const char *pool, const struct access_entry *e)
         return;
     for (const char *p = fmt; *p; p++) {
         if (*p != '%') {
-            put(&l, p, 1);
+            put_raw(&l, p, 1);
             continue;
         }
         const char *mod = "";
@@ -200,7 +224,7 @@ void access_write(int fd, const char *pool, const struct access_entry *e)
         case '%': put(&l, "%", 1); break;
         }
     }
-    /* one line per request: a newline or a carriage return from a param must not make two */
+    /* one line per request: the format's own newlines too (values have none left) */
     for (size_t i = 0; i < l.len; i++)
         if (l.buf[i] == '\n' || l.buf[i] == '\r')
             l.buf[i] = ' ';

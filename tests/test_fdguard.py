@@ -7,6 +7,7 @@ import array
 import contextlib
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 
@@ -32,16 +33,37 @@ def lingering_carrier() -> Iterator[socket.socket]:
             c.send(b"x" * 65536)
     x, y = socket.socketpair()
     x.sendmsg([b"a"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
+    c.close()  # not the last reference (the copy in y's queue is): y's holder has that
     try:
         yield y
     finally:
         srv.close()  # the queued connection is reset: every lingering close returns
-        for s in (c, x, y):
-            s.close()
+        x.close()
+        y.close()
 
 
 def send_fd(sock: socket.socket, data: bytes, fd: int) -> None:
     sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
+
+def test_a_plain_close_of_the_last_reference_blocks():
+    """The harness itself: closing the carrier, when it is the last reference, blocks its
+    caller until the lingering socket's peer goes (what the master must never do)."""
+    done = threading.Event()
+    with lingering_carrier() as y:
+        a, b = socket.socketpair()
+        send_fd(b, b"x", y.fileno())
+        y.close()
+
+        def close_it() -> None:
+            a.close()  # the copy in a's queue is the last reference
+            done.set()
+
+        t = threading.Thread(target=close_it, daemon=True)
+        t.start()
+        assert not done.wait(1.0)
+    assert done.wait(5.0)  # the peer went: the close returned
+    b.close()
 
 
 def test_the_fallback_reads_and_closes_without_blocking(monkeypatch):

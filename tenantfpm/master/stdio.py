@@ -25,7 +25,7 @@ from tenantfpm.master.worker import Worker
 from tenantfpm.ratelimit import TokenBucket
 
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
-ACCESS_LINE_LIMIT = 4096  # an access line is longer than FPM's log_limit at times (%Q%q)
+ACCESS_LINE_LIMIT = 8192  # the PHP writer's line buffer (sapi/accesslog.c): %Q%q, headers
 STREAMS = ("stdout", "stderr", "access")
 CHUNK = 65536  # most bytes of one worker's output read per loop callback
 MIN_READ = 16384  # ... and, when the tenant's output is throttled, the least

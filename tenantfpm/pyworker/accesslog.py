@@ -1,7 +1,10 @@
 """PHP-FPM's access.format (fpm_log.c), rendered by the python worker for each request.
 
 The format is parsed once per worker; rendering is a join over the parts, so
-a request pays only for the fields the format names.
+a request pays only for the fields the format names. The values are any web client's
+(a User-Agent, a Basic auth user name): their control characters are written as \\xNN,
+so one request is one line and no terminal escape reaches whoever reads the log. The
+line goes to a pipe the master reads (master/stdio.py), never to the log itself.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 
 TOKEN = re.compile(r"%(?:\{([^}]*)\})?([%CdeflmMnopPqQrRstTu])")
 KNOWN = "%CdeflmMnopPqQrRstTu"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -103,5 +107,9 @@ def compile_format(fmt: str) -> list[Part]:
     return [p for p in parts if p != ""]
 
 
+def _escape(value: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+
+
 def render(parts: list[Part], e: Entry) -> str:
-    return "".join(p if isinstance(p, str) else p[0](p[1], e) for p in parts)
+    return "".join(p if isinstance(p, str) else _escape(p[0](p[1], e)) for p in parts)
