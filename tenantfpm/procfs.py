@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 # accept / accept4 syscall numbers: a worker blocked in one of them on fd 0 is idle
 _ACCEPT = {"x86_64": (43, 288), "aarch64": (202, 242)}.get(platform.machine(), (43, 288))
+# poll / ppoll: where a worker waits on a kept connection (pyworker/main.py _keepalive)
+_POLL = {"x86_64": (7, 271), "aarch64": (73,)}.get(platform.machine(), (7, 271))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -43,6 +45,16 @@ def is_idle_in_accept(pid: int) -> bool:
 class Usage:
     rss: int  # bytes
     cpu_seconds: float
+
+
+def is_waiting(pid: int) -> bool:
+    """Blocked where an idle worker waits for work: accept on its socket (fd 0), or poll
+    on a kept connection and its socket. What a scoreboard's "idle" must agree with."""
+    try:
+        call = read_syscall(pid)
+    except OSError:
+        return False
+    return call is not None and ((call[0] in _ACCEPT and call[1] == 0) or call[0] in _POLL)
 
 
 def usage(pid: int) -> Usage | None:

@@ -35,6 +35,24 @@ def request(took: float, slowlog_timeout: float, terminate_timeout: float,
     return Request.OK
 
 
+def timed_start(prev: float | None, prev_claim: float | None, claim: float | None,
+                now: float) -> tuple[float, bool]:
+    """When the master times a busy worker's request from, and whether it is another
+    request than at the last look (`prev`: the start it timed then, None if it saw the
+    worker idle; `claim`: the start the worker's scoreboard gives now, None for none or
+    garbage; `prev_claim`: the one it gave at the last look).
+
+    The scoreboard is a report, never the authority: a start in the future is not taken
+    (it would switch request_terminate_timeout and the slow log off), nor a "new" request
+    that began before the one already timed; without a start the master times from the
+    first look that found the worker busy."""
+    if claim is None or not 0.0 < claim <= now:  # no credible word of its own
+        return (now, True) if prev is None else (prev, False)
+    if prev is None or (claim != prev_claim and claim > prev):
+        return claim, True
+    return prev, False
+
+
 def failed_start(seen_idle: bool, lived: float, fatal: str) -> bool:
     """An unexpected exit counts against the start when the worker never reached accept()
     and died soon, or said why it could not start (a python app's import error)."""

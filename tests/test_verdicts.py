@@ -55,3 +55,20 @@ def test_peak_concurrency_counts_overlaps_only() -> None:
     assert verdicts.peak_concurrency([(0.0, 1.0), (0.5, 3.0), (0.9, 0.95)]) == 3
     assert verdicts.peak_concurrency([(0.0, 1.0), (1.0, 2.0)]) == 1  # one ends as one starts
     assert verdicts.peak_concurrency([(5.0, 1.0)]) == 0  # a page's nonsense counts nothing
+
+
+def test_a_request_is_timed_from_what_the_master_saw_not_a_forged_start():
+    from tenantfpm.verdicts import timed_start
+    now = 1000.0
+    # first look at a busy worker: its own start when credible, else now
+    assert timed_start(None, None, 990.0, now) == (990.0, True)
+    assert timed_start(None, None, 9e7, now) == (now, True)  # a start in the future
+    assert timed_start(None, None, None, now) == (now, True)  # garbage: no word
+    assert timed_start(None, None, -5.0, now) == (now, True)
+    # later looks: the same request, whatever the page says now
+    assert timed_start(990.0, 990.0, 990.0, now) == (990.0, False)
+    assert timed_start(990.0, 990.0, 9e7, now) == (990.0, False)  # forged afterwards
+    assert timed_start(990.0, 990.0, None, now) == (990.0, False)  # garbage afterwards
+    assert timed_start(990.0, 990.0, 900.0, now) == (990.0, False)  # before the one timed
+    # a new request since the last look (its start after the one timed, not in the future)
+    assert timed_start(990.0, 990.0, 999.5, now) == (999.5, True)

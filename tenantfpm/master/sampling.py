@@ -67,25 +67,35 @@ class Sampling:
             self.max_listen_queue = max(self.max_listen_queue or 0, q.pending)
 
     def _observe_board(self, w: Worker, now: float) -> None:
-        """A python worker says what it does: no guessing from /proc."""
+        """A worker with a scoreboard says what it does, and the master checks what it can:
+        idle only when the kernel shows it waiting for work (blocked in accept on its
+        socket, or in poll on a kept connection); a request timed from the first look that
+        found it busy unless its own start is credible (verdicts.timed_start). Garbage on
+        the page is a busy worker that says nothing: its timeouts still run."""
         assert w.board is not None
         slot = w.board.read()
-        if slot is None:
-            return
-        w.slot = slot
-        if not w.seen_idle and slot.state in (scoreboard.IDLE, scoreboard.READING,
-                                              scoreboard.RUNNING):
-            self._started(w)
-        if slot.state == scoreboard.IDLE:
-            if not w.idle or slot.requests != w.activity:
+        moved = False  # it served a request since the last look, by its own count
+        if slot is not None:
+            w.slot = slot
+            if not w.seen_idle and slot.state in (scoreboard.IDLE, scoreboard.READING,
+                                                  scoreboard.RUNNING):
+                self._started(w)
+            moved, w.activity = slot.requests != w.activity, slot.requests
+        if slot is not None and slot.state == scoreboard.IDLE and procfs.is_waiting(w.pid):
+            if not w.idle or moved:
                 w.last_activity = now
-            w.idle, w.busy_since = True, None
-        elif slot.state in (scoreboard.READING, scoreboard.RUNNING):
-            if slot.state == scoreboard.RUNNING and w.busy_since != slot.request_start:
-                w.slow_logged = False  # another request than at the last look
-                w.busy_since = slot.request_start
-            w.idle, w.last_activity = False, now
-        w.activity = slot.requests
+            w.idle, w.busy_since, w.board_claim = True, None, None
+            return
+        if slot is None and not w.seen_idle:
+            return  # not started yet: nothing to time
+        claim = slot.request_start if slot is not None and slot.state == scoreboard.RUNNING \
+            else None
+        start, new = verdicts.timed_start(None if w.idle else w.busy_since, w.board_claim,
+                                          claim, now)
+        if new:
+            w.slow_logged = False
+        w.busy_since, w.board_claim = start, claim
+        w.idle, w.last_activity = False, now
 
     def _board_peaks(self, now: float, since: float) -> tuple[int, int]:
         """Workers busy at once, from their scoreboards' request times (current or last):

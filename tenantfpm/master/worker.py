@@ -26,6 +26,7 @@ class Worker:
     idle: bool = False
     last_activity: float = 0.0
     busy_since: float | None = None  # when the current request was first seen
+    board_claim: float | None = None  # the start its scoreboard gave at the last look
     conn: str | None = None  # the connection being served at the last look
     slow_logged: bool = False  # this request already has its slow.log entry
     activity: int = -1
