@@ -50,9 +50,11 @@ class _Console:
         return getattr(self._console, name)
 
 
-# into a pipe or a file (grep, scripts, a cron mail) tables must not be cut at 80 columns
-out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = _Console(stderr=True, highlight=False, soft_wrap=True)
+# into a pipe or a file (grep, scripts, a cron mail) tables must not be cut at 80 columns;
+# no rich markup anywhere: what is printed holds tenants' text
+out = _Console(highlight=False, markup=False, soft_wrap=True,
+               width=None if sys.stdout.isatty() else 250)
+err = _Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 
 class Ctx:
@@ -68,7 +70,7 @@ class Ctx:
 
     @property
     def client(self) -> Client:
-        return Client(self.conf.master.control_socket)
+        return Client(self.conf.master.control_socket, printable=True)
 
     @property
     def self_service(self) -> bool:
@@ -82,7 +84,7 @@ class Ctx:
         if not path:
             raise TenantFPMError("this host has no self-service socket "
                                  "([master] self_service_socket is off): ask its admin")
-        return Client(path)
+        return Client(path, printable=True)
 
     def tenant(self, name: str) -> Tenant:
         reg = Registry(self.conf)
@@ -270,10 +272,16 @@ def list_(ctx: Ctx, as_json: bool, wide: bool) -> None:
 
 def _table(*columns: str, title: str | None = None, folds: str = "") -> Table:
     """Columns one space apart and no frame, so that a row of the usual tenant fits 80
-    columns; nothing is cut with an ellipsis: the `folds` column (a path) wraps."""
+    columns; nothing is cut with an ellipsis: the `folds` column (a path) wraps. String
+    cells are text, never rich markup: a tenant's "[link=...]" stays those characters."""
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(box=None, padding=(0, 1, 0, 0), title=title, title_justify="left")
+    class PlainTable(Table):
+        def add_row(self, *cells: Any, **kw: Any) -> None:
+            super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kw)
+
+    t = PlainTable(box=None, padding=(0, 1, 0, 0), title=title, title_justify="left")
     for col in columns:
         t.add_column(col, no_wrap=col != folds, overflow="fold")
     return t

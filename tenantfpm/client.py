@@ -1,4 +1,9 @@
-"""The CLI's side of the control API: HTTP/JSON over the master's Unix socket."""
+"""The CLI's side of the control API: HTTP/JSON over the master's Unix socket.
+
+What the master answers carries tenants' text (a zygote's last words, a running URI, a
+script name), so a client made `printable` escapes every control character in it, in
+answers and in errors alike, before the CLI prints anything: no tenant reaches root's
+terminal (OSC 52 into the clipboard, OSC 8 links, a cleared screen)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import socket
 from typing import Any
 
 from tenantfpm.errors import MasterNotRunning, TenantFPMError
+from tenantfpm.logs import escape
 
 
 class NotFoundError(TenantFPMError):
@@ -25,10 +31,23 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+def printable(data: Any) -> Any:
+    """`data` with every string (keys too) escaped as logs.escape does."""
+    if isinstance(data, str):
+        return escape(data)
+    if isinstance(data, list):
+        return [printable(x) for x in data]
+    if isinstance(data, dict):
+        return {printable(k): printable(v) for k, v in data.items()}
+    return data
+
+
 class Client:
-    def __init__(self, control_socket: str, timeout: float = 120.0) -> None:
+    def __init__(self, control_socket: str, timeout: float = 120.0,
+                 printable: bool = False) -> None:
         self.path = control_socket
         self.timeout = timeout
+        self.printable = printable
 
     def call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         conn = _UnixConnection(self.path, self.timeout)
@@ -40,9 +59,11 @@ class Client:
             raw = resp.read()
             try:
                 data = json.loads(raw or b"null")
+                if self.printable:
+                    data = printable(data)
             except ValueError:
                 raise TenantFPMError(f"the master answered HTTP {resp.status}: "
-                                     f"{raw[:300].decode(errors='replace')}") from None
+                                     f"{escape(raw[:300].decode(errors='replace'))}") from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise MasterNotRunning(f"the master is not running (no control socket at "
                                    f"{self.path})") from None

@@ -13,6 +13,8 @@ import json
 import time
 from typing import Any
 
+from tenantfpm.logs import escape
+
 POOL_FIELDS = [  # (FPM's name, status key)
     ("pool", "name"), ("process manager", "pm"), ("start time", "start_time"),
     ("start since", "start_since"), ("accepted conn", "accepted_conn"),
@@ -51,13 +53,15 @@ def fields(doc: dict[str, Any], full: bool) -> dict[str, Any]:
 
 
 def _text(v: Any, key: str = "") -> str:
+    """One value of the plain page, on its line: control characters (a newline that would
+    start a forged process block, terminal escapes) as \\xNN, as in every log."""
     if v is None:
         return "-"
     if key == "start time" and isinstance(v, int):
         return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(v))
     if isinstance(v, float):
         return f"{v:.2f}"
-    return str(v)
+    return escape(str(v))
 
 
 def plain(doc: dict[str, Any], full: bool) -> str:

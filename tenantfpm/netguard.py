@@ -11,7 +11,11 @@ the socket's owner tells them apart. So the master keeps one nftables table:
   owned by any tenant's uid to any protected port is answered with a reset;
   answers on connections already made (a worker replying to nginx) are not
   SYNs and pass, so no connection tracking is needed;
-- input, from the veth of an `isolated` tenant (`tf*`): the same ports refused.
+- input, from the veth of an `isolated` tenant (`tf*`): the same ports refused;
+- output, on loopback: a connection attempt to the master's own TCP endpoints
+  (metrics_listen, status_listen) from any socket but root's or the monitoring
+  group's (`status_listen_group`, as Prometheus' user has it), so a local account of
+  no tenant (www-data, a shell user) does not read every tenant's running URIs.
 
 A tenant's unix socket is out of reach already: run_dir is not in its view, and
 check refuses socket modes open to every user and tenants in the socket's group.
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import re
 import shutil
@@ -54,9 +59,12 @@ FD_SETSIZE = 1024  # select()'s limit, which libnftables' netlink socket must st
 TIMEOUT = 10.0  # for the nft command
 
 
-def table_name(cgroup_parent: str) -> str:
-    """One table per master (tests run several masters on one host, in turn)."""
-    return "tenantfpm_" + re.sub(r"[^A-Za-z0-9_]", "_", cgroup_parent)[:200]
+def table_name(cgroup_parent: str, control_socket: str) -> str:
+    """One table per master, named so two never collide: by its cgroup parent and its
+    control socket (no two masters share one), so a second master on a host (a test, a
+    package test) never replaces or removes another's table."""
+    tag = hashlib.sha256(control_socket.encode()).hexdigest()[:8]
+    return "tenantfpm_" + re.sub(r"[^A-Za-z0-9_]", "_", cgroup_parent)[:180] + "_" + tag
 
 
 def _elements(values: set[int]) -> str:
@@ -78,9 +86,14 @@ def changes(table: str, old: tuple[frozenset[int], frozenset[int]],
     return "".join(lines)
 
 
-def ruleset(table: str, uids: set[int], ports: set[int]) -> str:
+def ruleset(table: str, uids: set[int], ports: set[int], monitor_ports: frozenset[int] =
+            frozenset(), monitor_gid: int = 0) -> str:
     """The whole table, replaced in one transaction (declare, delete, re-create: nft
     applies a file atomically, so no connection ever sees it half-made)."""
+    monitor = (f"    oifname \"lo\" tcp flags & (syn | ack) == syn tcp dport "
+               f"{{ {', '.join(map(str, sorted(monitor_ports)))} }} "
+               f"meta skuid != 0 meta skgid != {monitor_gid} reject with tcp reset\n"
+               if monitor_ports else "")
     return (f"table inet {table} {{}}\n"
             f"delete table inet {table}\n"
             f"table inet {table} {{\n"
@@ -89,6 +102,7 @@ def ruleset(table: str, uids: set[int], ports: set[int]) -> str:
             f"  chain out {{ type filter hook output priority 0; policy accept;\n"
             f"    oifname \"lo\" tcp flags & (syn | ack) == syn tcp dport @protected_ports "
             f"meta skuid @tenant_uids reject with tcp reset\n"
+            f"{monitor}"
             f"  }}\n"
             f"  chain in {{ type filter hook input priority 0; policy accept;\n"
             f"    iifname \"tf*\" tcp dport @protected_ports reject with tcp reset\n"
@@ -100,9 +114,11 @@ class NetGuard:
     """The master's table: made whole at the start, then changed in place as tenants and
     listeners come and go."""
 
-    def __init__(self, cgroup_parent: str) -> None:
+    def __init__(self, cgroup_parent: str, control_socket: str = "",
+                 monitor_ports: frozenset[int] = frozenset(), monitor_gid: int = 0) -> None:
         reserve()  # the master makes its guard first, before any tenant's descriptor
-        self.table = table_name(cgroup_parent)
+        self.table = table_name(cgroup_parent, control_socket)
+        self.monitor_ports, self.monitor_gid = monitor_ports, monitor_gid
         self.applied: tuple[frozenset[int], frozenset[int]] | None = None
         self.problem: str | None = None  # why the table could not be installed
 
@@ -118,7 +134,8 @@ class NetGuard:
             if self.applied is not None and self.problem is None:
                 self._nft(changes(self.table, self.applied, want))
             else:
-                self._whole(ruleset(self.table, uids, ports))
+                self._whole(ruleset(self.table, uids, ports, self.monitor_ports,
+                                    self.monitor_gid))
         except TenantFPMError as e:
             self.problem = str(e)
             raise

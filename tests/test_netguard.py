@@ -1,6 +1,8 @@
 """The firewall's rules, as text: what nft is given (the effect is tested live in
 tests/integration/test_attacks.py)."""
 
+import re
+
 import pytest
 
 from tenantfpm.netguard import ruleset, table_name
@@ -22,8 +24,19 @@ def test_ruleset_with_nothing_to_protect_is_valid():
     assert "elements" not in text and "type uid;" in text
 
 
-def test_table_name_is_safe_for_nft():
-    assert table_name("tenantfpm-test-tfpm-ab/c") == "tenantfpm_tenantfpm_test_tfpm_ab_c"
+def test_table_name_is_safe_for_nft_and_one_per_master():
+    name = table_name("tenantfpm-test-tfpm-ab/c", "/run/tenantfpm/control.sock")
+    assert re.fullmatch(r"tenantfpm_tenantfpm_test_tfpm_ab_c_[0-9a-f]{8}", name)
+    # two masters with the default cgroup_parent never take each other's table
+    assert table_name("tenantfpm", "/run/a/control.sock") != table_name(
+        "tenantfpm", "/tmp/demo/run/control.sock")
+
+
+def test_the_monitoring_ports_admit_root_and_the_monitoring_group_only():
+    text = ruleset("tenantfpm_x", {1001}, {9253}, frozenset({9253}), 998)
+    assert ('tcp dport { 9253 } meta skuid != 0 meta skgid != 998 reject with tcp reset'
+            in text)
+    assert "skgid" not in ruleset("tenantfpm_x", {1001}, {9001})
 
 
 def test_token_bucket_refills_at_its_rate_up_to_its_burst():
@@ -64,6 +77,7 @@ def test_after_the_first_table_only_the_changed_uids_and_ports_go_in():
     from tenantfpm.netguard import NetGuard
 
     g = NetGuard("x")
+    t = g.table
     sent: list[str] = []
     g._nft = g._whole = sent.append  # type: ignore[method-assign]
     g.update({1001}, {9001})
@@ -73,10 +87,10 @@ def test_after_the_first_table_only_the_changed_uids_and_ports_go_in():
     g.update({1002}, {9002, 9003})
     assert "delete table" in sent[0]
     assert sent[1:] == [
-        "add element inet tenantfpm_x tenant_uids { 1002 }\n",
-        "delete element inet tenantfpm_x protected_ports { 9001 }\n"
-        "add element inet tenantfpm_x protected_ports { 9002, 9003 }\n",
-        "delete element inet tenantfpm_x tenant_uids { 1001 }\n"]
+        f"add element inet {t} tenant_uids {{ 1002 }}\n",
+        f"delete element inet {t} protected_ports {{ 9001 }}\n"
+        f"add element inet {t} protected_ports {{ 9002, 9003 }}\n",
+        f"delete element inet {t} tenant_uids {{ 1001 }}\n"]
 
     def fail(script: str) -> None:
         raise TenantFPMError("nft failed: test")

@@ -365,7 +365,8 @@ def load_global(path: str | None) -> GlobalConfig:
             except ValueError as e:
                 raise ConfigError(file, [Problem(f"master.{key}", str(e),
                                                  line=find_line(text, f"master.{key}"))]) from None
-    if master.status_listen and HostSystem().group(master.status_listen_group) is None:
+    if ((master.status_listen or master.metrics_listen)
+            and HostSystem().group(master.status_listen_group) is None):
         raise ConfigError(file, [Problem("master.status_listen_group",
                                          f"no such group: {master.status_listen_group!r}",
                                          line=find_line(text, "master.status_listen_group"))])

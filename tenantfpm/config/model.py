@@ -229,7 +229,9 @@ class Master(Strict):
     # a PHP exec'd ahead for the next sandboxed zygote (sandbox/spawner.py): the start of
     # an added or woken tenant skips PHP's exec and the loading of its libraries
     warm_php: bool = True
-    status_listen_group: str = "root"  # group of a unix status_listen socket (mode 0660)
+    # who may read status and metrics besides root: the group of a unix status_listen or
+    # metrics_listen socket (mode 0660); on TCP the only group the firewall lets connect
+    status_listen_group: str = "root"
 
 
 class GlobalConfig(Strict):

@@ -185,8 +185,10 @@ DOCS: dict[str, tuple[str, str, str]] = {
     "master.warm_php": ("", "Keep one PHP exec'd ahead (libraries and extensions loaded, "
                         "no tenant yet): the next sandboxed zygote start takes it.",
                         "false"),
-    "master.status_listen_group": ("", "Group of a Unix `status_listen` socket (0660).",
-                                   '"monitoring"'),
+    "master.status_listen_group": ("", "Who may read status and metrics besides root: the "
+                                   "group of a Unix `status_listen` or `metrics_listen` "
+                                   "socket (0660); on TCP, the only group the firewall "
+                                   "lets connect.", '"monitoring"'),
 }
 
 

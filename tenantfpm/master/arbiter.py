@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import signal
 import socket
@@ -61,7 +62,14 @@ class Master:
         self.done = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.busy_names: set[str] = set()  # tenants with an add/remove/reload under way
-        self.guard = NetGuard(m.cgroup_parent) if m.tenant_firewall else None
+        # the master's own TCP endpoints, as protected as any tenant's listener, and
+        # readable by root and the monitoring group only
+        endpoints = [a for a in (m.metrics_listen, m.status_listen) if a and a[0] != "/"]
+        self.endpoint_ports = {p for a in endpoints if (p := parse_listen(a).port)}
+        self.guard = NetGuard(m.cgroup_parent, m.control_socket,
+                              frozenset(self.endpoint_ports),
+                              grp.getgrnam(m.status_listen_group).gr_gid) \
+            if m.tenant_firewall else None
         # every uid that ran a tenant's code under this master stays fenced: an old
         # generation (or what it left running) keeps its uid after a reload changed it
         self.fenced_uids: set[int] = set()
@@ -72,9 +80,6 @@ class Master:
         self.busy: dict[str, int] = {}  # pool -> busy workers at its last sample, if any
         self.busy_total = 0
         self._weigh_handle: asyncio.TimerHandle | None = None
-        # the master's own TCP endpoints, as protected as any tenant's listener
-        endpoints = [a for a in (m.metrics_listen, m.status_listen) if a and a[0] != "/"]
-        self.endpoint_ports = {p for a in endpoints if (p := parse_listen(a).port)}
 
     # --- Host protocol for pools ------------------------------------------
 
@@ -194,10 +199,13 @@ class Master:
             self_service = SelfService(self, self.conf.master.self_service_socket)
             await self_service.start()
         exporter = None
+        if self.endpoint_ports:  # fenced before they listen, tenants or not
+            self.protect()
         if self.conf.master.metrics_listen:
             from tenantfpm.master.metrics_server import MetricsServer
 
-            exporter = MetricsServer(self, self.conf.master.metrics_listen)
+            exporter = MetricsServer(self, self.conf.master.metrics_listen,
+                                     self.conf.master.status_listen_group)
             await exporter.start()
             self.log("notice", f"metrics on {exporter.address}: /metrics, /status")
         status_page = None

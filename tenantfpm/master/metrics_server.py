@@ -1,16 +1,19 @@
 """metrics_listen: HTTP `/metrics` (Prometheus' text format, php-fpm_exporter's names:
 see metrics.py) and `/status` (the status JSON), for monitoring that should not hold
-the control socket."""
+the control socket. It shows every tenant's running URIs, so only root and the
+monitoring group (`status_listen_group`) may read it: a unix socket is 0660 in that
+group; a TCP one is fenced by the master's firewall (netguard.py)."""
 
 from __future__ import annotations
 
+import grp
 import os
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client.exposition import generate_latest
 
-from tenantfpm import metrics
+from tenantfpm import fdguard, metrics
 from tenantfpm.config.rules import parse_listen
 
 if TYPE_CHECKING:
@@ -21,8 +24,9 @@ TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsServer:
-    def __init__(self, master: Master, listen: str) -> None:
+    def __init__(self, master: Master, listen: str, group: str = "root") -> None:
         self.master = master
+        self.group = group
         self.address = parse_listen(listen)
         self.registry = metrics.registry(self.statuses, exporter_names=True)
         app = web.Application()
@@ -40,9 +44,9 @@ class MetricsServer:
         a = self.address
         if a.is_unix:
             assert a.path is not None
-            if os.path.exists(a.path):
-                os.unlink(a.path)
-            await web.UnixSite(self.runner, a.path).start()
+            sock = fdguard.unix_listener(a.path, 0o660)
+            os.chown(a.path, 0, grp.getgrnam(self.group).gr_gid, follow_symlinks=False)
+            await web.SockSite(self.runner, sock).start()
         else:
             await web.TCPSite(self.runner, a.host, a.port).start()
 

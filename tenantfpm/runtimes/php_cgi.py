@@ -55,7 +55,7 @@ def session_binds(tenant: Tenant) -> list[tuple[str, str, bool]]:
 
 def write_ini(tenant: Tenant, base: str | None, sessions: str | None = None) -> str:
     """The tenant's php.ini: the system one (`base`), then its overrides, readable by its
-    workers.
+    workers (root:<its group> 0640) and no other user.
 
     Always passed with -c so php-cgi never picks up a php.ini from its working
     directory (the tenant's own files). `sessions`: session.save_path, a directory that
@@ -73,12 +73,20 @@ def write_ini(tenant: Tenant, base: str | None, sessions: str | None = None) -> 
         parts.append("session.save_path = /tmp\n")
     for k, v in tenant.site.ini.items():
         parts.append(f"{k} = {ini_value(v)}\n")
-    os.makedirs(tenant.run_dir, mode=0o755, exist_ok=True)
+    # root's and the tenant's alone: `[ini]` holds secrets (mysqli.default_pw, a session
+    # store's password, licence keys); the directories let a tenant's workers through to
+    # their own file without listing anyone's
+    os.makedirs(tenant.run_dir, mode=0o711, exist_ok=True)
+    for d in (os.path.dirname(tenant.run_dir), tenant.run_dir):
+        os.chmod(d, 0o711)
     path = ini_path(tenant)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with open(fd, "w") as f:
+        os.fchown(fd, 0, tenant.gid)
+        os.fchmod(fd, 0o640)
         f.write("".join(parts))
-    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 

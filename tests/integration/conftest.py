@@ -267,6 +267,13 @@ def remove_cgroups(parent: str) -> list[str]:
     return found
 
 
+def as_user(name: str) -> dict:
+    """subprocess's arguments to run as that user, with its group and no other (a plain
+    user= keeps root's group)."""
+    pw = pwd.getpwnam(name)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

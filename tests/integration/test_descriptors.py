@@ -23,7 +23,7 @@ import time
 import pytest
 
 from tenantfpm.client import Client
-from tests.integration.conftest import SLOW, body_ok, running_env
+from tests.integration.conftest import SLOW, as_user, body_ok, running_env
 from tests.test_fdguard import lingering_carrier
 
 # what both attackers share: a TCP socket whose last close() blocks while `srv` (a
@@ -205,7 +205,7 @@ def test_a_local_user_cannot_freeze_the_master_through_the_self_service_socket(a
     script.write_text(SELF_ATTACK)
     script.chmod(0o644)
     proc = subprocess.Popen(["/usr/bin/python3", str(script), str(env.base / "run" / "self.sock"),
-                             "12"], user=env.outsider, stdout=subprocess.PIPE, text=True)
+                             "12"], stdout=subprocess.PIPE, text=True, **as_user(env.outsider))
     try:
         keeps_answering(env, None, 0.5)
         deadline = time.monotonic() + 30 * SLOW
