@@ -26,15 +26,19 @@ from __future__ import annotations
 
 import array
 import contextlib
+import functools
 import os
 import queue
 import socket
+import struct
 import threading
+from collections.abc import Callable
 
 SO_PASSRIGHTS = 83  # include/uapi/asm-generic/socket.h, Linux 6.16
 SCM_MAX_FD = 253  # the most descriptors one message (one skb) can carry
 CONTROL_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * 4) + socket.CMSG_SPACE(12)  # + credentials
 FORCE_FALLBACK_ENV = "TENANTFPM_NO_PASSRIGHTS"
+_UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
 def forced_off() -> bool:
@@ -127,19 +131,26 @@ def dispose_rights(anc: list[tuple[int, int, bytes]]) -> int:
     return len(fds)
 
 
-class GuardedSocket(socket.socket):
+class Connection(socket.socket):
+    """An accepted connection that tells its listener when it closes (the per-user count)."""
+
+    release: Callable[[], None] | None = None
+
+    def _released(self) -> None:
+        release, self.release = self.release, None
+        if release is not None:
+            release()
+
+    def close(self) -> None:
+        self._released()
+        super().close()
+
+
+class GuardedSocket(Connection):
     """A unix stream socket for a kernel without SO_PASSRIGHTS: every read takes the
     descriptors out with the data (recvmsg with room for SCM_MAX_FD) and hands them to
     the disposer, and close() hands the socket itself over too, since closing it with a
-    message still queued would drop what that message carries. accept() returns one
-    too, so asyncio's and aiohttp's servers read every connection through it."""
-
-    def accept(self) -> tuple[socket.socket, object]:
-        fd, addr = self._accept()  # type: ignore[attr-defined]
-        sock = GuardedSocket(self.family, self.type, self.proto, fileno=fd)
-        if socket.getdefaulttimeout() is None and self.gettimeout():
-            sock.setblocking(True)
-        return sock, addr
+    message still queued would drop what that message carries."""
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
         data, anc, _f, _a = self.recvmsg(bufsize, CONTROL_SPACE, flags | socket.MSG_CMSG_CLOEXEC)
@@ -156,8 +167,67 @@ class GuardedSocket(socket.socket):
         return n
 
     def close(self) -> None:
+        self._released()
         if self.fileno() >= 0:
             DISPOSER.close(self.detach())
+
+
+class PerUser:
+    """How many connections each local user holds to one listener, and the most it may:
+    one user's flood of connections costs the master that many descriptors, never its
+    whole limit (the others are closed as they are accepted)."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.held: dict[int, int] = {}
+        self.refused = 0  # connections closed at accept, over a user's share
+
+    def take(self, uid: int) -> bool:
+        n = self.held.get(uid, 0)
+        if n >= self.most:
+            self.refused += 1
+            return False
+        self.held[uid] = n + 1
+        return True
+
+    def give(self, uid: int) -> None:
+        n = self.held.get(uid, 0) - 1
+        if n > 0:
+            self.held[uid] = n
+        else:
+            self.held.pop(uid, None)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return _UCRED.unpack(raw)[1]
+
+
+class Listener(socket.socket):
+    """A listening unix socket whose accept() gives Connections: GuardedSockets where the
+    kernel cannot refuse descriptors, and at most `per_user` of them per local user (the
+    kernel's SO_PEERCRED says who). asyncio's and aiohttp's servers call this accept()."""
+
+    guarded = False
+    per_user: PerUser | None = None
+
+    def accept(self) -> tuple[socket.socket, object]:
+        while True:
+            fd, addr = self._accept()  # type: ignore[attr-defined]
+            cls = GuardedSocket if self.guarded else Connection
+            conn = cls(self.family, self.type, self.proto, fileno=fd)
+            limit = self.per_user
+            if limit is not None:
+                try:
+                    uid = peer_uid(conn)
+                except OSError:
+                    conn.close()
+                    continue
+                if not limit.take(uid):
+                    conn.close()  # over its share: gone before it is read
+                    continue
+                conn.release = functools.partial(limit.give, uid)
+            return conn, addr
 
 
 def guard(sock: socket.socket) -> socket.socket:
@@ -167,12 +237,17 @@ def guard(sock: socket.socket) -> socket.socket:
     return GuardedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
 
 
-def unix_listener(path: str, mode: int, backlog: int = 128) -> socket.socket:
+def unix_listener(path: str, mode: int, backlog: int = 128,
+                  per_user: int | None = None) -> Listener:
     """A listening unix stream socket at `path`, `mode` from its first moment, whose
-    connections never bring the master a descriptor to close."""
+    connections never bring the master a descriptor to close, and (`per_user`) of which
+    one local user holds at most that many at once."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    sock = guard(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    sock = Listener(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.guarded = not refuse(sock)  # inherited by every accepted connection
+    if per_user is not None:
+        sock.per_user = PerUser(per_user)
     old = os.umask(0o777 & ~mode)
     try:
         sock.bind(path)

@@ -1,8 +1,10 @@
-"""Listen-queue figures of the pool sockets, from the kernel (sock_diag).
+"""Listen-queue figures of the pool sockets, from the kernel.
 
-A Unix listener (the usual tenant socket) is looked up by its inode, which the
-kernel answers without walking the others, so a pool's look costs the same
-with ten tenants or ten thousand; TCP listeners share one dump per family.
+A Unix listener (the usual tenant socket) is looked up by its inode (sock_diag),
+which the kernel answers without walking the others, so a pool's look costs the same
+with ten tenants or ten thousand. A TCP listener is the master's own socket, so it
+asks that socket (TCP_INFO: the accept queue and its backlog): never a dump of every
+listener on the host, which any tenant can fill with tens of thousands of its own.
 Only sockets of the master's network namespace are visible.
 
 The messages are packed by hand from linux/sock_diag.h, unix_diag.h and
@@ -30,11 +32,10 @@ UNIX_DIAG_RQLEN = 4
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 # unix_diag_req: family, protocol, pad, states, ino, show, cookie[2]
 _UNIX_REQ = struct.Struct("=BBHIIIII")
-# inet_diag_req_v2: family, protocol, ext, pad, states, then an all-zero inet_diag_sockid
-_INET_REQ = struct.Struct("=BBBBI48x")
 _UNIX_MSG = struct.Struct("=BBBBIII")  # unix_diag_msg: family, type, state, pad, ino, cookie
-# inet_diag_msg: family, state, timer, retrans, sockid (48), expires, rqueue, wqueue, uid, inode
-_INET_MSG = struct.Struct("=BBBB48xIIIII")
+# struct tcp_info up to tcpi_sacked: for a listener, tcpi_unacked is the accept queue and
+# tcpi_sacked its backlog (tcp_get_info)
+_TCP_INFO = struct.Struct("=8xIIIIII")
 _RTA = struct.Struct("=HH")  # rtattr: len, type
 _RQLEN = struct.Struct("=II")  # unix_diag_rqlen: rqueue, wqueue
 
@@ -43,6 +44,19 @@ _RQLEN = struct.Struct("=II")  # unix_diag_rqlen: rqueue, wqueue
 class Queue:
     pending: int  # connections accepted by the kernel, not yet by a worker
     backlog: int  # the listen() backlog in force
+
+
+def tcp_one(sock: socket.socket) -> Queue | None:
+    """A TCP listener's queue, from the socket itself: O(1), whatever else the host
+    listens on."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO.size:
+        return None
+    unacked, sacked = _TCP_INFO.unpack(raw)[4:6]
+    return Queue(unacked, sacked)
 
 
 def key_of(sock: socket.socket) -> int:
@@ -69,20 +83,17 @@ def parse(data: bytes, family: int) -> tuple[dict[int, Queue], bool]:
         if length < _NLMSG.size or offset + length > len(data):
             return out, True
         body, end = offset + _NLMSG.size, offset + length
-        if mtype == SOCK_DIAG_BY_FAMILY:
-            if family == socket.AF_UNIX and body + _UNIX_MSG.size <= end:
-                ino = _UNIX_MSG.unpack_from(data, body)[4]
-                at = body + _UNIX_MSG.size
-                while at + _RTA.size <= end:
-                    alen, atype = _RTA.unpack_from(data, at)
-                    if alen < _RTA.size or at + alen > end:
-                        break
-                    if atype == UNIX_DIAG_RQLEN and alen >= _RTA.size + _RQLEN.size:
-                        out[ino] = Queue(*_RQLEN.unpack_from(data, at + _RTA.size))
-                    at += _align(alen)
-            elif family != socket.AF_UNIX and body + _INET_MSG.size <= end:
-                _, _, _, _, _, rqueue, wqueue, _, ino = _INET_MSG.unpack_from(data, body)
-                out[ino] = Queue(rqueue, wqueue)
+        if mtype == SOCK_DIAG_BY_FAMILY and family == socket.AF_UNIX \
+                and body + _UNIX_MSG.size <= end:
+            ino = _UNIX_MSG.unpack_from(data, body)[4]
+            at = body + _UNIX_MSG.size
+            while at + _RTA.size <= end:
+                alen, atype = _RTA.unpack_from(data, at)
+                if alen < _RTA.size or at + alen > end:
+                    break
+                if atype == UNIX_DIAG_RQLEN and alen >= _RTA.size + _RQLEN.size:
+                    out[ino] = Queue(*_RQLEN.unpack_from(data, at + _RTA.size))
+                at += _align(alen)
         offset += _align(length)
     return out, False
 
@@ -93,16 +104,13 @@ class ListenQueues:
         self._seq = 0
 
     def _ask(self, family: int, inode: int | None = None) -> dict[int, Queue]:
-        """Every listening socket of `family`, or (Unix only) the one with `inode`: a
-        lookup the kernel answers without walking the others."""
+        """Every listening Unix socket, or the one with `inode`: a lookup the kernel
+        answers without walking the others."""
         if self._nl is None:
             self._nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
             self._nl.settimeout(1.0)
-        if family == socket.AF_UNIX:
-            req = _UNIX_REQ.pack(family, 0, 0, _LISTEN, inode or 0, UDIAG_SHOW_RQLEN,
-                                 *((NO_COOKIE, NO_COOKIE) if inode is not None else (0, 0)))
-        else:
-            req = _INET_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, _LISTEN)
+        req = _UNIX_REQ.pack(family, 0, 0, _LISTEN, inode or 0, UDIAG_SHOW_RQLEN,
+                             *((NO_COOKIE, NO_COOKIE) if inode is not None else (0, 0)))
         self._seq += 1
         flags = NLM_F_REQUEST | (NLM_F_DUMP if inode is None else 0)
         self._nl.send(_NLMSG.pack(_NLMSG.size + len(req), SOCK_DIAG_BY_FAMILY, flags,
@@ -127,15 +135,13 @@ class ListenQueues:
             self.close()
         return None
 
-    def read(self, families: set[int]) -> dict[int, Queue]:
-        out: dict[int, Queue] = {}
+    def unix_all(self) -> dict[int, Queue]:
+        """Every Unix listener of the namespace (tests)."""
         try:
-            for fam in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
-                if fam in families:
-                    out.update(self._ask(fam))
+            return self._ask(socket.AF_UNIX)
         except OSError:
             self.close()
-        return out
+        return {}
 
     def close(self) -> None:
         if self._nl is not None:

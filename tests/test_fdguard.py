@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -122,3 +123,31 @@ def test_the_listener_has_its_mode_from_the_start(tmp_path):
     lst = fdguard.unix_listener(str(tmp_path / "s"), 0o660)
     assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o660
     lst.close()
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["kernel", "fallback"])
+def test_a_listener_gives_each_user_its_share_of_connections(tmp_path, monkeypatch,
+                                                             fallback):
+    if fallback:
+        monkeypatch.setenv(fdguard.FORCE_FALLBACK_ENV, "1")
+    path = str(tmp_path / "s")
+    lst = fdguard.unix_listener(path, 0o600, per_user=3)
+    lst.setblocking(True)
+    clients = [socket.socket(socket.AF_UNIX) for _ in range(5)]
+    for c in clients:
+        c.connect(path)
+    accepted = []
+    lst.settimeout(0.5)
+    with contextlib.suppress(TimeoutError, BlockingIOError):
+        while True:
+            accepted.append(lst.accept()[0])
+    assert len(accepted) == 3 and lst.per_user.refused == 2  # the other two closed at once
+    assert lst.per_user.held == {os.getuid(): 3}
+    accepted.pop().close()  # one goes: the user may have another
+    late = socket.socket(socket.AF_UNIX)
+    late.connect(path)
+    accepted.append(lst.accept()[0])
+    assert lst.per_user.held == {os.getuid(): 3}
+    for s in accepted + clients + [late, lst]:
+        s.close()
+    assert lst.per_user.held == {}

@@ -21,7 +21,7 @@ def test_a_unix_listeners_queue_by_its_inode(tmp_path):
         for c in clients:
             c.connect(path)
         assert q.unix_one(key_of(srv)) == Queue(3, 7)
-        assert q.read({socket.AF_UNIX})[key_of(srv)] == Queue(3, 7)
+        assert q.unix_all()[key_of(srv)] == Queue(3, 7)
         (tmp_path / "f").write_text("")  # an inode that is no socket: no answer
         assert q.unix_one((tmp_path / "f").stat().st_ino) is None
         for c in clients:
@@ -29,16 +29,19 @@ def test_a_unix_listeners_queue_by_its_inode(tmp_path):
         q.close()
 
 
-def test_tcp_listeners_in_one_dump():
-    with socket.socket() as srv:
+def test_a_tcp_listeners_queue_from_the_socket_itself():
+    with socket.socket() as srv, socket.socket(socket.AF_INET6) as srv6:
         srv.bind(("127.0.0.1", 0))
         srv.listen(5)
+        assert listenq.tcp_one(srv) == Queue(0, 5)
         c = socket.create_connection(srv.getsockname())
-        q = ListenQueues()
-        found = q.read({socket.AF_INET})
-        assert found[key_of(srv)] == Queue(1, 5)
+        assert listenq.tcp_one(srv) == Queue(1, 5)
         c.close()
-        q.close()
+        srv6.bind(("::1", 0))
+        srv6.listen(3)
+        c6 = socket.create_connection(srv6.getsockname()[:2])
+        assert listenq.tcp_one(srv6) == Queue(1, 3)
+        c6.close()
 
 
 def _msg(body: bytes, mtype: int = listenq.SOCK_DIAG_BY_FAMILY, length: int | None = None):

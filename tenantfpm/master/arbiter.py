@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import os
 import signal
@@ -27,7 +28,7 @@ from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.cpu_share import FLOOR_PER_CPU, ParentWeight
 from tenantfpm.errors import ConfigError, TenantFPMError
-from tenantfpm.listenq import ListenQueues, Queue
+from tenantfpm.listenq import ListenQueues, Queue, tcp_one
 from tenantfpm.logs import LogFile
 from tenantfpm.master.heap import Heap, release_transport_cycles
 from tenantfpm.master.pool import Pool
@@ -57,10 +58,10 @@ class Master:
         self.broken: dict[str, str] = {}  # registered but invalid: name -> error
         self.mlog = LogFile(m.log_file, m.log_level)
         self.queues = ListenQueues()
-        self._queue_cache: tuple[float, dict[int, Queue]] = (0.0, {})
         self.stopping = False
         self.done = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.said_out_of_fds = False
         self.busy_names: set[str] = set()  # tenants with an add/remove/reload under way
         # the master's own TCP endpoints, as protected as any tenant's listener, and
         # readable by root and the monitoring group only
@@ -151,24 +152,17 @@ class Master:
         return None
 
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None:
-        """A Unix listener is looked up by its inode (O(1): the master's cost does not
-        grow with the number of tenants); TCP ones share one dump."""
+        """A Unix listener is looked up by its inode, a TCP one asked itself (O(1) both:
+        the master's cost grows neither with the tenants nor with the host's sockets)."""
         if pool.sock is None or pool.sock_key is None:
             return None
         now = time.monotonic()
-        if pool.sock.family == socket.AF_UNIX:
-            at, q = pool.queue_seen
-            if now - at > max_age:
-                q = self.queues.unix_one(pool.sock_key)
-                pool.queue_seen = (now, q)
-            return q
-        at, cache = self._queue_cache
+        at, q = pool.queue_seen
         if now - at > max_age:
-            families = {p.sock.family for p in self.pools.values()
-                        if p.sock is not None and p.sock.family != socket.AF_UNIX}
-            cache = self.queues.read(families)
-            self._queue_cache = (now, cache)
-        return cache.get(pool.sock_key)
+            q = (self.queues.unix_one(pool.sock_key) if pool.sock.family == socket.AF_UNIX
+                 else tcp_one(pool.sock))
+            pool.queue_seen = (now, q)
+        return q
 
     # --- running ----------------------------------------------------------
 
@@ -257,6 +251,14 @@ class Master:
         """A callback's exception (a bug) goes to the master's log, where an admin looks,
         not to a stderr nobody reads; the loop and the other tenants go on."""
         exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            # a flood of connections to a socket any user may reach: asyncio stops
+            # accepting on it for a second; said once, not once a second
+            if not self.said_out_of_fds:
+                self.said_out_of_fds = True
+                self.log("error", f"out of descriptors ({exc.strerror}): a listener stops "
+                                  "accepting for a second each time (said once)")
+            return
         detail = "".join(traceback.format_exception(exc)).strip() if exc else ""
         self.log("error", f"internal error: {context.get('message', '?')}"
                           + (f"\n{detail}" if detail else ""))

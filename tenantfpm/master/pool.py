@@ -116,7 +116,7 @@ class Pool(ProcessControl, Children, Sampling):
         self.listen_queue: int | None = None
         self.max_listen_queue: int | None = None
         self.listen_queue_len: int | None = None
-        self.queue_seen: tuple[float, Queue | None] = (0.0, None)  # the last sock_diag answer
+        self.queue_seen: tuple[float, Queue | None] = (0.0, None)  # the kernel's last answer
         self.accepted_gone = 0  # connections accepted by python workers that have exited
 
     # --- lifecycle -------------------------------------------------------

@@ -21,6 +21,7 @@ from tenantfpm.pyworker.trace import traceback_frames
 if TYPE_CHECKING:
     from tenantfpm.master.pool import Pool
 
+TRACE_MAX = 256 << 10  # bytes of a python worker's trace pipe read for one slow.log entry
 TRACE_WAIT = 0.2  # seconds a python worker gets to write its traceback for the slow log
 
 
@@ -91,15 +92,24 @@ def check(pool: Pool, w: Worker, now: float) -> None:
 
 
 def read_trace(w: Worker) -> str:
-    chunks = []
-    while w.trace is not None:
+    """What the worker wrote on its trace pipe, at most TRACE_MAX: a faulthandler dump is
+    a few kB, and the pipe is the tenant's (a flood of it must not hold the loop or grow
+    the master). A worker that wrote more loses its pipe: its later slow requests are
+    logged without a stack."""
+    chunks: list[bytes] = []
+    got = 0
+    while w.trace is not None and got < TRACE_MAX:
         try:
-            data = os.read(w.trace, 65536)
+            data = os.read(w.trace, min(65536, TRACE_MAX - got))
         except (BlockingIOError, OSError):
             break
         if not data:
             break
         chunks.append(data)
+        got += len(data)
+    if got >= TRACE_MAX and w.trace is not None:
+        os.close(w.trace)
+        w.trace = None
     return b"".join(chunks).decode(errors="replace")
 
 

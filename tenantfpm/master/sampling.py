@@ -14,7 +14,7 @@ from tenantfpm.master.worker import Worker
 from tenantfpm.pyworker import scoreboard
 
 QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving connection
-QUEUE_TICK = 1.0  # ... and for the periodic tick (the dump costs O(all sockets))
+QUEUE_TICK = 1.0  # ... and for the periodic tick
 
 
 class Sampling:
@@ -58,8 +58,8 @@ class Sampling:
         # what all tenants weigh (cpu_share.py): the requests since the last look, too
         self.host.note_busy(self, max(active, recent))
         self.sampled_at = now
-        # one sock_diag dump covers every pool; a connection that just arrived (ondemand)
-        # needs a fresh one, the once-a-second tick does not
+        # the kernel's word on this pool's socket alone; a connection that just arrived
+        # (ondemand) needs a fresh one, the once-a-second tick does not
         q = self.host.listen_queue(self, QUEUE_FRESH if fresh else QUEUE_TICK)
         if q is not None:
             self.listen_queue = q.pending

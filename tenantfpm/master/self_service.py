@@ -9,7 +9,10 @@ tells nothing about other tenants. The socket is world-connectable (0666) for th
 reason: connecting gives nothing by itself. root is sent to the control socket.
 
 What it serves is read-only but for a reload of the caller's own tenant, at most one
-per RELOAD_COOLDOWN: a tenant's user can make its own tenant busy, not the master.
+per RELOAD_COOLDOWN: a tenant's user can make its own tenant busy, not the master. Any
+local user may connect, so each is bounded by the kernel's word on who it is: at most
+CONNECTIONS_PER_USER connections at once (the rest are closed as they are accepted),
+REQUESTS_PER_S requests and LOG_BYTES_PER_S bytes of log a second (past them: 429).
 Logs are read by the master from its own verified log directories (the tenant cannot
 read them itself: they are root's, 0640), a bounded slice per request; the CLI pages
 and follows with offsets (`tenantfpm logs -f`).
@@ -31,6 +34,7 @@ from tenantfpm import fdguard, safefs
 from tenantfpm.errors import TenantFPMError
 from tenantfpm.logs import not_kept
 from tenantfpm.master.control import NAME, BadRequest, Refused, errors
+from tenantfpm.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from tenantfpm.master.arbiter import Master
@@ -39,6 +43,9 @@ if TYPE_CHECKING:
 KINDS = ("error", "slow", "access")
 CHUNK_MAX = 1 << 20  # bytes of log per answer
 RELOAD_COOLDOWN = 5.0  # seconds between two reloads a tenant's user asks for
+CONNECTIONS_PER_USER = 16
+REQUESTS_PER_S = 10.0  # per local user, with a burst of twice that
+LOG_BYTES_PER_S = 2 << 20  # per local user: `logs -f` and paging, never the master's loop
 
 
 def peer_uid(request: web.Request) -> int:
@@ -95,7 +102,9 @@ class SelfService:
         self.master = master
         self.path = path
         self.last_reload: dict[str, float] = {}
-        app = web.Application(middlewares=[errors], client_max_size=4096)
+        self.requests: dict[int, TokenBucket] = {}  # by uid
+        self.log_bytes: dict[int, TokenBucket] = {}
+        app = web.Application(middlewares=[errors, self.rate_limit], client_max_size=4096)
         app["master"] = master
         r = app.router
         r.add_get("/v1/self/status", self.status)
@@ -108,12 +117,32 @@ class SelfService:
         await self.runner.setup()
         # anyone may ask; only a tenant's user is answered; nobody can hand the master a
         # descriptor to close (fdguard)
-        await web.SockSite(self.runner, fdguard.unix_listener(self.path, 0o666)).start()
+        await web.SockSite(self.runner, fdguard.unix_listener(
+            self.path, 0o666, per_user=CONNECTIONS_PER_USER)).start()
 
     async def stop(self) -> None:
         await self.runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+    @web.middleware
+    async def rate_limit(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """REQUESTS_PER_S per local user (uid 0 is not served here anyway)."""
+        uid = peer_uid(request)
+        bucket = self.requests.setdefault(uid, TokenBucket(REQUESTS_PER_S, 2 * REQUESTS_PER_S))
+        if len(self.requests) > 4096:  # users come and go: forget the full buckets
+            self._forget_full(self.requests)
+        if bucket.available(time.monotonic()) < 1:
+            return web.json_response({"error": "too many requests: try again in "
+                                               f"{bucket.wait(1):.1f}s"}, status=429)
+        bucket.take(1)
+        return await handler(request)
+
+    @staticmethod
+    def _forget_full(buckets: dict[int, TokenBucket]) -> None:
+        now = time.monotonic()
+        for uid in [u for u, b in buckets.items() if b.available(now) >= b.burst]:
+            del buckets[uid]
 
     def _pool(self, request: web.Request) -> Pool:
         asked = request.query.get("name") or None
@@ -138,12 +167,21 @@ class SelfService:
             raise BadRequest("offset and limit are integers") from None
         if limit <= 0:
             raise BadRequest("limit must be positive")
+        uid = pool.tenant.uid
+        budget = self.log_bytes.setdefault(uid, TokenBucket(LOG_BYTES_PER_S,
+                                                            2 * LOG_BYTES_PER_S))
+        allowed = budget.available(time.monotonic())
+        if allowed < 4096:
+            return web.json_response({"error": "too much log asked for: try again in "
+                                               f"{budget.wait(64 << 10):.1f}s"}, status=429)
+        limit = min(limit, allowed)
         site = pool.tenant.site
         try:
             result = await asyncio.to_thread(read_slice, pool.tenant.log_dir, kind, offset,
                                              limit)
         except OSError as e:  # not a regular file, a link: said, never followed
             raise TenantFPMError(f"cannot read {kind}.log: {e.strerror or e}") from None
+        budget.take(result.get("next", 0) - result.get("offset", 0))
         result["not_kept"] = not_kept(site, kind)
         return web.json_response(result)
 

@@ -228,6 +228,52 @@ def test_a_local_user_cannot_freeze_the_master_through_the_self_service_socket(a
         proc.wait()
 
 
+HOLD = r'''
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+    except OSError:
+        break
+    held.append(s)
+print(len(held), flush=True)
+time.sleep(3600)
+'''
+
+ASK = r'''
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"GET /v1/self/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+print(s.recv(64).decode().split("\r\n")[0])
+'''
+
+
+def test_a_local_user_holds_at_most_its_share_of_the_self_service_socket(arena):
+    """Attack 12: one user's connections cost the master a bounded number of descriptors;
+    the master and the other users go on."""
+    env = arena
+    path = str(env.base / "run" / "self.sock")
+    master_fds = f"/proc/{env.master.pid}/fd"
+    before = len(os.listdir(master_fds))
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", HOLD, path, "400"],
+                            stdout=subprocess.PIPE, text=True, **as_user(env.outsider))
+    try:
+        assert int(proc.stdout.readline()) > 16  # the kernel queued them; the master did not
+        time.sleep(0.5)
+        keeps_answering(env, None, 0.5)
+        held = len(os.listdir(master_fds)) - before
+        assert held <= 16 + 4, held  # CONNECTIONS_PER_USER, give or take the master's own
+        r = subprocess.run(["/usr/bin/python3", "-c", ASK, path], capture_output=True,
+                           text=True, timeout=30, **as_user(env.puser))
+        assert r.stdout.strip() == "HTTP/1.1 200 OK", (r.stdout, r.stderr)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_tenant_cannot_freeze_the_master_through_its_zygotes_channel(arena):
     env = arena
     proot = env.base / "srv" / "p"
