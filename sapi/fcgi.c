@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RECORD_MAX (FCGI_MAX_CONTENT + 255)
@@ -126,8 +127,17 @@ static void reader_reset(void)
     rd.pos = rd.len = 0;
 }
 
-/* Exactly n bytes into dst (NULL: skip them). */
-static int read_exact(struct fcgi_request *r, void *dst, size_t n, int timeout_ms)
+static long mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Exactly n bytes into dst (NULL: skip them), by `deadline` (CLOCK_MONOTONIC ms; 0: none):
+ * one bound for the whole head, so a client trickling a byte at a time cannot hold the
+ * worker longer than that. */
+static int read_exact(struct fcgi_request *r, void *dst, size_t n, long deadline)
 {
     uint8_t *d = dst;
     while (n) {
@@ -141,9 +151,12 @@ static int read_exact(struct fcgi_request *r, void *dst, size_t n, int timeout_m
             n -= take;
             continue;
         }
-        if (timeout_ms > 0) {
+        if (deadline > 0) {
+            long left = deadline - mono_ms();
+            if (left <= 0)
+                return -1;  /* the head did not arrive in time */
             struct pollfd p = {.fd = r->fd, .events = POLLIN};
-            int rc = poll(&p, 1, timeout_ms);
+            int rc = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
             if (rc < 0 && errno == EINTR)
                 continue;
             if (rc <= 0)
@@ -160,10 +173,10 @@ static int read_exact(struct fcgi_request *r, void *dst, size_t n, int timeout_m
     return 0;
 }
 
-static int read_header(struct fcgi_request *r, struct fcgi_header *h, int timeout_ms)
+static int read_header(struct fcgi_request *r, struct fcgi_header *h, long deadline)
 {
     uint8_t raw[FCGI_HEADER_LEN];
-    if (read_exact(r, raw, sizeof raw, timeout_ms))
+    if (read_exact(r, raw, sizeof raw, deadline))
         return -1;
     return fcgi_header_parse(raw, h);
 }
@@ -242,12 +255,13 @@ void fcgi_conn_start(struct fcgi_request *r)
 int fcgi_read_request(struct fcgi_request *r)
 {
     static uint8_t content[RECORD_MAX];
+    long deadline = r->read_timeout_ms > 0 ? mono_ms() + r->read_timeout_ms : 0;
     while (!r->params_done) {
         struct fcgi_header h;
-        if (read_header(r, &h, r->read_timeout_ms))
+        if (read_header(r, &h, deadline))
             return -1;
         size_t total = (size_t)h.content_len + h.padding_len;
-        if (read_exact(r, content, total, r->read_timeout_ms))
+        if (read_exact(r, content, total, deadline))
             return -1;
         switch (h.type) {
         case FCGI_BEGIN_REQUEST:

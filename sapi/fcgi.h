@@ -69,7 +69,7 @@ struct fcgi_request {
     /* the current FCGI_STDIN record's unread bytes and padding */
     size_t stdin_left;
     size_t stdin_pad;
-    int read_timeout_ms;     /* per read while the request head arrives; <= 0: none */
+    int read_timeout_ms;     /* the whole request head must arrive within it; <= 0: none */
 };
 
 /* A new connection on r->fd: forget what was buffered from the previous one. */

@@ -390,7 +390,9 @@ static int copy_params(struct req *q)
 
 /* SCRIPT_FILENAME as the web server sent it, made a file: Apache's mod_proxy_fcgi sends
  * "proxy:fcgi://host/path"; with cgi.fix_pathinfo a trailing "/extra" that is no file is
- * split off as PATH_INFO. NULL: no such script. */
+ * split off as PATH_INFO. NULL: no such script. A path longer than PATH_MAX names no file
+ * (and would cost a stat() per slash), and the walk goes backwards once, a run of slashes
+ * one step: the cost is linear in the path, whatever a client sends. */
 static char *resolve_script(struct req *q)
 {
     const char *s = param("SCRIPT_FILENAME");
@@ -401,6 +403,8 @@ static char *resolve_script(struct req *q)
         if (!s)
             return NULL;
     }
+    if (strlen(s) >= PATH_MAX)
+        return NULL;
     char *path = strdup(s);
     if (!path)
         return NULL;
@@ -414,8 +418,16 @@ static char *resolve_script(struct req *q)
         free(path);
         return NULL;
     }
-    for (char *slash = strrchr(path, '/'); slash && slash != path; slash = strrchr(path, '/')) {
-        *slash = 0;
+    char *end = path + strlen(path);
+    while (end > path) {
+        while (end > path && end[-1] != '/')  /* back to the slash before this component */
+            end--;
+        while (end > path + 1 && end[-2] == '/')  /* a run of slashes is one cut */
+            end--;
+        if (end <= path + 1)
+            break;
+        end[-1] = 0;
+        end--;
         if (stat(path, &st) == 0) {
             if (!S_ISREG(st.st_mode))
                 break;

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -336,6 +337,52 @@ def test_garbage_and_silent_connections_are_dropped(zygote):
         assert s.recv(100) == b""
         assert 0.3 < time.monotonic() - t < 3
     assert zygote.request("/hello.php").status == 200  # the worker is still there
+
+
+def test_a_trickled_head_is_dropped_at_its_one_deadline(zygote):
+    """-t bounds the whole head, not each read: a byte every 100 ms (each read within the
+    400 ms) is dropped once the head's 400 ms are over (issue 36, attack 13)."""
+    zygote.fork()
+    begin = fastcgi.Record(fastcgi.BEGIN_REQUEST, 1, struct.pack(">HB5x", 1, 0)).encode()
+    params_head = struct.pack(">BBHHBx", 1, fastcgi.PARAMS, 1, 1000, 0)  # 1,000 bytes to come
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(zygote.sock_path)
+        s.sendall(begin + params_head)
+        s.settimeout(0.1)
+        dropped = False
+        for _ in range(40):  # 4 s of trickling, far past the head's 400 ms
+            try:
+                s.send(b"\x01")
+                if s.recv(100) == b"":
+                    dropped = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:  # reset or broken pipe: dropped as well
+                dropped = True
+                break
+        assert dropped, "the worker held a trickling client past its head deadline"
+    assert zygote.request("/hello.php").status == 200  # the worker is still there
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_path_of_slashes_costs_the_worker_next_to_nothing(zygote):
+    """400,000 slashes in SCRIPT_FILENAME: no such script, found without a stat() per
+    slash (quadratic: 1.8 s of CPU before; issue 36, attack 13). Counted in the worker's
+    CPU time, the work it did, not in how long the answer took."""
+    pid = zygote.fork()
+    before = _cpu(pid)
+    r = zygote.request("/x.php", extra={"SCRIPT_FILENAME": "/" * 400_000})
+    assert r.complete and r.status == 404
+    assert _cpu(pid) - before < 0.3
+    # PATH_INFO is still split off a real script (cgi.fix_pathinfo)
+    r = zygote.request("/hello.php//extra/path", extra={
+        "SCRIPT_FILENAME": str(zygote.root / "hello.php") + "//extra/path"})
+    assert r.status == 200
 
 
 def test_stop_lets_the_running_request_finish_and_max_requests_recycles(zygote):
