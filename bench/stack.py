@@ -98,9 +98,10 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, workers: int, log=print) -> None:
+    def __init__(self, workers: int, log=print, access_log: bool = False) -> None:
         self.workers = workers
         self.log = log
+        self.access_log = access_log  # both sides write one, each its own way
         self.base = Path(tempfile.mkdtemp(prefix="tfpm-bench-"))
         self.base.chmod(0o755)
         self.www = self.base / "www"
@@ -168,7 +169,8 @@ class Stack:
             pools.append(f"[{name}]\nuser = {FPM_USER}\ngroup = {FPM_USER}\n"
                          f"listen = {self.base}/fpm-{name}.sock\nlisten.mode = 0666\n"
                          f"pm = {mode}\npm.max_children = {w}\npm.max_requests = {max_requests}\n"
-                         f"{extra}")
+                         + (f"access.log = {self.base}/fpm-{name}-access.log\n"
+                            if self.access_log else "") + extra)
         conf = self.base / "php-fpm.conf"
         conf.write_text(f"[global]\npid = {self.base}/fpm.pid\nerror_log = {self.base}/fpm.log\n"
                         "daemonize = no\nprocess_control_timeout = 0\n\n" + "\n".join(pools))
@@ -200,7 +202,8 @@ class Stack:
                             f'[listen]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0660"\n'
                             f'[pm]\nmode = "{mode}"\nmax_children = {self.workers}\n'
                             f"max_requests = {max_requests}\n{extra}"
-                            f"[isolation]\nenabled = {'true' if sandbox else 'false'}\n")
+                            f"[isolation]\nenabled = {'true' if sandbox else 'false'}\n"
+                            + ("[log]\naccess = true\n" if self.access_log else ""))
             self.client.call("POST", "/v1/tenants", {"path": str(site), "replace": False})
 
     def _answers(self) -> bool:

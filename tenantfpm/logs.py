@@ -164,12 +164,7 @@ class TenantLog:
     def worker_said(self, pid: int, stream: str, lines: list[str]) -> None:
         """Lines a worker wrote, in one write; escaped like FPM does (backslash, quote)
         and every control byte besides."""
-        if self.max_size and self.error.size >= self.max_size:
-            if not self.dropped:
-                self.event("warning", f"error.log reached log.max_size ({self.max_size} "
-                                      "bytes): workers' output is dropped until the log "
-                                      "is rotated")
-            self.dropped += sum(len(line) + 1 for line in lines)
+        if self._full(self.error, "dropped", lines, "workers' output"):
             return
         if self.error.threshold < LEVELS["warning"]:
             return
@@ -182,14 +177,20 @@ class TenantLog:
         reaches `max_size` (counted and said once), as worker output is in error.log."""
         if self._access is None:
             self._access = LogFile(os.path.join(self.dir, "access.log"))
-        if self.max_size and self._access.size >= self.max_size:
-            if not self.access_dropped:
-                self.event("warning", f"access.log reached log.max_size ({self.max_size} "
-                                      "bytes): access lines are dropped until the log is "
-                                      "rotated")
-            self.access_dropped += sum(len(line) + 1 for line in lines)
+        if self._full(self._access, "access_dropped", lines, "access lines"):
             return
         self._access.append("".join(f"{escape(t)}\n" for t in lines))
+
+    def _full(self, f: LogFile, counter: str, lines: list[str], what: str) -> bool:
+        """`f` has reached max_size: count `lines` as dropped (in `counter`), say so once."""
+        if not self.max_size or f.size < self.max_size:
+            return False
+        if not getattr(self, counter):
+            self.event("warning", f"{os.path.basename(f.path)} reached log.max_size "
+                                  f"({self.max_size} bytes): {what} dropped until the "
+                                  "log is rotated")
+        setattr(self, counter, getattr(self, counter) + sum(len(x) + 1 for x in lines))
+        return True
 
     def _files(self) -> list[LogFile]:
         return [f for f in (self.error, self._slow, self._access) if f is not None]

@@ -147,6 +147,23 @@ class Env:
                         + textwrap.dedent(body))
         return path
 
+    def python_site(self, name: str, user: str, app: str, body: str = "") -> Path:
+        """A python tenant (static, one worker) whose app.py is `app`, in a root its own
+        user owns (its code may write there), plus `body` for its site file."""
+        root = self.base / "srv" / name
+        root.mkdir(parents=True)
+        (root / "app.py").write_text(app)
+        uid = pwd.getpwnam(user).pw_uid
+        os.chown(root, uid, uid)
+        return self.site(name, user, """
+            [runtime]
+            type = "python"
+            app = "app:application"
+            [pm]
+            mode = "static"
+            max_children = 1
+        """ + textwrap.dedent(body), root=root)
+
     def socket(self, name: str) -> str:
         return str(self.base / "run" / f"{name}.sock")
 

@@ -5,8 +5,6 @@ python worker's)."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import time
 
 import pytest
@@ -63,22 +61,11 @@ def arena(users):
             access_format = "{FORMAT}"
             max_size = "16K"
         """))
-        proot = env.base / "srv" / "p"
-        proot.mkdir(parents=True)
-        (proot / "app.py").write_text(PY_APP)
-        uid = pwd.getpwnam(users[2]).pw_uid
-        os.chown(proot, uid, uid)
-        env.add(env.site("p", users[2], f"""
-            [runtime]
-            type = "python"
-            app = "app:application"
-            [pm]
-            mode = "static"
-            max_children = 1
+        env.add(env.python_site("p", users[2], PY_APP, f"""
             [log]
             access = true
             access_format = "{FORMAT}"
-        """, root=proot))
+        """))
         yield env
 
 

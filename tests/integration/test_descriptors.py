@@ -162,19 +162,7 @@ def arena(request, users):
                 mode = "static"
                 max_children = 1
             """))
-            proot = env.base / "srv" / "p"
-            proot.mkdir(parents=True)
-            (proot / "app.py").write_text(PY_APP)
-            uid = pwd.getpwnam(users[2]).pw_uid
-            os.chown(proot, uid, uid)
-            env.add(env.site("p", users[2], """
-                [runtime]
-                type = "python"
-                app = "app:application"
-                [pm]
-                mode = "static"
-                max_children = 1
-            """, root=proot))
+            env.add(env.python_site("p", users[2], PY_APP))
             env.puser = users[2]
             env.outsider = users[4]  # a local user of no tenant
             yield env

@@ -6,8 +6,6 @@ idle state while busy, garbage."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import struct
 import time
 
@@ -15,15 +13,10 @@ import pytest
 
 from tenantfpm import fastcgi
 from tests.integration.conftest import SLOW, running_env
+from tests.integration.test_timeouts import SITE
 
-LIMITS = """
-[pm]
-mode = "static"
-max_children = 1
-[limits]
-request_slowlog_timeout = "1s"
-request_terminate_timeout = "3s"
-"""
+# static, one worker; slow.log at 1 s, killed at 3 s
+TIMEOUTS = SITE[SITE.index("[limits]"):]
 
 STATE_AT, START_AT = 8, 32  # pyworker/scoreboard.py's layout: the state byte, request_start
 FORGERIES = {
@@ -74,18 +67,9 @@ def application(environ, start_response):
 @pytest.fixture(scope="module")
 def arena(users):
     with running_env() as env:
-        env.add(env.site("a", users[0], LIMITS))
+        env.add(env.site("a", users[0], SITE))
         (env.base / "srv" / "a" / "forge.php").write_text(PHP_FORGE)
-        proot = env.base / "srv" / "p"
-        proot.mkdir(parents=True)
-        (proot / "app.py").write_text(PY_APP)
-        uid = pwd.getpwnam(users[2]).pw_uid
-        os.chown(proot, uid, uid)
-        env.add(env.site("p", users[2], LIMITS + """
-            [runtime]
-            type = "python"
-            app = "app:application"
-        """, root=proot))
+        env.add(env.python_site("p", users[2], PY_APP, TIMEOUTS))
         yield env
 
 

@@ -65,20 +65,7 @@ def arena(users):
             "mysqli.default_pw" = "a-db-secret-123"
         """))
         for name, user, app in (("p", users[2], PY_APP), ("e", users[3], GOOD_APP)):
-            root = env.base / "srv" / name
-            root.mkdir(parents=True)
-            (root / "app.py").write_text(app)
-            uid = pwd.getpwnam(user).pw_uid
-            os.chown(root, uid, uid)
-            site = env.site(name, user, """
-                [runtime]
-                type = "python"
-                app = "app:application"
-                [pm]
-                mode = "static"
-                max_children = 1
-            """, root=root)
-            env.add(site)
+            env.add(env.python_site(name, user, app))
         env.users = users
         yield env
 
