@@ -64,19 +64,9 @@ def arena(users):
         yield env
 
 
-def test_a_tenants_own_listeners_do_not_cost_the_master_per_look(arena):
-    env = arena
-    (env.base / "srv" / "a" / "listeners.py").write_text(LISTENERS)
-    r = env.php("a", f"""
-        exec("python3 " . __DIR__ . "/listeners.py {COUNT} 60 > " . __DIR__ .
-             "/listeners.out 2>&1 &");
-        echo "started";
-    """)
-    assert body_ok(r)
-    out = env.base / "srv" / "a" / "listeners.out"
-    env.wait_for("the tenant's listeners", lambda: out.exists() and out.read_text().strip()
-                 .isdigit(), timeout=60)
-    assert int(out.read_text()) == COUNT, out.read_text()
+def master_cpu_per_request(env) -> tuple[float, int]:
+    """The master's CPU seconds per request while t serves requests one after another
+    for a few seconds, and how many it served."""
     stop = threading.Event()
     served: list[bool] = []
 
@@ -88,14 +78,30 @@ def test_a_tenants_own_listeners_do_not_cost_the_master_per_look(arena):
 
     t = threading.Thread(target=load)
     before = cpu_seconds(env.master.pid)
-    t0 = time.monotonic()
     t.start()
     time.sleep(4 * SLOW)
     stop.set()
     t.join()
     used = cpu_seconds(env.master.pid) - before
-    took = time.monotonic() - t0
     assert len(served) > 20 and all(served)
-    # what the master did for t's connections, with the host holding 12,000 more
-    # listeners: a few percent of a core, never a dump of them at every look
-    assert used < 0.25 * took, (used, took, len(served))
+    return used / len(served), len(served)
+
+
+def test_a_tenants_own_listeners_do_not_cost_the_master_per_look(arena):
+    env = arena
+    alone, _ = master_cpu_per_request(env)  # the host with its few listeners
+    (env.base / "srv" / "a" / "listeners.py").write_text(LISTENERS)
+    r = env.php("a", f"""
+        exec("python3 " . __DIR__ . "/listeners.py {COUNT} 600 > " . __DIR__ .
+             "/listeners.out 2>&1 &");
+        echo "started";
+    """)
+    assert body_ok(r)
+    out = env.base / "srv" / "a" / "listeners.out"
+    env.wait_for("the tenant's listeners", lambda: out.exists() and out.read_text().strip()
+                 .isdigit(), timeout=60)
+    assert int(out.read_text()) == COUNT, out.read_text()
+    crowded, n = master_cpu_per_request(env)
+    # what the master did per request of t's, with the host holding 12,000 more listeners
+    # (a's): what it did without them, never a dump of them at every look (before: 10x)
+    assert crowded < 2 * alone + 0.00002 * SLOW, (crowded, alone, n)
