@@ -98,10 +98,13 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, workers: int, log=print, access_log: bool = False) -> None:
+    def __init__(self, workers: int, log=print, access_log: bool = False,
+                 tcp: bool = False) -> None:
         self.workers = workers
         self.log = log
         self.access_log = access_log  # both sides write one, each its own way
+        self.tcp = tcp  # both sides listen on 127.0.0.1 instead of unix sockets
+        self.tcp_ports: dict[tuple[str, str], int] = {}
         self.base = Path(tempfile.mkdtemp(prefix="tfpm-bench-"))
         self.base.chmod(0o755)
         self.www = self.base / "www"
@@ -167,7 +170,7 @@ class Stack:
                      "dynamic": f"pm.start_servers = 1\npm.min_spare_servers = 1\n"
                                 f"pm.max_spare_servers = {max(1, w // 2)}\n"}[mode]
             pools.append(f"[{name}]\nuser = {FPM_USER}\ngroup = {FPM_USER}\n"
-                         f"listen = {self.base}/fpm-{name}.sock\nlisten.mode = 0666\n"
+                         f"listen = {self.socket_of('fpm', name)}\nlisten.mode = 0666\n"
                          f"pm = {mode}\npm.max_children = {w}\npm.max_requests = {max_requests}\n"
                          + (f"access.log = {self.base}/fpm-{name}-access.log\n"
                             if self.access_log else "") + extra)
@@ -176,7 +179,7 @@ class Stack:
                         "daemonize = no\nprocess_control_timeout = 0\n\n" + "\n".join(pools))
         self.fpm_conf = conf
         self.fpm = self._spawn([FPM, "-c", PHP_INI, "--fpm-config", str(conf), "--nodaemonize"])
-        self.wait_for(lambda: all((self.base / f"fpm-{n}.sock").exists()
+        self.wait_for(lambda: all(self._listening(self.socket_of("fpm", n))
                                   for n, v in POOLS.items() if v[0] == "both"), "php-fpm")
 
     def _start_tenantfpm(self) -> None:
@@ -197,9 +200,11 @@ class Stack:
                      "dynamic": f"start_servers = 1\nmin_spare_servers = 1\n"
                                 f"max_spare_servers = {max(1, self.workers // 2)}\n"}[mode]
             # nginx's workers run as nobody here: the socket is theirs, not everyone's
+            listen = (f'[listen]\naddress = "{self.socket_of("tenantfpm", name)}"\n'
+                      if self.tcp else
+                      '[listen]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0660"\n')
             site.write_text(f'name = "{name}"\nuser = "{USERS[i]}"\n'
-                            f'root = "{self.docroot(name)}"\n'
-                            f'[listen]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0660"\n'
+                            f'root = "{self.docroot(name)}"\n' + listen +
                             f'[pm]\nmode = "{mode}"\nmax_children = {self.workers}\n'
                             f"max_requests = {max_requests}\n{extra}"
                             f"[isolation]\nenabled = {'true' if sandbox else 'false'}\n"
@@ -214,9 +219,18 @@ class Stack:
             return False
 
     def socket_of(self, side: str, pool: str) -> str:
+        if self.tcp:
+            port = self.tcp_ports.setdefault((side, pool), free_port())
+            return f"127.0.0.1:{port}"
         if side == "fpm":
             return str(self.base / f"fpm-{pool}.sock")
         return str(self.base / "run" / f"{pool}.sock")
+
+    @staticmethod
+    def _listening(address: str) -> bool:
+        if address.startswith("/"):
+            return os.path.exists(address)
+        return Stack.port_open(int(address.rsplit(":", 1)[1]))
 
     def _start_nginx(self) -> None:
         servers = []
@@ -231,7 +245,7 @@ class Stack:
         listen 127.0.0.1:{port};
         root {self.docroot(pool)};
         location ~ \\.php$ {{
-            fastcgi_pass unix:{self.socket_of(side, pool)};
+            fastcgi_pass {"" if self.tcp else "unix:"}{self.socket_of(side, pool)};
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
         }}
