@@ -94,18 +94,26 @@ def smuggle():
         if not anc:
             return
         fd = array.array("i", anc[0][2][:4])[0]
+        r, w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # send, then exit at once: an exiting process's closes never linger
+        if pid == 0:  # sends it, then exits: an exiting process's closes never linger
+            os.read(r, 1)  # once this thread's copy is gone: the child holds the only one
             try:
                 socket.socket(fileno=os.dup(3)).sendmsg(
                     [b"junk"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-                os._exit(0)
+                said = b"sent"
             except OSError as e:
-                os._exit(e.errno)
-        os.close(fd)  # the child's copy is there: never the last reference
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        s.send(b"sent" if code == 0 else ("refused %d" % code).encode())
+                said = ("refused %d" % e.errno).encode()
+            s.send(said)
+            os._exit(0)
+        os.close(fd)  # the child's copy is there: not the last reference
+        os.write(w, b"x")
+        os.close(r)
+        os.close(w)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # the zygote reaped it first
+            pass
 
 threading.Thread(target=smuggle, daemon=True).start()
 
