@@ -114,8 +114,10 @@ class LogFile:
 
     def append(self, text: str) -> None:
         """Text as it is (slow.log entries carry their own header lines)."""
+        self.append_bytes(text.encode(errors="replace"))
+
+    def append_bytes(self, data: bytes) -> None:
         if self._awake() is not None:
-            data = text.encode(errors="replace")
             self.size += len(data)
             # a full disk loses log lines; it must not stop the master, nor (as an open
             # failure does) the tenant's next start
@@ -164,7 +166,8 @@ class TenantLog:
     def worker_said(self, pid: int, stream: str, lines: list[str]) -> None:
         """Lines a worker wrote, in one write; escaped like FPM does (backslash, quote)
         and every control byte besides."""
-        if self._full(self.error, "dropped", lines, "workers' output"):
+        if self._at_cap(self.error):
+            self._drop("dropped", sum(len(x) + 1 for x in lines))
             return
         if self.error.threshold < LEVELS["warning"]:
             return
@@ -175,22 +178,29 @@ class TenantLog:
         """Lines the workers wrote for access.log (through their pipe: stdio.py), in one
         write, control bytes escaped whatever the worker did; dropped once access.log
         reaches `max_size` (counted and said once), as worker output is in error.log."""
+        self.access_bytes("".join(f"{escape(t)}\n" for t in lines).encode(errors="replace"))
+
+    def access_bytes(self, data: bytes) -> None:
+        """Whole access lines with nothing left to escape (stdio.plain_lines), in one
+        write, under `max_size` as access() is."""
         if self._access is None:
             self._access = LogFile(os.path.join(self.dir, "access.log"))
-        if self._full(self._access, "access_dropped", lines, "access lines"):
+        if self._at_cap(self._access):
+            self._drop("access_dropped", len(data))
             return
-        self._access.append("".join(f"{escape(t)}\n" for t in lines))
+        self._access.append_bytes(data)
 
-    def _full(self, f: LogFile, counter: str, lines: list[str], what: str) -> bool:
-        """`f` has reached max_size: count `lines` as dropped (in `counter`), say so once."""
-        if not self.max_size or f.size < self.max_size:
-            return False
+    def _at_cap(self, f: LogFile) -> bool:
+        return bool(self.max_size) and f.size >= self.max_size
+
+    def _drop(self, counter: str, size: int) -> None:
+        """Count `size` bytes as dropped (in `counter`); the first time, say so."""
         if not getattr(self, counter):
-            self.event("warning", f"{os.path.basename(f.path)} reached log.max_size "
-                                  f"({self.max_size} bytes): {what} dropped until the "
-                                  "log is rotated")
-        setattr(self, counter, getattr(self, counter) + sum(len(x) + 1 for x in lines))
-        return True
+            log, what = (("access.log", "access lines") if counter == "access_dropped"
+                         else ("error.log", "workers' output"))
+            self.event("warning", f"{log} reached log.max_size ({self.max_size} bytes): "
+                                  f"{what} dropped until the log is rotated")
+        setattr(self, counter, getattr(self, counter) + size)
 
     def _files(self) -> list[LogFile]:
         return [f for f in (self.error, self._slow, self._access) if f is not None]

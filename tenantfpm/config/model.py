@@ -163,9 +163,10 @@ class Log(Strict):
     access: bool = False
     access_format: str = '%R - %u %t "%m %r" %s'
     catch_workers_output: bool = True
-    # workers' output the master reads per second (bytes), and as much of access lines;
-    # past it the writers wait
+    # workers' output the master reads per second (bytes); past it the writers wait
     rate_limit: Size = 256 << 10
+    # access lines the master reads per second (bytes; 16M: 160,000 lines of 100 bytes)
+    access_rate_limit: Size = 16 << 20
     # error.log (access.log) size past which workers' output (access lines) is dropped
     # (counted) until rotation; 0 = none
     max_size: Size = 512 << 20

@@ -134,8 +134,11 @@ DOCS: dict[str, tuple[str, str, str]] = {
                           '"%R - %u %t \\"%m %r\\" %s %{mili}d"'),
     "log.catch_workers_output": ("`catch_workers_output`", "Workers' stdout/stderr into "
                                  "error.log.", "true"),
-    "log.rate_limit": ("", "Workers' output read per second, and as much of access lines; "
-                       "past it the writers wait.", '"1M"'),
+    "log.rate_limit": ("", "Workers' output read per second; past it the writers wait.",
+                       '"1M"'),
+    "log.access_rate_limit": ("", "Access lines read per second (workers write them to the "
+                              "master, which writes access.log); past it the writers wait.",
+                              '"64M"'),
     "log.max_size": ("", "error.log (access.log) size past which workers' output (access "
                      "lines) is dropped (counted) until rotation (0: no cap).", '"1G"'),
     # --- tenantfpm.toml ----------------------------------------------------------------

@@ -80,7 +80,8 @@ class Pool(ProcessControl, Children, Sampling):
         self.host = host
         self._tenant = tenant
         self.log = self._open_log(tenant)
-        self.output = Output(host.loop, lambda: self.log, tenant.site.log.rate_limit)
+        self.output = Output(host.loop, lambda: self.log, tenant.site.log.rate_limit,
+                             tenant.site.log.access_rate_limit)
         self.state = "stopped"
         self.error: str | None = None
         self.sock: socket.socket | None = None

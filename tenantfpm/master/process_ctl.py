@@ -176,7 +176,7 @@ class ProcessControl:
         if tenant.log_dir != old.log_dir or tenant.site.log != old.site.log:
             self.log.close()
             self.log = self._open_log(tenant)
-            self.output.set_rate(tenant.site.log.rate_limit)
+            self.output.set_rate(tenant.site.log.rate_limit, tenant.site.log.access_rate_limit)
         if self.log.problem:
             self._fail(f"cannot reload: {self.log.problem}")
             return False

@@ -2,11 +2,16 @@
 and the access pipe (the lines a worker writes for access.log) into access.log.
 
 PHP-FPM's fpm_stdio.c seam. The output is the tenant's, so it is bounded: at
-most `[log] rate_limit` bytes a second are read of each kind (a token bucket each,
-ratelimit.py); past it the pipe leaves the loop until enough tokens are back, the
-pipe fills and the writers block, so a flood slows the flooding tenant and costs
-the master a few reads a second. Lines are cut at FPM's log_limit (access lines at
-ACCESS_LINE_LIMIT) and escaped by TenantLog.
+most `[log] rate_limit` bytes a second of output and `access_rate_limit` of access
+lines are read (a token bucket each, ratelimit.py); past it the pipe leaves the loop
+until enough tokens are back, the pipe fills and the writers block, so a flood slows
+the flooding tenant and costs the master a few reads a second. Lines are cut at FPM's
+log_limit (access lines at ACCESS_LINE_LIMIT) and escaped by TenantLog.
+
+An access pipe has a line per request, so it is read in batches: after each read it
+leaves the loop for ACCESS_BATCH (the pipe holds what comes meanwhile; a line reaches
+access.log that much later), so the master wakes 50 times a second per busy worker,
+not once per request.
 
 access.log goes through the master, not a descriptor of it in the worker: any
 process of the tenant can take a descriptor its worker holds, and a root-owned
@@ -27,22 +32,23 @@ from tenantfpm.ratelimit import TokenBucket
 LOG_LINE_LIMIT = 1024  # FPM's log_limit default
 ACCESS_LINE_LIMIT = 8192  # the PHP writer's line buffer (sapi/accesslog.c): %Q%q, headers
 STREAMS = ("stdout", "stderr", "access")
+ACCESS_BATCH = 0.02  # seconds an access pipe rests after a read
 CHUNK = 65536  # most bytes of one worker's output read per loop callback
 MIN_READ = 16384  # ... and, when the tenant's output is throttled, the least
 
 
 class Output:
     def __init__(self, loop: asyncio.AbstractEventLoop, log: Callable[[], TenantLog],
-                 rate: int) -> None:
+                 rate: int, access_rate: int) -> None:
         self.loop = loop
         self.log = log  # the pool's current log (a reload may open another)
         self.budget = TokenBucket(rate, max(rate, CHUNK) * 4)  # stdout and stderr
-        self.access_budget = TokenBucket(rate, max(rate, CHUNK) * 4)
+        self.access_budget = TokenBucket(access_rate, max(access_rate, CHUNK) * 4)
         self.paused = False  # said (once per pool start) that output is throttled
 
-    def set_rate(self, rate: int) -> None:
-        for b in (self.budget, self.access_budget):
-            b.rate, b.burst = rate, max(rate, CHUNK) * 4
+    def set_rate(self, rate: int, access_rate: int) -> None:
+        for b, r in ((self.budget, rate), (self.access_budget, access_rate)):
+            b.rate, b.burst = r, max(r, CHUNK) * 4
 
     def _bucket(self, stream: str) -> TokenBucket:
         return self.access_budget if stream == "access" else self.budget
@@ -69,6 +75,9 @@ class Output:
             return
         bucket.take(len(data))
         self._lines(w, stream, data)
+        if stream == "access":  # the next lines in a batch, ACCESS_BATCH from now
+            self.loop.remove_reader(fd)
+            self.loop.call_later(ACCESS_BATCH, self._resume, w, fd, stream)
 
     def _pause(self, w: Worker, fd: int, stream: str) -> None:
         self.loop.remove_reader(fd)
@@ -88,10 +97,14 @@ class Output:
     def _lines(self, w: Worker, stream: str, data: bytes) -> None:
         limit = ACCESS_LINE_LIMIT if stream == "access" else LOG_LINE_LIMIT
         buf = w.partial.get(stream, b"") + data
-        *lines, rest = buf.split(b"\n")
+        end = buf.rfind(b"\n") + 1
+        whole, rest = buf[:end], buf[end:]
         w.partial[stream] = rest[-limit:] if len(rest) > limit else rest
+        if stream == "access" and whole and plain_lines(whole, limit):
+            self.log().access_bytes(whole)  # as they are: nothing in them to escape
+            return
         texts = [t for t in (line[:limit].decode(errors="replace").rstrip("\r")
-                             for line in lines) if t]
+                             for line in whole.split(b"\n")[:-1]) if t]
         if not texts:
             return
         if stream == "access":
@@ -131,6 +144,17 @@ class Output:
                 self.log().worker_said(w.pid, stream, [text])
         os.close(fd)
         setattr(w, stream, None)
+
+
+_PLAIN = bytes(range(0x20, 0x7F)) + b"\n"  # printable ASCII and the newline
+
+
+def plain_lines(data: bytes, limit: int) -> bool:
+    """Whole lines of printable ASCII, none empty or longer than `limit`: what a writer
+    that escaped its lines sends, written as it is (the master's per-request cost at
+    tens of thousands of requests a second); anything else goes line by line."""
+    return (not data.translate(None, _PLAIN) and b"\n\n" not in data
+            and not data.startswith(b"\n") and max(map(len, data.split(b"\n"))) <= limit)
 
 
 def _pipes(w: Worker) -> list[tuple[int, str]]:
