@@ -10,6 +10,7 @@ its current request is read, and how a web server reaches it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from tenantfpm.config.tenant import Tenant
 from tenantfpm.inspect import PhpState, Unavailable
 from tenantfpm.pyworker.scoreboard import Reader
 from tenantfpm.sandbox.spawn import WarmStart
+
+F_SETPIPE_SZ = 1031
+ACCESS_PIPE_SIZE = 1 << 20
 
 
 @dataclass
@@ -39,6 +43,10 @@ class Channels:
         if tenant.site.log.access:
             r, w = os.pipe2(os.O_CLOEXEC)
             os.set_blocking(r, False)  # the master's end only: the worker's write waits
+            # room for what comes while the master's read rests (stdio.ACCESS_BATCH);
+            # pages are taken only as lines wait in it
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(r, F_SETPIPE_SZ, ACCESS_PIPE_SIZE)
             self.pass_fds += (w,)
             self.worker_ends += (w,)
             self.access = r
