@@ -49,7 +49,10 @@ class Client:
         self.timeout = timeout
         self.printable = printable
 
-    def call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    def call(self, method: str, url: str, body: dict[str, Any] | None = None,
+             raw: bool = False) -> Any:
+        """The master's answer; escaped when the client is printable, unless `raw` (log
+        slices, which `tenantfpm logs` escapes line by line as it prints them)."""
         conn = _UnixConnection(self.path, self.timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
@@ -59,7 +62,7 @@ class Client:
             raw = resp.read()
             try:
                 data = json.loads(raw or b"null")
-                if self.printable:
+                if self.printable and not raw:
                     data = printable(data)
             except ValueError:
                 raise TenantFPMError(f"the master answered HTTP {resp.status}: "

@@ -74,7 +74,7 @@ class RemoteLog:
             q["limit"] = limit
         if self.name:
             q["name"] = self.name
-        return self.client.call("GET", f"/v1/self/logs?{urlencode(q)}")
+        return self.client.call("GET", f"/v1/self/logs?{urlencode(q)}", raw=True)
 
     def _take(self, r: dict[str, Any]) -> list[str]:
         self.offset = r["next"]
