@@ -6,20 +6,24 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 from tenantfpm import logview
+from tenantfpm.client import printable
 
 
 class FakeMaster:
-    """What SelfService.logs answers, over a file that grows and rotates."""
+    """What SelfService.logs answers, over a file that grows and rotates, through the
+    CLI's printable client (which escapes every string unless asked for it raw)."""
 
     def __init__(self, text: str, chunk: int) -> None:
         self.text, self.inode, self.chunk = text.encode(), 1, chunk
 
-    def call(self, method: str, url: str) -> dict:
+    def call(self, method: str, url: str, raw: bool = False) -> dict:
         q = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
         offset, limit = int(q["offset"]), min(int(q.get("limit", self.chunk)), self.chunk)
         data = self.text[offset:offset + limit]
-        return {"exists": True, "not_kept": None, "inode": self.inode, "size": len(self.text),
-                "offset": offset, "next": offset + len(data), "data": data.decode()}
+        answer = {"exists": True, "not_kept": None, "inode": self.inode,
+                  "size": len(self.text), "offset": offset, "next": offset + len(data),
+                  "data": data.decode()}
+        return answer if raw else printable(answer)
 
 
 def test_lines_come_whole_across_slices_and_a_rotation(monkeypatch):
