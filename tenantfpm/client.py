@@ -59,14 +59,14 @@ class Client:
             headers = {"Content-Type": "application/json"} if payload else {}
             conn.request(method, url, body=payload, headers=headers)
             resp = conn.getresponse()
-            raw = resp.read()
+            answer = resp.read()
             try:
-                data = json.loads(raw or b"null")
+                data = json.loads(answer or b"null")
                 if self.printable and not raw:
                     data = printable(data)
             except ValueError:
                 raise TenantFPMError(f"the master answered HTTP {resp.status}: "
-                                     f"{escape(raw[:300].decode(errors='replace'))}") from None
+                                     f"{escape(answer[:300].decode(errors='replace'))}") from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise MasterNotRunning(f"the master is not running (no control socket at "
                                    f"{self.path})") from None
