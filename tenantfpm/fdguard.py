@@ -108,9 +108,6 @@ class Disposer:
             with self._lock:
                 self.closed += 1
 
-    def pending(self) -> int:
-        return self._q.qsize()
-
 
 DISPOSER = Disposer()
 
