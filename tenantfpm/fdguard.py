@@ -27,6 +27,7 @@ from __future__ import annotations
 import array
 import contextlib
 import functools
+import grp
 import os
 import queue
 import socket
@@ -234,11 +235,11 @@ def guard(sock: socket.socket) -> socket.socket:
     return GuardedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
 
 
-def unix_listener(path: str, mode: int, backlog: int = 128,
-                  per_user: int | None = None) -> Listener:
-    """A listening unix stream socket at `path`, `mode` from its first moment, whose
-    connections never bring the master a descriptor to close, and (`per_user`) of which
-    one local user holds at most that many at once."""
+def unix_listener(path: str, mode: int, backlog: int = 128, per_user: int | None = None,
+                  group: str | None = None) -> Listener:
+    """A listening unix stream socket at `path`, `mode` from its first moment (and in
+    `group`), whose connections never bring the master a descriptor to close, and
+    (`per_user`) of which one local user holds at most that many at once."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     sock = Listener(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -254,6 +255,8 @@ def unix_listener(path: str, mode: int, backlog: int = 128,
     finally:
         os.umask(old)
     os.chmod(path, mode)
+    if group is not None:
+        os.chown(path, 0, grp.getgrnam(group).gr_gid, follow_symlinks=False)
     sock.listen(backlog)
     sock.setblocking(False)
     return sock

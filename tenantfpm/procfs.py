@@ -36,9 +36,12 @@ def read_syscall(pid: int) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1], 16)
 
 
-def is_idle_in_accept(pid: int) -> bool:
-    call = read_syscall(pid)
+def _in_accept(call: tuple[int, int] | None) -> bool:
     return call is not None and call[0] in _ACCEPT and call[1] == 0
+
+
+def is_idle_in_accept(pid: int) -> bool:
+    return _in_accept(read_syscall(pid))
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def is_waiting(pid: int) -> bool:
         call = read_syscall(pid)
     except OSError:
         return False
-    return call is not None and ((call[0] in _ACCEPT and call[1] == 0) or call[0] in _POLL)
+    return _in_accept(call) or (call is not None and call[0] in _POLL)
 
 
 def usage(pid: int) -> Usage | None:

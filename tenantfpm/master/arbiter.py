@@ -67,9 +67,10 @@ class Master:
         # readable by root and the monitoring group only
         endpoints = [a for a in (m.metrics_listen, m.status_listen) if a and a[0] != "/"]
         self.endpoint_ports = {p for a in endpoints if (p := parse_listen(a).port)}
+        # (the group is looked up only where it is used: config checks it then)
+        monitor_gid = grp.getgrnam(m.status_listen_group).gr_gid if self.endpoint_ports else 0
         self.guard = NetGuard(m.cgroup_parent, m.control_socket,
-                              frozenset(self.endpoint_ports),
-                              grp.getgrnam(m.status_listen_group).gr_gid) \
+                              frozenset(self.endpoint_ports), monitor_gid) \
             if m.tenant_firewall else None
         # every uid that ran a tenant's code under this master stays fenced: an old
         # generation (or what it left running) keeps its uid after a reload changed it

@@ -6,8 +6,6 @@ group; a TCP one is fenced by the master's firewall (netguard.py)."""
 
 from __future__ import annotations
 
-import grp
-import os
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -44,9 +42,8 @@ class MetricsServer:
         a = self.address
         if a.is_unix:
             assert a.path is not None
-            sock = fdguard.unix_listener(a.path, 0o660)
-            os.chown(a.path, 0, grp.getgrnam(self.group).gr_gid, follow_symlinks=False)
-            await web.SockSite(self.runner, sock).start()
+            await web.SockSite(self.runner,
+                               fdguard.unix_listener(a.path, 0o660, group=self.group)).start()
         else:
             await web.TCPSite(self.runner, a.host, a.port).start()
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +50,7 @@ def peer_uid(request: web.Request) -> int:
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None:
         raise Refused("the caller cannot be identified")
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", raw)
-    return uid
+    return fdguard.peer_uid(sock)
 
 
 def own_tenant(pools: dict[str, Pool], uid: int, asked: str | None) -> Pool:
@@ -128,7 +124,7 @@ class SelfService:
     @web.middleware
     async def rate_limit(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """REQUESTS_PER_S per local user (uid 0 is not served here anyway)."""
-        uid = peer_uid(request)
+        uid = request["uid"] = peer_uid(request)  # asked of the kernel once per request
         bucket = self.requests.setdefault(uid, TokenBucket(REQUESTS_PER_S, 2 * REQUESTS_PER_S))
         if len(self.requests) > 4096:  # users come and go: forget the full buckets
             self._forget_full(self.requests)
@@ -148,7 +144,7 @@ class SelfService:
         asked = request.query.get("name") or None
         if asked is not None and not NAME.fullmatch(asked):
             raise Refused(f"not a tenant name: {asked[:64]!r}")
-        return own_tenant(self.master.pools, peer_uid(request), asked)
+        return own_tenant(self.master.pools, request["uid"], asked)
 
     async def status(self, request: web.Request) -> web.Response:
         pool = self._pool(request)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import os
 import struct
 from typing import TYPE_CHECKING
@@ -38,9 +37,8 @@ class StatusServer:
         if a.is_unix:
             assert a.path is not None
             # 0660 from the first moment: no user but root and the group
-            sock = fdguard.unix_listener(a.path, 0o660)
+            sock = fdguard.unix_listener(a.path, 0o660, group=self.group)
             self.server = await asyncio.start_unix_server(self.serve, sock=sock)
-            os.chown(a.path, 0, grp.getgrnam(self.group).gr_gid, follow_symlinks=False)
         else:
             self.server = await asyncio.start_server(self.serve, a.host, a.port)
 
