@@ -26,9 +26,13 @@
  *
  * With -s MS (the master asks for it where a fork answers a waiting request: ondemand and
  * dynamic pools) the zygote keeps one spare: a child forked ahead, once the zygote has had
- * no order for MS milliseconds, that waits on a socket pair of its own. The next order is
- * handed to it (text and descriptors as they came) instead of forking, which takes the
- * fork (1-1.5 ms: 540 mappings with Debian's extensions) off the first request's path.
+ * no order for MS milliseconds. The zygote stops reading the channel while it waits: the
+ * spare takes the next order (text and descriptors) from fd 3 itself and says so on a pipe
+ * of its own, which takes the fork (1-1.5 ms: 540 mappings with Debian's extensions) off
+ * the first request's path. (No socket pair between them: the tenant's seccomp filter lets
+ * descriptors in on fd 3 only, and keeps fd 3 the channel in every process of the tenant;
+ * tenantfpm/sandbox/seccomp.py. So the workers keep it open too: the master heeds the
+ * zygote's own pid only, by the kernel's word.)
  * The spare runs no tenant code before its order, is not a worker until then (the master
  * never hears of it; its end is not reported), and dies with the zygote (PR_SET_PDEATHSIG).
  * While it waits it rehearses PHP's request start and end with no script (rehearse.c), so
@@ -63,10 +67,10 @@ static int say(const char *fmt, long a, long b)
     return send(CONTROL_FD, msg, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
 }
 
-/* The spare, if any: its pid and the zygote's end of its socket pair. */
+/* The spare, if any: its pid and the read end of its pipe ("t": it took an order). */
 static struct {
     pid_t pid;
-    int fd;
+    int took;
 } spare = {0, -1};
 static int spare_delay_ms = -1;  /* -s: how long without an order before forking one; -1: none */
 static int spares_lost;  /* in a row, ended before their order */
@@ -74,12 +78,33 @@ static int spare_refused;  /* the last spare's fork failed: none until the next 
 static int spare_rehearses;  /* runs PHP's request start and end while it waits: rehearse.c */
 #define SPARES_LOST_MAX 3  /* then none: a spare that cannot live must not cost a fork a tick */
 
-/* The spare is no longer ours to hand an order to (it took one, or it ended). */
+/* The spare is no longer ours to wait for (it took an order, or it ended). */
 static void spare_forget(void)
 {
-    close(spare.fd);
+    if (spare.took >= 0)
+        close(spare.took);
     spare.pid = 0;
-    spare.fd = -1;
+    spare.took = -1;
+}
+
+/* Whether the spare took an order: then it is a worker, ours to report, and forgotten
+ * here. Does not wait. At the pipe's end without a word its reaping tells the rest. */
+static int spare_taken(void)
+{
+    char c;
+    if (spare.took < 0)
+        return 0;
+    ssize_t n = read(spare.took, &c, 1);
+    if (n == 1 && c == 't') {
+        spare_forget();
+        spares_lost = 0;
+        return 1;
+    }
+    if (n == 0) {
+        close(spare.took);
+        spare.took = -1;
+    }
+    return 0;
 }
 
 /* End the spare and reap it here, so its end is never reported. */
@@ -188,12 +213,12 @@ static int parse_order(const char *text, int nfds, unsigned long *max_requests)
 static void leave_zygote(int sigfd)
 {
     close(sigfd);
-    close(CONTROL_FD);  /* the worker runs the tenant's code: no channel to the master */
+    /* fd 3, the channel, stays: the seccomp filter pins it (see the top of this file) */
 }
 
-/* The spare's life before its order: wait for it, then become the worker it asks for. An
- * end of the pair (the zygote dropped it) or anything else ends the spare. */
-static void spare_wait(int fd, pid_t zygote)
+/* The spare's life before its order: take it from the channel, say so on `took`, then
+ * become the worker it asks for. The channel's end or anything else ends the spare. */
+static void spare_wait(int took, pid_t zygote)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != zygote)
         _exit(0);
@@ -203,37 +228,39 @@ static void spare_wait(int fd, pid_t zygote)
     int fds[MAX_FDS], nfds = 0, got;
     unsigned long max_requests;
     do
-        got = receive(fd, text, sizeof text, fds, &nfds);
+        got = receive(CONTROL_FD, text, sizeof text, fds, &nfds);
     while (got < 0 && errno == EINTR);
     if (got <= 0 || !parse_order(text, nfds, &max_requests))
         _exit(0);
-    close(fd);
+    if (write(took, "t", 1) != 1)
+        _exit(0);  /* the zygote is gone: so is the master's order, with our end */
+    close(took);
     prctl(PR_SET_PDEATHSIG, 0);  /* a worker now, as one forked at its order */
     become_worker(max_requests, fds, nfds);
 }
 
 static void spare_make(int sigfd)
 {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+    int took[2];
+    if (pipe2(took, O_CLOEXEC | O_NONBLOCK)) {
         spare_refused = 1;
         return;
     }
     pid_t zygote = getpid(), pid = fork();
     if (pid == 0) {
         leave_zygote(sigfd);
-        close(sv[0]);
-        spare_wait(sv[1], zygote);
+        close(took[0]);
+        spare_wait(took[1], zygote);
     }
-    close(sv[1]);
+    close(took[1]);
     if (pid < 0) {  /* the pids limit, memory: the fork at the next order will say it; a
                      * retry each look would copy the zygote's memory map for nothing */
-        close(sv[0]);
+        close(took[0]);
         spare_refused = 1;
         return;
     }
     spare.pid = pid;
-    spare.fd = sv[0];
+    spare.took = took[0];
 }
 
 /* No more forks: the spare is not wanted. */
@@ -243,34 +270,6 @@ static void spare_drop(void)
         return;
     spare_end();
     spare_forget();
-}
-
-/* Pass an order to the spare: 1 if it has it (it is a worker now, and ours to report). */
-static int spare_hand(char *text, int *fds, int nfds)
-{
-    if (spare.pid <= 0)
-        return 0;
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-        struct cmsghdr align;
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct iovec iov = {text, strlen(text)};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    if (sendmsg(spare.fd, &m, MSG_NOSIGNAL) != (ssize_t)iov.iov_len) {
-        spare_end();  /* it died (killed by the tenant's code, the OOM killer) */
-        spare_lost();
-        return 0;  /* the order is forked */
-    }
-    spare_forget();
-    spares_lost = 0;
-    return 1;
 }
 
 static int order(int sigfd, int *children)
@@ -284,11 +283,6 @@ static int order(int sigfd, int *children)
     if (!parse_order(text, nfds, &max_requests)) {
         close_all(fds, nfds);
         return 1;  /* not an order from our master: ignored */
-    }
-    if (spare_hand(text, fds, nfds)) {
-        (*children)++;
-        close_all(fds, nfds);
-        return 1;
     }
     pid_t pid = fork();
     if (pid == 0) {
@@ -306,8 +300,12 @@ static void reap(int *children)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid == spare.pid) {  /* ended before its order: forked again later */
-            spare_lost();
+        if (pid == spare.pid) {
+            if (spare_taken()) {  /* a worker already: its end is reported */
+                say("exit %ld %ld", pid, status);
+                continue;
+            }
+            spare_lost();  /* ended before its order: forked again later */
             continue;
         }
         (*children)--;
@@ -389,14 +387,17 @@ int tfpm_main(int argc, char **argv)
     int children = 0, open_channel = 1;
     long next_spare = now_ms() + spare_delay_ms;
     while (open_channel || children > 0) {
-        struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},
-                              {.fd = open_channel ? CONTROL_FD : -1, .events = POLLIN}};
+        /* while a spare waits, the order is its to take */
+        struct pollfd p[3] = {{.fd = sigfd, .events = POLLIN},
+                              {.fd = open_channel && spare.pid == 0 ? CONTROL_FD : -1,
+                               .events = POLLIN},
+                              {.fd = spare.took, .events = POLLIN}};
         int timeout = -1;
         if (spare_delay_ms >= 0 && open_channel && spare.pid == 0 && !spare_refused) {
             long wait = next_spare - now_ms();
             timeout = wait > 0 ? (int)wait : 0;
         }
-        int ready = poll(p, 2, timeout);
+        int ready = poll(p, 3, timeout);
         if (ready < 0) {
             if (errno == EINTR)
                 continue;
@@ -414,14 +415,21 @@ int tfpm_main(int argc, char **argv)
             }
             reap(&children);
         }
-        if (open_channel && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (p[2].revents && spare_taken()) {
+            children++;
+            next_spare = now_ms() + spare_delay_ms;
+            spare_refused = 0;
+        }
+        if (p[1].fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             if (order(sigfd, &children) <= 0)
                 open_channel = 0;
             next_spare = now_ms() + spare_delay_ms;
             spare_refused = 0;
         }
-        if (!open_channel)
+        if (!open_channel) {
+            children += spare_taken();
             spare_drop();
+        }
     }
     return 0;
 }

@@ -17,9 +17,12 @@ Two ways, the same guarantee:
   ever queued (an accepted socket inherits it from its listener);
 - elsewhere (Debian 12's own 6.1) every read takes the descriptors out with recvmsg()
   and a control buffer large enough for the most one message can carry (SCM_MAX_FD),
-  and both those descriptors and the sockets themselves are closed by `DISPOSER`'s
-  threads, which may block; the loop never does. `TENANTFPM_NO_PASSRIGHTS=1` forces
-  this fallback (the tests run both).
+  and both those descriptors and the sockets themselves go to `DISPOSER`. It defuses
+  what it can and closes that at once (defuse(): a TCP socket's linger set to an
+  abortive 0; a unix socket shut for reading, so nothing more can be queued, and
+  emptied, its contents defused in turn), and closes the rest (a file whose close may
+  wait, a listener, a deep nest) in threads of its own, which may block; the loop
+  never does. `TENANTFPM_NO_PASSRIGHTS=1` forces this fallback (the tests run both).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ SCM_MAX_FD = 253  # the most descriptors one message (one skb) can carry
 CONTROL_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * 4) + socket.CMSG_SPACE(12)  # + credentials
 FORCE_FALLBACK_ENV = "TENANTFPM_NO_PASSRIGHTS"
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets at once, never waits
+DEFUSE_BUDGET = 64  # descriptors one defuse() may take out of nested queues
 
 
 def forced_off() -> bool:
@@ -69,13 +74,58 @@ def supported() -> bool:
         b.close()
 
 
-class Disposer:
-    """Closes descriptors in threads of its own, where a close may block.
+def defuse(fd: int, budget: list[int]) -> bool:
+    """Make closing `fd` harmless from here, without waiting; whether that worked.
 
-    A thread that has taken a descriptor and not come back is stuck in its close; the
-    next descriptor then gets a new thread, up to MAX_THREADS. Past that, descriptors
-    wait in the queue (the master holds them, bounded by the per-user connection limit
-    and its descriptor limit) until a thread comes back: the loop never waits."""
+    A socket of any family but unix gets an abortive linger (0 s), which is what made a
+    close block in the first place. A unix socket is shut for reading first (its peer's
+    sends fail from then on, so nothing new can be queued behind our back), then
+    emptied, each descriptor found in it defused in turn or handed to the threads;
+    `budget` bounds how many one top-level call takes out. Anything else (not a socket:
+    a file whose close may wait on its filesystem; a listener, whose pending connections
+    hold queues of their own; an unknown type) is not ours to judge: False."""
+    try:
+        s = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        if s.family != socket.AF_UNIX:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+            return True
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return False
+        s.shutdown(socket.SHUT_RD)
+        while budget[0] > 0:
+            try:
+                data, anc, _f, _a = s.recvmsg(65536, CONTROL_SPACE,
+                                              socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return True  # empty
+            found = rights(anc)
+            for inner in found:
+                budget[0] -= 1
+                if defuse(inner, budget):
+                    os.close(inner)
+                else:
+                    DISPOSER.close_later(inner)
+            if not data and not found:
+                return True  # the end: nothing queued
+        return False  # more than the budget: the threads
+    except OSError:
+        return False
+    finally:
+        s.detach()
+
+
+class Disposer:
+    """Closes descriptors that came from outside without ever blocking the caller.
+
+    What defuse() makes harmless is closed at once. The rest goes to threads of its own,
+    where a close may block: a thread that has taken a descriptor and not come back is
+    stuck in its close; the next descriptor then gets a new thread, up to MAX_THREADS.
+    Past that, descriptors wait in the queue (the master holds them, bounded by the
+    per-user connection limit and its descriptor limit) until a thread comes back: the
+    loop never waits."""
 
     MAX_THREADS = 16
 
@@ -85,8 +135,20 @@ class Disposer:
         self._threads = 0
         self._idle = 0
         self.closed = 0  # descriptors closed, for tests and status
+        self.defused = 0  # of them, closed at once
 
     def close(self, fd: int) -> None:
+        if defuse(fd, [DEFUSE_BUDGET]):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with self._lock:
+                self.closed += 1
+                self.defused += 1
+            return
+        self.close_later(fd)
+
+    def close_later(self, fd: int) -> None:
+        """In a thread: a close that may block."""
         self._q.put(fd)
         with self._lock:
             if self._idle == 0 and self._threads < self.MAX_THREADS:

@@ -12,22 +12,28 @@ EPERM = seccomp.SECCOMP_RET_ERRNO | errno.EPERM
 I386 = 0x40000003
 
 
-def run(nr: int, arg0: int = 0, arch: int = seccomp.AUDIT_ARCH_X86_64, arg1: int = 0,
-        arg2: int = 0) -> int:
+def steps(nr: int, arg0: int = 0, arch: int = seccomp.AUDIT_ARCH_X86_64, arg1: int = 0,
+          arg2: int = 0, channel: bool = True) -> tuple[int, int]:
+    """The filter's answer for one syscall, and how many instructions it took."""
     data = struct.pack("<iIQ6Q", nr, arch, 0, arg0, arg1, arg2, 0, 0, 0)
-    prog, pc, acc = seccomp.program(), 0, 0
-    for _ in range(1000):
+    prog, pc, acc = seccomp.program(channel), 0, 0
+    for n in range(1, 1000):
         code, jt, jf, k = prog[pc]
         if code == seccomp.LD_W_ABS:
             acc = struct.unpack_from("<I", data, k)[0]
             pc += 1
         elif code == seccomp.RET_K:
-            return k
+            return k, n
         else:
             hit = {seccomp.JEQ_K: acc == k, seccomp.JGE_K: acc >= k,
                    seccomp.JSET_K: bool(acc & k)}[code]
             pc += 1 + (jt if hit else jf)
     raise AssertionError("the program did not return")
+
+
+def run(nr: int, arg0: int = 0, arch: int = seccomp.AUDIT_ARCH_X86_64, arg1: int = 0,
+        arg2: int = 0, channel: bool = True) -> int:
+    return steps(nr, arg0, arch, arg1, arg2, channel)[0]
 
 
 def test_everyday_syscalls_pass():
@@ -76,8 +82,58 @@ def test_a_process_made_non_dumpable_stays_so():
 
 
 def test_the_hot_syscalls_leave_the_filter_first():
-    assert seccomp.FIRST_LOOKED_AT == seccomp.SETSOCKOPT == 54
-    prog = seccomp.program()
-    assert prog[6:8] == [(seccomp.JGE_K, 1, 0, 54), (seccomp.RET_K, 0, 0, ALLOW)]
-    for nr in range(54):  # read ... getsockopt's neighbours: none of them is looked at
-        assert run(nr) == ALLOW
+    for nr in (0, 1, 2):  # read, write, open: the first compare after the ABI checks
+        assert steps(nr) == (ALLOW, 6)
+    for nr in (7, 9, 20):  # poll, mmap, writev: after close's
+        assert steps(nr)[1] <= 12
+    assert steps(seccomp.CLOSE, 5)[1] <= 13
+    for nr in range(4, 33):  # nothing between close and dup2 is looked at
+        assert run(nr, 3) == ALLOW
+
+
+def test_the_program_fits_the_kernels_jumps():
+    for channel in (True, False):
+        prog = seccomp.program(channel)
+        assert len(prog) < 4096
+        assert all(0 <= jt < 256 and 0 <= jf < 256 for _c, jt, jf, _k in prog)
+        assert prog[-1] == (seccomp.RET_K, 0, 0, ALLOW)
+
+
+ENOSYS = seccomp.SECCOMP_RET_ERRNO | errno.ENOSYS
+
+
+def test_descriptors_come_in_on_the_channel_only():
+    ch = seccomp.CHANNEL_FD
+    for nr in (seccomp.RECVMSG, seccomp.RECVMMSG):
+        assert run(nr, ch) == ALLOW
+        assert run(nr, ch + 1) == EPERM
+        assert run(nr, 0) == EPERM
+        assert run(nr, ch | 1 << 32) == ALLOW  # the kernel reads an int: still fd 3
+        assert run(nr, ch, channel=False) == EPERM  # a process with no channel: nowhere
+    assert run(45, 7) == ALLOW  # recvfrom: no descriptors come that way
+    assert run(46, 7) == ALLOW  # sendmsg
+
+
+def test_the_channel_cannot_be_replaced_or_freed():
+    ch = seccomp.CHANNEL_FD
+    assert run(seccomp.CLOSE, ch) == EPERM
+    assert run(seccomp.CLOSE, ch + 1) == ALLOW
+    assert run(seccomp.DUP2, 7, arg1=ch) == EPERM
+    assert run(seccomp.DUP3, 7, arg1=ch) == EPERM
+    assert run(seccomp.DUP2, ch, arg1=9) == ALLOW  # a copy elsewhere receives nothing
+    assert run(seccomp.DUP3, 5, arg1=9) == ALLOW
+    assert run(seccomp.CLOSE_RANGE, 0) == ENOSYS  # libc then closes one by one
+    assert run(seccomp.CLOSE_RANGE, ch) == ENOSYS
+    assert run(seccomp.CLOSE_RANGE, ch + 1) == ALLOW
+    # close-on-exec would free the number at the next exec
+    assert run(seccomp.FCNTL, ch, arg1=seccomp.F_SETFD) == EPERM
+    assert run(seccomp.FCNTL, ch, arg1=1) == ALLOW  # F_GETFD
+    assert run(seccomp.FCNTL, 7, arg1=seccomp.F_SETFD) == ALLOW
+    assert run(seccomp.FCNTL, ch, arg1=1030) == ALLOW  # F_DUPFD_CLOEXEC: a copy
+    assert run(seccomp.IOCTL, ch, arg1=seccomp.FIOCLEX) == EPERM
+    assert run(seccomp.IOCTL, 7, arg1=seccomp.FIOCLEX) == ALLOW
+    assert run(seccomp.IOCTL, ch, arg1=0x541B) == ALLOW  # FIONREAD
+    # a process without a channel keeps all of these
+    for nr, a0, a1 in ((seccomp.CLOSE, ch, 0), (seccomp.DUP2, 7, ch), (seccomp.CLOSE_RANGE, 0, 9),
+                       (seccomp.FCNTL, ch, seccomp.F_SETFD)):
+        assert run(nr, a0, arg1=a1, channel=False) == ALLOW

@@ -179,6 +179,8 @@ def adopt(z: Zygote, w: Worker, msg: Message) -> bool:
     host = msg.sender
     if host is None or host <= 0 or msg.pid in z.by_ns:
         return False
+    if any(known.pid == host for known in z.by_ns.values()):  # a worker took an order
+        return False  # meant for the zygote (they share fd 3) and says hello twice
     try:
         pidfd = os.pidfd_open(host)
     except OSError:

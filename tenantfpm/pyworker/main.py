@@ -10,6 +10,7 @@ its request.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import gc
 import importlib
@@ -227,6 +228,11 @@ def open_errors(path: str) -> IO[str]:
 
 
 def main() -> None:
+    # started on its own (a plan's pass_fds begin at 3), not forked by the zygote: one up,
+    # where the zygote's workers have them
+    for fd in (ACCESS_FD - 1, TRACE_FD - 1, BOARD_FD - 1):
+        with contextlib.suppress(OSError):
+            os.dup2(fd, fd + 1)
     cfg = Config(**json.loads(sys.argv[1]))
     errors = open_errors(cfg.error_log)
     w = Worker(cfg, errors)

@@ -12,10 +12,15 @@ lazy-apps).
 
 With `spare_delay_ms` (the master sets it where a fork answers a waiting request:
 ondemand and dynamic pools) the zygote keeps one spare, as the PHP zygote does: a
-child forked ahead once no order has come for that long, waiting on a socket pair
-of its own. The next order goes to it instead of a fork. It runs none of the
-tenant's code before its order (a lazy app is imported after it), the master never
-hears of it, and it dies with the zygote (PR_SET_PDEATHSIG).
+child forked ahead once no order has come for that long. The zygote stops reading the
+channel while it waits; the spare takes the next order from fd 3 itself and says so
+on a pipe. It runs none of the tenant's code before its order (a lazy app is imported
+after it), the master never hears of it, and it dies with the zygote
+(PR_SET_PDEATHSIG).
+
+Descriptors come in on fd 3 only, and fd 3 stays the channel in every process of the
+tenant (the seccomp filter: sandbox/seccomp.py), so the workers keep it open: the
+master heeds the zygote's own pid only, by the kernel's word.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import array
 import contextlib
 import ctypes
+import fcntl
 import gc
 import json
 import os
@@ -54,14 +60,14 @@ def _say(text: str) -> None:
 def _receive(fd: int = CONTROL_FD) -> tuple[bytes, list[int]] | None:
     """One order and its fds; None when the sender closed the channel."""
     fds = array.array("i")
-    ctl = socket.socket(fileno=os.dup(fd))
+    ctl = socket.socket(fileno=fd)  # not a copy: descriptors come in on fd 3 only
     try:
         msg, anc, _flags, _ = ctl.recvmsg(128, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
                                           socket.MSG_CMSG_CLOEXEC)
     except InterruptedError:
         return b"", []
     finally:
-        ctl.close()
+        ctl.detach()
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
@@ -104,7 +110,7 @@ def _leave_zygote(wakeup: tuple[int, int]) -> None:
         signal.signal(sig, signal.SIG_DFL)
     for fd in wakeup:
         os.close(fd)
-    os.close(CONTROL_FD)  # the worker runs the tenant's code: no channel to the master
+    # fd 3, the channel, stays: the seccomp filter pins it (see the top of this file)
 
 
 def _become_worker(cfg: Config, app: Any, max_requests: int, fds: list[int]) -> None:
@@ -115,12 +121,15 @@ def _become_worker(cfg: Config, app: Any, max_requests: int, fds: list[int]) -> 
         os.dup2(out, 1)
         os.dup2(err, 2)
         _hello(chan)
-        for fd, target in ((board, BOARD_FD), (trace, TRACE_FD),
-                           *(((rest[0], ACCESS_FD),) if rest else ())):
-            os.dup2(fd, target)
-        for fd in (out, err, board, trace, *rest):
-            if fd not in (1, 2, BOARD_FD, TRACE_FD, ACCESS_FD):
+        # out of the targets' way first: a source may sit on another's target number
+        sources = [board, trace, *rest[:1]]
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, ACCESS_FD + 1) for fd in sources]
+        for fd in (out, err, *sources, *rest[1:]):
+            if fd > 2:
                 os.close(fd)
+        for fd, target in zip(moved, (BOARD_FD, TRACE_FD, ACCESS_FD)):
+            os.dup2(fd, target)
+            os.close(fd)
         cfg.max_requests = max_requests
         cfg.access_format = cfg.access_format if rest else ""
         errors = open_errors(cfg.error_log)
@@ -149,14 +158,14 @@ def _pdeathsig(sig: int) -> bool:
 
 
 class Spare:
-    """The one child forked ahead, and the zygote's end of its socket pair: the fork of
-    an interpreter holding the app (a few ms) is then off the path of an ondemand
-    pool's first request."""
+    """The one child forked ahead, and the read end of its pipe: the fork of an
+    interpreter holding the app (a few ms) is then off the path of an ondemand pool's
+    first request."""
 
     def __init__(self, delay_ms: int | None) -> None:
         self.delay = None if delay_ms is None else delay_ms / 1000
         self.pid = 0
-        self.sock: socket.socket | None = None
+        self.took: int | None = None  # "t" once it took an order
         self.lost_in_a_row = 0
         self.refused = False  # its fork failed: none until the next order
 
@@ -168,7 +177,7 @@ class Spare:
 
     def make(self, cfg: Config, app: Any, wakeup: tuple[int, int]) -> None:
         try:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             self.refused = True
             return
@@ -176,47 +185,51 @@ class Spare:
         try:
             pid = os.fork()
         except OSError:  # the pids limit, memory: the fork at the next order will say it
-            ours.close()
-            theirs.close()
+            os.close(r)
+            os.close(w)
             self.refused = True
             return
         if pid == 0:
             try:
-                ours.close()
+                os.close(r)
                 _leave_zygote(wakeup)
                 if not _pdeathsig(signal.SIGKILL) or os.getppid() != zygote:
                     os._exit(0)
-                got = _receive(theirs.fileno())
-                theirs.close()
+                got = _receive()
                 max_requests = _order(*got) if got else None
                 if got is None or max_requests is None:
-                    os._exit(0)  # dropped by the zygote, or not an order
+                    os._exit(0)  # the channel's end, or not an order
+                os.write(w, b"t")  # the zygote is gone otherwise: so is the order, with us
+                os.close(w)
                 _pdeathsig(0)  # a worker now, as one forked at its order
                 _become_worker(cfg, app, max_requests, got[1])
             finally:
                 os._exit(0)
-        theirs.close()
-        self.pid, self.sock = pid, ours
+        os.close(w)
+        self.pid, self.took = pid, r
 
-    def hand(self, msg: bytes, fds: list[int]) -> bool:
-        """Pass an order to the spare: True if it has it (a worker now, ours to report)."""
-        if not self.pid or self.sock is None:
+    def taken(self) -> bool:
+        """Whether the spare took an order: then it is a worker, ours to report, and
+        forgotten here. Does not wait; at the pipe's end its reaping tells the rest."""
+        if self.took is None:
             return False
         try:
-            self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                       array.array("i", fds))], socket.MSG_NOSIGNAL)
-        except OSError:  # it died (killed by the tenant's code, the OOM killer)
-            self.drop()
-            self.lost()
+            said = os.read(self.took, 1)
+        except BlockingIOError:
             return False
-        self.forget()
-        self.lost_in_a_row = 0
-        return True
+        if said == b"t":
+            self.forget()
+            self.lost_in_a_row = 0
+            return True
+        if not said:
+            os.close(self.took)
+            self.took = None
+        return False
 
     def forget(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-        self.pid, self.sock = 0, None
+        if self.took is not None:
+            os.close(self.took)
+        self.pid, self.took = 0, None
 
     def drop(self) -> None:
         """End the spare and reap it here, so its end is never reported."""
@@ -285,8 +298,11 @@ def main() -> None:
     while (channel_open and not stopping) or children:
         forking = channel_open and not stopping
         if not forking:
+            children += spare.taken()
             spare.drop()
-        watch = [r] + ([CONTROL_FD] if forking else [])
+        # while a spare waits, the order is its to take
+        watch = [r] + ([CONTROL_FD] if forking and not spare.pid else [])
+        watch += [spare.took] if spare.took is not None else []
         timeout = spare.due_in(last_order) if forking else None
         try:
             ready = select.select(watch, [], [], timeout)[0]
@@ -311,11 +327,17 @@ def main() -> None:
                 break
             if pid == 0:
                 break
-            if pid == spare.pid:  # ended before its order: forked again later, unreported
-                spare.lost()
+            if pid == spare.pid:
+                if spare.taken():  # a worker already: its end is reported
+                    _say(f"exit {pid} {status}")
+                else:  # ended before its order: forked again later, unreported
+                    spare.lost()
                 continue
             children -= 1
             _say(f"exit {pid} {status}")
+        if spare.took is not None and spare.took in ready and spare.taken():
+            children += 1
+            last_order, spare.refused = time.monotonic(), False
         if CONTROL_FD in ready:
             got = _receive()
             if got is None:
@@ -326,17 +348,14 @@ def main() -> None:
             if max_requests is None:
                 continue
             last_order, spare.refused = time.monotonic(), False
-            if spare.hand(msg, fds):
-                children += 1
-            else:
-                try:
-                    pid = os.fork()
-                except OSError:
-                    pid = -1  # the master sees the worker's channel end without a hello
-                if pid == 0:
-                    _leave_zygote((r, w))
-                    _become_worker(cfg, app, max_requests, fds)
-                children += pid > 0
+            try:
+                pid = os.fork()
+            except OSError:
+                pid = -1  # the master sees the worker's channel end without a hello
+            if pid == 0:
+                _leave_zygote((r, w))
+                _become_worker(cfg, app, max_requests, fds)
+            children += pid > 0
             for fd in fds:
                 os.close(fd)
     spare.drop()

@@ -58,7 +58,8 @@ def binds(tenant: Tenant) -> list[tuple[str, str, bool]]:
 
 class Python(Runtime):
     """tenantfpm's own WSGI worker: it publishes a scoreboard, writes its own access.log and
-    its stack on request (fd 3 the scoreboard, 4 the trace pipe, 5 access.log)."""
+    its stack on request (fd 4 the scoreboard, 5 the trace pipe, 6 access.log; fd 3 is the
+    zygote's channel)."""
 
     type = "python"
     reports_requests = True

@@ -14,7 +14,9 @@ so a process made non-dumpable (the zygotes, hence their workers) stays so and
 /proc/PID/mem of it stays root's. And setsockopt(SOL_SOCKET, SO_LINGER): a socket
 whose close() blocks for as long as its owner likes is the one weapon against whoever
 drops a passed descriptor last (nginx, the master; docs/security.md); without it no
-socket a tenant makes can block a close.
+socket a tenant makes can block a close. Nor can one come in from outside: descriptors
+are received on the channel to the master only (receiving_rules), so none that a local
+user made reaches a tenant's process to be forwarded to nginx.
 clone() with any namespace flag fails with EPERM; clone3() with ENOSYS so libc
 falls back to clone(), whose flags a classic BPF filter can see. Syscalls of
 another ABI (i386, x32) are refused outright, so they cannot route around the
@@ -65,72 +67,106 @@ DENIED = {  # x86_64 numbers
 NOT_THERE = {"pidfd_open": 434, "pidfd_getfd": 438}  # ENOSYS: "this kernel has none"
 SETSOCKOPT, SOL_SOCKET, SO_LINGER = 54, 1, 13
 PRCTL, PR_SET_DUMPABLE = 157, 4
-FIRST_LOOKED_AT = min([*DENIED.values(), *NOT_THERE.values(), CLONE, CLONE3, SETSOCKOPT,
-                       PRCTL])
+# receiving descriptors, and what could put another socket where the channel is
+CLOSE, IOCTL, DUP2, RECVMSG, FCNTL, RECVMMSG, DUP3, CLOSE_RANGE = 3, 16, 33, 47, 72, 299, 292, 436
+F_SETFD, FIOCLEX = 2, 0x5451
+CHANNEL_FD = 3  # the first descriptor a plan passes: a zygote's channel to the master
 
 Insn = tuple[int, int, int, int]
 
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
 
+EPERM = SECCOMP_RET_ERRNO | errno.EPERM
+ENOSYS = SECCOMP_RET_ERRNO | errno.ENOSYS
+ALLOW = SECCOMP_RET_ALLOW
 
-def program() -> list[Insn]:
-    eperm = SECCOMP_RET_ERRNO | errno.EPERM
+
+def _if_arg(off: int, value: int, then: int, otherwise: int) -> list[Insn]:
+    """Load an int argument; return `then` if it equals `value`, else `otherwise`."""
+    return [(LD_W_ABS, 0, 0, off), (JEQ_K, 0, 1, value), (RET_K, 0, 0, then),
+            (RET_K, 0, 0, otherwise)]
+
+
+def _on_channel(cmd_off: int, cmd: int) -> list[Insn]:
+    """fcntl/ioctl: `cmd` refused on the channel only."""
+    return [(LD_W_ABS, 0, 0, OFF_ARG0), (JEQ_K, 0, 4, CHANNEL_FD),
+            *_if_arg(cmd_off, cmd, EPERM, ALLOW), (RET_K, 0, 0, ALLOW)]
+
+
+def receiving_rules(channel: bool) -> dict[int, list[Insn]]:
+    """Where a sandboxed process may take descriptors in (recvmsg/recvmmsg with
+    SCM_RIGHTS): nowhere, or only on fd 3, its channel to the master, which then stays
+    that socket for the process's life: not closed, not replaced (dup2/dup3 onto it,
+    close_range over it), not made close-on-exec (so exec cannot free the number).
+    Whatever reaches a tenant's process then came from the master. Without this a
+    descriptor made outside the sandbox (a local user's socket whose close blocks,
+    passed over a unix socket in a shared directory or the abstract namespace) could be
+    taken in and forwarded to nginx over the FastCGI connection, freezing its worker
+    (docs/security.md)."""
+    if not channel:
+        return {RECVMSG: [(RET_K, 0, 0, EPERM)], RECVMMSG: [(RET_K, 0, 0, EPERM)]}
+    only_channel = _if_arg(OFF_ARG0, CHANNEL_FD, ALLOW, EPERM)
+    return {
+        CLOSE: _if_arg(OFF_ARG0, CHANNEL_FD, EPERM, ALLOW),
+        IOCTL: _on_channel(OFF_ARG1, FIOCLEX),
+        DUP2: _if_arg(OFF_ARG1, CHANNEL_FD, EPERM, ALLOW),
+        RECVMSG: only_channel,
+        FCNTL: _on_channel(OFF_ARG1, F_SETFD),
+        DUP3: _if_arg(OFF_ARG1, CHANNEL_FD, EPERM, ALLOW),
+        RECVMMSG: only_channel,
+        # a first descriptor above the channel is fine; else ENOSYS: libc and python
+        # fall back to closing one by one, and close() spares the channel
+        CLOSE_RANGE: [(LD_W_ABS, 0, 0, OFF_ARG0), (JGE_K, 0, 1, CHANNEL_FD + 1),
+                      (RET_K, 0, 0, ALLOW), (RET_K, 0, 0, ENOSYS)],
+    }
+
+
+def rules(channel: bool) -> dict[int, list[Insn]]:
+    """Each syscall looked at, and the instructions that decide it (each path ends in a
+    return). Every other syscall is allowed."""
+    out: dict[int, list[Insn]] = {nr: [(RET_K, 0, 0, EPERM)] for nr in DENIED.values()}
+    out.update({nr: [(RET_K, 0, 0, ENOSYS)] for nr in NOT_THERE.values()})
+    out[CLONE3] = [(RET_K, 0, 0, ENOSYS)]
+    out[CLONE] = [(LD_W_ABS, 0, 0, OFF_ARG0), (JSET_K, 0, 1, NAMESPACE_FLAGS),
+                  (RET_K, 0, 0, EPERM), (RET_K, 0, 0, ALLOW)]
+    out[SETSOCKOPT] = [(LD_W_ABS, 0, 0, OFF_ARG1), (JEQ_K, 0, 4, SOL_SOCKET),
+                       *_if_arg(OFF_ARG2, SO_LINGER, EPERM, ALLOW), (RET_K, 0, 0, ALLOW)]
+    out[PRCTL] = [(LD_W_ABS, 0, 0, OFF_ARG0), (JEQ_K, 0, 4, PR_SET_DUMPABLE),
+                  *_if_arg(OFF_ARG1, 0, ALLOW, EPERM), (RET_K, 0, 0, ALLOW)]
+    out.update(receiving_rules(channel))
+    return out
+
+
+def program(channel: bool = True) -> list[Insn]:
+    """`channel`: the process has its channel to the master on fd 3 (receiving_rules)."""
     prog: list[Insn] = [
         (LD_W_ABS, 0, 0, OFF_ARCH),
         (JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
-        (RET_K, 0, 0, eperm),  # another ABI
+        (RET_K, 0, 0, EPERM),  # another ABI
         (LD_W_ABS, 0, 0, OFF_NR),
         (JGE_K, 0, 1, X32_SYSCALL_BIT),
-        (RET_K, 0, 0, eperm),  # x32
-        # the hot path first: read, write, close, poll, mmap, writev, socket I/O... are all
-        # below the lowest number the rest looks at; they leave after three compares
-        (JGE_K, 1, 0, FIRST_LOOKED_AT),
-        (RET_K, 0, 0, SECCOMP_RET_ALLOW),
+        (RET_K, 0, 0, EPERM),  # x32
     ]
-    enosys = SECCOMP_RET_ERRNO | errno.ENOSYS
-    allow = SECCOMP_RET_ALLOW
-    for nr in sorted(DENIED.values()):
-        prog += [(JEQ_K, 0, 1, nr), (RET_K, 0, 0, eperm)]
-    for nr in sorted(NOT_THERE.values()):
-        prog += [(JEQ_K, 0, 1, nr), (RET_K, 0, 0, enosys)]
-    prog += [(JEQ_K, 0, 1, CLONE3), (RET_K, 0, 0, enosys),
-             # clone with a namespace flag
-             (JEQ_K, 0, 4, CLONE),
-             (LD_W_ABS, 0, 0, OFF_ARG0),
-             (JSET_K, 0, 1, NAMESPACE_FLAGS),
-             (RET_K, 0, 0, eperm),
-             (RET_K, 0, 0, allow),
-             # setsockopt(SOL_SOCKET, SO_LINGER)
-             (JEQ_K, 0, 6, SETSOCKOPT),
-             (LD_W_ABS, 0, 0, OFF_ARG1),
-             (JEQ_K, 0, 3, SOL_SOCKET),
-             (LD_W_ABS, 0, 0, OFF_ARG2),
-             (JEQ_K, 0, 1, SO_LINGER),
-             (RET_K, 0, 0, eperm),
-             (RET_K, 0, 0, allow),
-             # prctl(PR_SET_DUMPABLE, not 0)
-             (JEQ_K, 0, 6, PRCTL),
-             (LD_W_ABS, 0, 0, OFF_ARG0),
-             (JEQ_K, 0, 3, PR_SET_DUMPABLE),
-             (LD_W_ABS, 0, 0, OFF_ARG1),
-             (JEQ_K, 1, 0, 0),
-             (RET_K, 0, 0, eperm),
-             (RET_K, 0, 0, allow),
-             (RET_K, 0, 0, allow)]
+    # ascending: whatever lies below the next number looked at leaves at once, so read,
+    # write and open leave after one compare, poll, mmap, writev... after a few
+    for nr, decide in sorted(rules(channel).items()):
+        prog += [(JGE_K, 1, 0, nr), (RET_K, 0, 0, ALLOW),
+                 (JEQ_K, 0, len(decide), nr), *decide]
+    prog.append((RET_K, 0, 0, ALLOW))
     return prog
 
 
 @functools.cache
-def packed() -> bytes:
+def packed(channel: bool = True) -> bytes:
     """program() as the kernel reads it (struct sock_filter entries): installed here, and
     sent to a warm PHP, which installs it itself (sandbox/warm.py)."""
-    return b"".join(struct.pack("=HBBI", *insn) for insn in program())
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program(channel))
 
 
-def install() -> None:
+def install(channel: bool) -> None:
     """Needs no_new_privs first (or CAP_SYS_ADMIN); applies to this process and what it execs."""
-    raw = packed()
+    raw = packed(channel)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("@HP", len(raw) // 8, ctypes.addressof(buf))
     fbuf = ctypes.create_string_buffer(fprog)

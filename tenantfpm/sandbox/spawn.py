@@ -137,7 +137,7 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
             step = "no_new_privs"
             privileges.no_new_privs()
             step = "seccomp"
-            seccomp.install()
+            seccomp.install(channel=bool(plan.pass_fds))
         step = "pdeathsig"
         privileges.die_with_master(errpipe_w)
         step = "chdir"

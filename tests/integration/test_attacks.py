@@ -45,12 +45,12 @@ def application(environ, start_response):
     out = b"ok"
     if path == "/truncate":  # attack 1: resize the page the master reads
         try:
-            os.ftruncate(3, 0)
+            os.ftruncate(4, 0)
             out = b"truncated"
         except OSError as e:
             out = ("refused: %s" % e.strerror).encode()
     if path == "/garbage":  # attack 1: nonsense in every field, kept there for a while
-        threading.Thread(target=scribble, args=(mmap.mmap(3, 4096), 4.0)).start()
+        threading.Thread(target=scribble, args=(mmap.mmap(4, 4096), 4.0)).start()
         out = b"scribbled"
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [out]

@@ -1,6 +1,6 @@
 """A worker that forges its own scoreboard cannot switch its timeouts off (issue 36,
 attack 5): the master times a request from what it observed itself. Forged from a python
-app (fd 3, its own) and tried from PHP through /proc/self/mem, as the red team did (a PHP
+app (fd 4, its own) and tried from PHP through /proc/self/mem, as the red team did (a PHP
 worker is no longer dumpable, so that open is refused too): a start in the future, an
 idle state while busy, garbage."""
 
@@ -57,7 +57,7 @@ def application(environ, start_response):
     at, data = int(q["at"][0]), bytes.fromhex(q["bytes"][0])
     t = time.monotonic()
     while time.monotonic() - t < 12:
-        os.pwrite(3, data, at)
+        os.pwrite(4, data, at)
         time.sleep(0.05)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"survived"]

@@ -23,14 +23,14 @@ FORGED_URI = ("/index.php\n\n************************\npid:                  1\n
               "state:                Idle\nrequest URI:          /\x1b]0;owned\x07"
               "\x1b[2J\x1b[31mFAKE\x1b[0m")
 
-# p: writes a forged URI into its own scoreboard (fd 3, its own), then holds the request
+# p: writes a forged URI into its own scoreboard (fd 4, its own), then holds the request
 PY_APP = f'''
 import os, time
 
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/forge":
         uri = {FORGED_URI.encode()!r}
-        os.pwrite(3, uri.ljust(1024, b"\\0"), {scoreboard._TEXTS_AT + 64})
+        os.pwrite(4, uri.ljust(1024, b"\\0"), {scoreboard._TEXTS_AT + 64})
         time.sleep(3)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
