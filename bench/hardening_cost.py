@@ -11,6 +11,9 @@ pool, 4 workers, nginx in front, wrk with 8 connections, alternating rounds):
 
     .venv/bin/python bench/hardening_cost.py --what access [--rounds 6] [--seconds 5]
 
+`--second-only` measures access.log on (or TCP) alone: bench/version_pairs.sh runs it
+for two versions in alternation to give the change's cost as a mean over many runs.
+
 Prints each side's median req/s in both settings, tenantfpm/FPM for each, and what the
 second setting costs each side. PYTHONPATH=<another checkout> measures that one's
 tenantfpm instead."""
@@ -49,7 +52,14 @@ def main() -> None:
     ap.add_argument("--what", choices=sorted(SETTINGS), required=True)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--second-only", action="store_true",
+                    help="measure the second setting alone (comparing two versions in it)")
     args = ap.parse_args()
+    if args.second_only:
+        got = measure(SETTINGS[args.what][1], args.rounds, args.seconds)
+        print(json.dumps({"what": args.what, "second": got,
+                          "ratio_second": got["tenantfpm"] / got["fpm"]}, indent=2))
+        return
     first, second = (measure(o, args.rounds, args.seconds) for o in SETTINGS[args.what])
     print(json.dumps({
         "what": args.what, "first": first, "second": second,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 import struct
 
 from tenantfpm.sandbox import seccomp
@@ -16,14 +17,18 @@ def steps(nr: int, arg0: int = 0, arch: int = seccomp.AUDIT_ARCH_X86_64, arg1: i
           arg2: int = 0, channel: bool = True) -> tuple[int, int]:
     """The filter's answer for one syscall, and how many instructions it took."""
     data = struct.pack("<iIQ6Q", nr, arch, 0, arg0, arg1, arg2, 0, 0, 0)
-    prog, pc, acc = seccomp.program(channel), 0, 0
+    return _interpret(seccomp.program(channel), data, count=True)
+
+
+def _interpret(prog, data: bytes, count: bool = False):
+    pc, acc = 0, 0
     for n in range(1, 1000):
         code, jt, jf, k = prog[pc]
         if code == seccomp.LD_W_ABS:
             acc = struct.unpack_from("<I", data, k)[0]
             pc += 1
         elif code == seccomp.RET_K:
-            return k, n
+            return (k, n) if count else k
         else:
             hit = {seccomp.JEQ_K: acc == k, seccomp.JGE_K: acc >= k,
                    seccomp.JSET_K: bool(acc & k)}[code]
@@ -137,3 +142,33 @@ def test_the_channel_cannot_be_replaced_or_freed():
     for nr, a0, a1 in ((seccomp.CLOSE, ch, 0), (seccomp.DUP2, 7, ch), (seccomp.CLOSE_RANGE, 0, 9),
                        (seccomp.FCNTL, ch, seccomp.F_SETFD)):
         assert run(nr, a0, arg1=a1, channel=False) == ALLOW
+
+
+def test_a_tenant_behind_tcp_keeps_recvmsg():
+    """Its web server's connections carry no descriptors: nothing to forward, nothing to
+    pin."""
+    for channel in (True, False):
+        prog = seccomp.program(channel, unix_listener=False)
+        for nr, a0, a1 in ((seccomp.RECVMSG, 7, 0), (seccomp.RECVMMSG, 9, 0),
+                           (seccomp.CLOSE, seccomp.CHANNEL_FD, 0),
+                           (seccomp.DUP2, 7, seccomp.CHANNEL_FD)):
+            data = struct.pack("<iIQ6Q", nr, seccomp.AUDIT_ARCH_X86_64, 0, a0, a1, 0, 0, 0, 0)
+            assert _interpret(prog, data) == ALLOW
+        # the rest of the filter holds as ever
+        data = struct.pack("<iIQ6Q", seccomp.SETSOCKOPT, seccomp.AUDIT_ARCH_X86_64, 0, 3, 1, 13,
+                           0, 0, 0)
+        assert _interpret(prog, data) == EPERM
+
+
+def test_the_listener_is_told_by_its_family(tmp_path):
+    tcp = socket.socket()
+    unix = socket.socket(socket.AF_UNIX)
+    try:
+        assert not seccomp.listens_on_unix(tcp.fileno())
+        assert seccomp.listens_on_unix(unix.fileno())
+        assert seccomp.listens_on_unix(-1)  # cannot tell: the strict answer
+        with open(tmp_path / "f", "w") as f:
+            assert seccomp.listens_on_unix(f.fileno())
+    finally:
+        tcp.close()
+        unix.close()

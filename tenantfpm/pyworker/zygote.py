@@ -127,7 +127,7 @@ def _become_worker(cfg: Config, app: Any, max_requests: int, fds: list[int]) -> 
         for fd in (out, err, *sources, *rest[1:]):
             if fd > 2:
                 os.close(fd)
-        for fd, target in zip(moved, (BOARD_FD, TRACE_FD, ACCESS_FD)):
+        for fd, target in zip(moved, (BOARD_FD, TRACE_FD, ACCESS_FD), strict=False):
             os.dup2(fd, target)
             os.close(fd)
         cfg.max_requests = max_requests

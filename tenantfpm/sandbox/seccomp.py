@@ -30,6 +30,7 @@ import ctypes
 import errno
 import functools
 import os
+import socket
 import struct
 
 AUDIT_ARCH_X86_64 = 0xC000003E
@@ -122,9 +123,11 @@ def receiving_rules(channel: bool) -> dict[int, list[Insn]]:
     }
 
 
-def rules(channel: bool) -> dict[int, list[Insn]]:
+def rules(channel: bool, unix_listener: bool = True) -> dict[int, list[Insn]]:
     """Each syscall looked at, and the instructions that decide it (each path ends in a
-    return). Every other syscall is allowed."""
+    return). Every other syscall is allowed. A tenant whose web server connects over TCP
+    (`unix_listener` false) keeps recvmsg everywhere: those connections carry no
+    descriptors to forward."""
     out: dict[int, list[Insn]] = {nr: [(RET_K, 0, 0, EPERM)] for nr in DENIED.values()}
     out.update({nr: [(RET_K, 0, 0, ENOSYS)] for nr in NOT_THERE.values()})
     out[CLONE3] = [(RET_K, 0, 0, ENOSYS)]
@@ -134,12 +137,27 @@ def rules(channel: bool) -> dict[int, list[Insn]]:
                        *_if_arg(OFF_ARG2, SO_LINGER, EPERM, ALLOW), (RET_K, 0, 0, ALLOW)]
     out[PRCTL] = [(LD_W_ABS, 0, 0, OFF_ARG0), (JEQ_K, 0, 4, PR_SET_DUMPABLE),
                   *_if_arg(OFF_ARG1, 0, ALLOW, EPERM), (RET_K, 0, 0, ALLOW)]
-    out.update(receiving_rules(channel))
+    if unix_listener:
+        out.update(receiving_rules(channel))
     return out
 
 
-def program(channel: bool = True) -> list[Insn]:
-    """`channel`: the process has its channel to the master on fd 3 (receiving_rules)."""
+def listens_on_unix(fd: int) -> bool:
+    """Whether the listening socket `fd` is a unix one (or cannot be told: the strict
+    answer)."""
+    try:
+        s = socket.socket(fileno=fd)
+    except (OSError, ValueError):
+        return True
+    try:
+        return s.family not in (socket.AF_INET, socket.AF_INET6)
+    finally:
+        s.detach()
+
+
+def program(channel: bool = True, unix_listener: bool = True) -> list[Insn]:
+    """`channel`: the process has its channel to the master on fd 3; `unix_listener`: its
+    web server connects over a unix socket (receiving_rules)."""
     prog: list[Insn] = [
         (LD_W_ABS, 0, 0, OFF_ARCH),
         (JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
@@ -150,7 +168,7 @@ def program(channel: bool = True) -> list[Insn]:
     ]
     # ascending: whatever lies below the next number looked at leaves at once, so read,
     # write and open leave after one compare, poll, mmap, writev... after a few
-    for nr, decide in sorted(rules(channel).items()):
+    for nr, decide in sorted(rules(channel, unix_listener).items()):
         prog += [(JGE_K, 1, 0, nr), (RET_K, 0, 0, ALLOW),
                  (JEQ_K, 0, len(decide), nr), *decide]
     prog.append((RET_K, 0, 0, ALLOW))
@@ -158,15 +176,15 @@ def program(channel: bool = True) -> list[Insn]:
 
 
 @functools.cache
-def packed(channel: bool = True) -> bytes:
+def packed(channel: bool = True, unix_listener: bool = True) -> bytes:
     """program() as the kernel reads it (struct sock_filter entries): installed here, and
     sent to a warm PHP, which installs it itself (sandbox/warm.py)."""
-    return b"".join(struct.pack("=HBBI", *insn) for insn in program(channel))
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program(channel, unix_listener))
 
 
-def install(channel: bool) -> None:
+def install(channel: bool, unix_listener: bool = True) -> None:
     """Needs no_new_privs first (or CAP_SYS_ADMIN); applies to this process and what it execs."""
-    raw = packed(channel)
+    raw = packed(channel, unix_listener)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("@HP", len(raw) // 8, ctypes.addressof(buf))
     fbuf = ctypes.create_string_buffer(fprog)

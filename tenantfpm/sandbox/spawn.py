@@ -137,7 +137,8 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
             step = "no_new_privs"
             privileges.no_new_privs()
             step = "seccomp"
-            seccomp.install(channel=bool(plan.pass_fds))
+            seccomp.install(channel=bool(plan.pass_fds),
+                            unix_listener=seccomp.listens_on_unix(0))
         step = "pdeathsig"
         privileges.die_with_master(errpipe_w)
         step = "chdir"

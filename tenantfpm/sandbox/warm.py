@@ -102,7 +102,8 @@ def order(plan: Plan, caught: bool, host_pid: int,
               _record("k", "1" if plan.core_dumps else "0"),
               _record("P", str(int(SCHEDULING_POLICIES[plan.scheduling_policy]))),
               _record("m", "1" if caught else "0"), _record("p", str(len(plan.pass_fds))),
-              _record("B", seccomp.packed(channel=bool(plan.pass_fds)))]
+              _record("B", seccomp.packed(channel=bool(plan.pass_fds),
+                                          unix_listener=seccomp.listens_on_unix(plan.listen_fd)))]
     if nofile is not None:
         parts.append(_record("r", f"{nofile[0]} {nofile[1]}"))
     if box.netns:

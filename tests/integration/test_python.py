@@ -18,6 +18,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -427,9 +428,13 @@ def test_flask_tenant_through_nginx(env, tmp_path):
 
 
 IMPORTED_BY = """
-import os
+import os, time
 IMPORTED_IN = os.getpid()
+HERE = os.path.dirname(os.path.abspath(__file__))
 def application(environ, start_response):
+    if environ.get("QUERY_STRING") == "hold":  # busy until the test lets it go
+        while not os.path.exists(os.path.join(HERE, "release")):
+            time.sleep(0.02)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"{IMPORTED_IN} {os.getpid()}".encode()]
 """
@@ -445,7 +450,16 @@ def test_the_app_is_imported_once_in_the_zygote_unless_lazy(env, lazy):
     """, app="imported:application", files={"imported.py": IMPORTED_BY},
         runtime_extra=f"lazy_app = {'true' if lazy else 'false'}\n"))
     try:
-        seen = {tuple(get(env, name, "/").body.split()) for _ in range(8)}
+        env.wait_for("both workers", lambda: env.status(name)["idle_processes"] == 2)
+        # one worker held busy while the other answers: both answer, whatever the
+        # scheduler prefers
+        root = env.base / "srv" / name
+        with ThreadPoolExecutor(1) as ex:
+            held = ex.submit(get, env, name, "/?hold")
+            env.wait_for("a worker held", lambda: env.status(name)["active_processes"] == 1)
+            seen = {tuple(get(env, name, "/").body.split())}
+            (root / "release").write_text("")
+            seen.add(tuple(held.result().body.split()))
         importers = {i for i, _ in seen}
         workers = {w for _, w in seen}
         if lazy:  # each worker imported it itself
