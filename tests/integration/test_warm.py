@@ -170,10 +170,12 @@ def test_a_failed_step_of_a_warm_start_is_named_and_nothing_is_registered(env, u
 def test_a_warm_php_killed_before_its_tenant_comes_is_replaced(env, users):
     pid = wait_warm_ready(env)
     os.kill(pid, signal.SIGKILL)
-    env.add(env.site("after", users[3], STATIC1))  # cold: the dead one is noticed
-    assert "warm" not in started(env, "after")
+    # never the dead one: cold if the master has not reaped it yet, else its replacement
+    # (which of the two depends on the scheduler: not asserted)
+    env.add(env.site("after", users[3], STATIC1))
+    assert f"zygote {pid} started" not in started(env, "after")
     assert body_ok(env.php("after", "echo 1;"))
-    wait_warm_ready(env)  # and the next one was started
+    assert wait_warm_ready(env) != pid  # and a next one was started
     env.add(env.site("again", users[4], STATIC1))
     assert "from a warm PHP" in started(env, "again")
     assert body_ok(env.php("again", "echo 1;"))
