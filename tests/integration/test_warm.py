@@ -170,10 +170,10 @@ def test_a_failed_step_of_a_warm_start_is_named_and_nothing_is_registered(env, u
 def test_a_warm_php_killed_before_its_tenant_comes_is_replaced(env, users):
     pid = wait_warm_ready(env)
     os.kill(pid, signal.SIGKILL)
-    # never the dead one: cold if the master has not reaped it yet, else its replacement
-    # (which of the two depends on the scheduler: not asserted)
+    # the tenant is served whatever the master knew when it came: started cold, or by the
+    # replacement, or handed to the dying one (killed, not yet gone: its start fails and
+    # is made again). Which of them depends on the scheduler: not asserted.
     env.add(env.site("after", users[3], STATIC1))
-    assert f"zygote {pid} started" not in started(env, "after")
     assert body_ok(env.php("after", "echo 1;"))
     assert wait_warm_ready(env) != pid  # and a next one was started
     env.add(env.site("again", users[4], STATIC1))
