@@ -116,10 +116,14 @@ def receiving_rules(channel: bool) -> dict[int, list[Insn]]:
         FCNTL: _on_channel(OFF_ARG1, F_SETFD),
         DUP3: _if_arg(OFF_ARG1, CHANNEL_FD, EPERM, ALLOW),
         RECVMMSG: only_channel,
-        # a first descriptor above the channel is fine; else ENOSYS: libc and python
-        # fall back to closing one by one, and close() spares the channel
+        # a first descriptor above the channel is fine. Else ENOSYS: python falls back
+        # to closing one by one, and close() spares the channel; but glibc's closefrom()
+        # (close_range up to ~0U) would then loop for ever over a descriptor it cannot
+        # close, so that one is told it is done, and closes nothing
         CLOSE_RANGE: [(LD_W_ABS, 0, 0, OFF_ARG0), (JGE_K, 0, 1, CHANNEL_FD + 1),
-                      (RET_K, 0, 0, ALLOW), (RET_K, 0, 0, ENOSYS)],
+                      (RET_K, 0, 0, ALLOW),
+                      (LD_W_ABS, 0, 0, OFF_ARG1), (JEQ_K, 0, 1, 0xFFFFFFFF),
+                      (RET_K, 0, 0, SECCOMP_RET_ERRNO), (RET_K, 0, 0, ENOSYS)],
     }
 
 

@@ -111,3 +111,27 @@ def test_isolated_gets_a_veth_and_no_host_loopback(env, users, listener):
     env.cli("add", str(env.site("j", users[1], '[pm]\nmode = "static"\nmax_children = 1\n'
                                 '[isolation]\nnetwork = "isolated"\n')))
     assert env.status("j")["sandbox"]["address"] == "10.213.0.6"
+
+
+def test_recvmsg_is_kept_behind_tcp_and_refused_behind_a_unix_socket(env, users):
+    """The receiving rules (sandbox/seccomp.py) are for tenants whose web server
+    connects over a unix socket, which could carry a descriptor on to it; a tenant behind
+    TCP keeps recvmsg, and with it glibc's netlink queries."""
+    from tenantfpm import fastcgi
+    from tests.integration.test_web_servers import free_port
+
+    port = free_port()
+    static = '[pm]\nmode = "static"\nmax_children = 1\n'
+    env.add(env.site("tc", users[0], f'[listen]\naddress = "127.0.0.1:{port}"\n'
+                                     'allowed_clients = ["127.0.0.1"]\n' + static))
+    env.add(env.site("un", users[1], static))
+    probe = "<?php echo json_encode(@net_get_interfaces() !== false);"
+    answers = {}
+    for name, address in (("tc", f"127.0.0.1:{port}"), ("un", env.socket("un"))):
+        root = env.base / "srv" / name
+        (root / "nl.php").write_text(probe)
+        (root / "nl.php").chmod(0o644)
+        r = fastcgi.request(address, fastcgi.cgi_params(str(root), "/nl.php"), timeout=30)
+        assert body_ok(r), (name, r.stdout[:300])
+        answers[name] = json.loads(r.body)
+    assert answers == {"tc": True, "un": False}
