@@ -18,10 +18,9 @@ from tenantfpm import fdguard
 
 
 @contextlib.contextmanager
-def lingering_carrier() -> Iterator[socket.socket]:
-    """A socket pair end that carries, in its queue, a TCP socket whose last close()
-    blocks while this context lives (SO_LINGER, and a send queue its peer, a listener
-    that never accepts, never drains). Closed in an order that never blocks."""
+def lingering_socket() -> Iterator[socket.socket]:
+    """A TCP socket whose last close() blocks while this context lives (SO_LINGER, and a
+    send queue its peer, a listener that never accepts, never drains)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -32,13 +31,23 @@ def lingering_carrier() -> Iterator[socket.socket]:
     with contextlib.suppress(BlockingIOError):
         while True:
             c.send(b"x" * 65536)
-    x, y = socket.socketpair()
-    x.sendmsg([b"a"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
-    c.close()  # not the last reference (the copy in y's queue is): y's holder has that
     try:
-        yield y
+        yield c
     finally:
         srv.close()  # the queued connection is reset: every lingering close returns
+
+
+@contextlib.contextmanager
+def lingering_carrier() -> Iterator[socket.socket]:
+    """A socket pair end that carries, in its queue, a lingering_socket(). Closed in an
+    order that never blocks."""
+    x, y = socket.socketpair()
+    try:
+        with lingering_socket() as c:
+            send_fd(x, b"a", c.fileno())
+            c.close()  # not the last reference (the copy in y's queue is): y's holder has it
+            yield y
+    finally:  # after the reset: y's close no longer waits
         x.close()
         y.close()
 
@@ -191,21 +200,9 @@ def test_the_disposer_defuses_what_it_can_and_closes_it_at_once():
 
 
 def test_a_lingering_tcp_socket_is_reset_not_waited_for():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    c = socket.socket()
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 3600))
-    c.connect(srv.getsockname())
-    c.setblocking(False)
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            c.send(b"x" * 65536)
-    try:
+    with lingering_socket() as c:
         assert fdguard.defuse(c.fileno(), [fdguard.DEFUSE_BUDGET])
         returns(c.close)  # without defuse(): an hour
-    finally:
-        srv.close()
 
 
 def test_a_defused_unix_socket_can_be_sent_nothing_more():

@@ -25,11 +25,12 @@ import urllib.request
 from pathlib import Path
 
 from tests.integration.conftest import SLOW, terminate
+from tests.integration.test_descriptors import LINGER
 from tests.integration.test_web_servers import free_port, nginx_conf, wait_port
 from tests.test_fdguard import lingering_carrier
 
-APP = r'''
-import array, errno, json, os, socket, struct
+APP = LINGER + r'''
+import json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEPT = []  # kept for the worker's life: a lingering close waits on them
@@ -57,29 +58,6 @@ def connection():
     return None
 
 
-def lingering(report):
-    """A TCP socket with SO_LINGER, if the sandbox allows it, and a send queue that cannot
-    drain (its peer, a listener of ours, never accepts)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    KEPT.append(srv)
-    c = socket.socket()
-    try:
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 3600))
-        report["linger"] = "ok"
-    except OSError as e:
-        report["linger"] = _err(e)
-    c.connect(srv.getsockname())
-    c.setblocking(False)
-    try:
-        while True:
-            c.send(b"x" * 65536)
-    except BlockingIOError:
-        pass
-    return c
-
-
 def from_outside(report):
     """The socket a local user made outside the sandbox, if it can be taken in."""
     s = socket.socket(socket.AF_UNIX)
@@ -99,14 +77,17 @@ def application(environ, start_response):
         report = {}
         conn = connection()
         report["connection"] = conn is not None
-        got = [lingering(report), from_outside(report)]
+        srv = socket.socket()  # never accepts: the lingering socket's queue stays full
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        KEPT.append(srv)
+        c, report["linger"] = lingering(srv)
+        got = [c, from_outside(report)]
         report["sent"] = 0
         for c in got:
             if c is None or conn is None:
                 continue
-            x, y = socket.socketpair()  # c travels in y's queue: our closes are not its last
-            x.sendmsg([b"a"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                array.array("i", [c.fileno()]))])
+            x, y = carrier(c)  # c travels in y's queue: our closes are not its last
             c.close()
             x.close()
             try:
