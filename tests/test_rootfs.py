@@ -21,6 +21,9 @@ class FakeProbe:
     def kind(self, path: str) -> str | None:
         return HOST.get(path)
 
+    def text(self, path: str) -> str | None:
+        return "nameserver 192.0.2.53\noptions edns0" if path == "/etc/resolv.conf" else None
+
 
 def spec(**kw) -> RootSpec:
     base = dict(new_root="/run/t/shop/root", tenant_root="/tmp/srv/shop", user="shop",
@@ -55,6 +58,17 @@ def test_etc_pieces_and_a_link_out_of_etc_is_bound_by_its_target():
     assert resolv.source == "/run/systemd/resolve/stub-resolv.conf" and resolv.readonly
     ini = steps[index(steps, "bind", rootfs.INI_TARGET)]
     assert ini.source == "/run/t/shop/php.ini" and ini.readonly
+
+
+def test_a_tenant_that_cannot_sendmmsg_asks_its_resolver_one_query_at_a_time():
+    """seccomp.passing_rules refuses sendmmsg behind a unix socket: the host's resolv.conf,
+    with the one option that makes glibc send A and AAAA with send(), not bound."""
+    steps = rootfs.plan(spec(queries_one_at_a_time=True), FakeProbe())
+    assert not [s for s in steps if s.target == "/etc/resolv.conf" and s.op != "write"]
+    resolv = steps[index(steps, "write", "/etc/resolv.conf")]
+    assert resolv.content == "nameserver 192.0.2.53\noptions edns0\noptions single-request\n"
+    assert index(steps, "mkdir", "/etc") < index(steps, "write", "/etc/resolv.conf")
+    assert index(steps, "write", "/etc/resolv.conf") < index(steps, "seal", "/")
 
 
 def test_passwd_and_group_name_only_root_and_the_tenant():

@@ -107,16 +107,16 @@ def test_the_program_fits_the_kernels_jumps():
 ENOSYS = seccomp.SECCOMP_RET_ERRNO | errno.ENOSYS
 
 
-def test_descriptors_come_in_on_the_channel_only():
+def test_descriptors_pass_on_the_channel_only():
     ch = seccomp.CHANNEL_FD
-    for nr in (seccomp.RECVMSG, seccomp.RECVMMSG):
+    for nr in (seccomp.SENDMSG, seccomp.RECVMSG, seccomp.RECVMMSG, seccomp.SENDMMSG):
         assert run(nr, ch) == ALLOW
         assert run(nr, ch + 1) == EPERM
         assert run(nr, 0) == EPERM
         assert run(nr, ch | 1 << 32) == ALLOW  # the kernel reads an int: still fd 3
         assert run(nr, ch, channel=False) == EPERM  # a process with no channel: nowhere
     assert run(45, 7) == ALLOW  # recvfrom: no descriptors come that way
-    assert run(46, 7) == ALLOW  # sendmsg
+    assert run(44, 7) == ALLOW  # sendto: nor go
 
 
 def test_the_channel_cannot_be_replaced_or_freed():
@@ -146,12 +146,13 @@ def test_the_channel_cannot_be_replaced_or_freed():
         assert run(nr, a0, arg1=a1, channel=False) == ALLOW
 
 
-def test_a_tenant_behind_tcp_keeps_recvmsg():
+def test_a_tenant_behind_tcp_keeps_sendmsg_and_recvmsg():
     """Its web server's connections carry no descriptors: nothing to forward, nothing to
     pin."""
     for channel in (True, False):
         prog = seccomp.program(channel, unix_listener=False)
         for nr, a0, a1 in ((seccomp.RECVMSG, 7, 0), (seccomp.RECVMMSG, 9, 0),
+                           (seccomp.SENDMSG, 7, 0), (seccomp.SENDMMSG, 9, 0),
                            (seccomp.CLOSE, seccomp.CHANNEL_FD, 0),
                            (seccomp.DUP2, 7, seccomp.CHANNEL_FD)):
             data = struct.pack("<iIQ6Q", nr, seccomp.AUDIT_ARCH_X86_64, 0, a0, a1, 0, 0, 0, 0)

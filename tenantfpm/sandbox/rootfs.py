@@ -23,9 +23,10 @@ from typing import Protocol
 from tenantfpm.sandbox import linux
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# what php-cgi, libc's resolver, TLS and timezone handling read from /etc
+# what php-cgi, libc's resolver, TLS and timezone handling read from /etc (and
+# resolv.conf: resolver_steps)
 ETC_ENTRIES = ("php", "ssl", "ca-certificates", "ca-certificates.conf", "alternatives",
-               "localtime", "timezone", "resolv.conf", "hosts", "host.conf", "nsswitch.conf",
+               "localtime", "timezone", "hosts", "host.conf", "nsswitch.conf",
                "gai.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "mime.types",
                "protocols", "services", "os-release", "debian_version", "ImageMagick-6",
                "fonts")
@@ -35,14 +36,27 @@ DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc
 INI_TARGET = "/etc/tenantfpm/php.ini"  # where a tenant's generated php.ini appears inside
 NOLOGIN = "/usr/sbin/nologin"
 RO = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+RESOLV_CONF = "/etc/resolv.conf"
+ONE_QUERY_AT_A_TIME = "options single-request\n"
+RESOLV_CONF_LIMIT = 16 << 10  # glibc heeds 3 servers and a few options; orders are 64 KiB
 
 
 class Probe(Protocol):
     def kind(self, path: str) -> str | None:
         """"dir", "file", "link:<target>", or None when absent."""
 
+    def text(self, path: str) -> str | None:
+        """A host file's text (links followed: these are root's), None when unreadable."""
+
 
 class HostProbe:
+    def text(self, path: str) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read(RESOLV_CONF_LIMIT).decode("utf-8", "replace")
+        except OSError:
+            return None
+
     def kind(self, path: str) -> str | None:
         if os.path.islink(path):
             return "link:" + os.readlink(path)
@@ -81,6 +95,9 @@ class RootSpec:
     tmp_size: int = 64 << 20  # used when there is no shared one
     ini_source: str | None = None
     hide_processes: bool = True
+    # the seccomp filter refuses sendmmsg (a tenant behind a unix socket passes no
+    # descriptors: seccomp.passing_rules), which glibc's resolver uses for A and AAAA
+    queries_one_at_a_time: bool = False
     binds: list[tuple[str, str, bool]] = field(default_factory=list)  # source, target, ro
 
 
@@ -147,9 +164,24 @@ def _system_steps(probe: Probe) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def resolver_steps(probe: Probe, one_at_a_time: bool) -> list[Step]:
+    """/etc/resolv.conf: the host's as it is; or, where the filter refuses sendmmsg, a
+    copy that adds `options single-request`. Without it glibc sends the A and AAAA
+    queries of every getaddrinfo() in one sendmmsg and, refused, fails the lookup (it
+    never falls back to send()); with it, it sends them one after the other. The copy is
+    as current as a bind would be: both are taken at each start."""
+    if not one_at_a_time:
+        return _mirror(RESOLV_CONF, probe, readonly=True, allow_links=False)
+    text = probe.text(RESOLV_CONF) or ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return [Step("write", RESOLV_CONF, content=text + ONE_QUERY_AT_A_TIME)]
+
+
 def plan(spec: RootSpec, probe: Probe | None = None) -> list[Step]:
     probe = probe or _HOST
     steps = list(_system_steps(probe))
+    steps += resolver_steps(probe, spec.queries_one_at_a_time)
     steps += [Step("write", "/etc/passwd", content=passwd(spec)),
               Step("write", "/etc/group", content=group(spec))]
     if spec.ini_source:

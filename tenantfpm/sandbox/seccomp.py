@@ -14,9 +14,9 @@ so a process made non-dumpable (the zygotes, hence their workers) stays so and
 /proc/PID/mem of it stays root's. And setsockopt(SOL_SOCKET, SO_LINGER): a socket
 whose close() blocks for as long as its owner likes is the one weapon against whoever
 drops a passed descriptor last (nginx, the master; docs/security.md); without it no
-socket a tenant makes can block a close. Nor can one come in from outside: descriptors
-are received on the channel to the master only (receiving_rules), so none that a local
-user made reaches a tenant's process to be forwarded to nginx.
+socket a tenant makes can block a close. Nor can one come in from outside, nor any go out
+but to the master: descriptors are passed on the channel to the master only
+(passing_rules), so none reaches the web server over a FastCGI connection.
 clone() with any namespace flag fails with EPERM; clone3() with ENOSYS so libc
 falls back to clone(), whose flags a classic BPF filter can see. Syscalls of
 another ABI (i386, x32) are refused outright, so they cannot route around the
@@ -68,8 +68,9 @@ DENIED = {  # x86_64 numbers
 NOT_THERE = {"pidfd_open": 434, "pidfd_getfd": 438}  # ENOSYS: "this kernel has none"
 SETSOCKOPT, SOL_SOCKET, SO_LINGER = 54, 1, 13
 PRCTL, PR_SET_DUMPABLE = 157, 4
-# receiving descriptors, and what could put another socket where the channel is
-CLOSE, IOCTL, DUP2, RECVMSG, FCNTL, RECVMMSG, DUP3, CLOSE_RANGE = 3, 16, 33, 47, 72, 299, 292, 436
+# passing descriptors, and what could put another socket where the channel is
+CLOSE, IOCTL, DUP2, SENDMSG, RECVMSG, FCNTL = 3, 16, 33, 46, 47, 72
+DUP3, RECVMMSG, SENDMMSG, CLOSE_RANGE = 292, 299, 307, 436
 F_SETFD, FIOCLEX = 2, 0x5451
 CHANNEL_FD = 3  # the first descriptor a plan passes: a zygote's channel to the master
 
@@ -95,27 +96,32 @@ def _on_channel(cmd_off: int, cmd: int) -> list[Insn]:
             *_if_arg(cmd_off, cmd, EPERM, ALLOW), (RET_K, 0, 0, ALLOW)]
 
 
-def receiving_rules(channel: bool) -> dict[int, list[Insn]]:
-    """Where a sandboxed process may take descriptors in (recvmsg/recvmmsg with
-    SCM_RIGHTS): nowhere, or only on fd 3, its channel to the master, which then stays
-    that socket for the process's life: not closed, not replaced (dup2/dup3 onto it,
-    close_range over it), not made close-on-exec (so exec cannot free the number).
-    Whatever reaches a tenant's process then came from the master. Without this a
-    descriptor made outside the sandbox (a local user's socket whose close blocks,
-    passed over a unix socket in a shared directory or the abstract namespace) could be
-    taken in and forwarded to nginx over the FastCGI connection, freezing its worker
-    (docs/security.md)."""
+def passing_rules(channel: bool) -> dict[int, list[Insn]]:
+    """Where a sandboxed process may pass descriptors (sendmsg/sendmmsg and
+    recvmsg/recvmmsg, the only calls that carry SCM_RIGHTS; io_uring is denied):
+    nowhere, or only on fd 3, its channel to the master, which guards what it reads
+    (fdguard.py) and which then stays that socket for the process's life: not closed, not
+    replaced (dup2/dup3 onto it, close_range over it), not made close-on-exec (so exec
+    cannot free the number). So nothing a tenant sends reaches the web server over its
+    FastCGI connection (nginx drops what it is sent, and a dropped socket whose close
+    blocks freezes its worker), and nothing made outside the sandbox (a local user's
+    socket, passed over a unix socket in a shared directory or the abstract namespace)
+    comes in to be forwarded (docs/security.md). The price: glibc's resolver sends its A
+    and AAAA queries together with sendmmsg, so the sandbox's resolv.conf asks for one at
+    a time (rootfs.resolver_steps)."""
     if not channel:
-        return {RECVMSG: [(RET_K, 0, 0, EPERM)], RECVMMSG: [(RET_K, 0, 0, EPERM)]}
+        return {nr: [(RET_K, 0, 0, EPERM)] for nr in (SENDMSG, RECVMSG, RECVMMSG, SENDMMSG)}
     only_channel = _if_arg(OFF_ARG0, CHANNEL_FD, ALLOW, EPERM)
     return {
         CLOSE: _if_arg(OFF_ARG0, CHANNEL_FD, EPERM, ALLOW),
         IOCTL: _on_channel(OFF_ARG1, FIOCLEX),
         DUP2: _if_arg(OFF_ARG1, CHANNEL_FD, EPERM, ALLOW),
+        SENDMSG: only_channel,
         RECVMSG: only_channel,
         FCNTL: _on_channel(OFF_ARG1, F_SETFD),
         DUP3: _if_arg(OFF_ARG1, CHANNEL_FD, EPERM, ALLOW),
         RECVMMSG: only_channel,
+        SENDMMSG: only_channel,
         # a first descriptor above the channel is fine. Else ENOSYS: python falls back
         # to closing one by one, and close() spares the channel; but glibc's closefrom()
         # (close_range up to ~0U) would then loop for ever over a descriptor it cannot
@@ -142,7 +148,7 @@ def rules(channel: bool, unix_listener: bool = True) -> dict[int, list[Insn]]:
     out[PRCTL] = [(LD_W_ABS, 0, 0, OFF_ARG0), (JEQ_K, 0, 4, PR_SET_DUMPABLE),
                   *_if_arg(OFF_ARG1, 0, ALLOW, EPERM), (RET_K, 0, 0, ALLOW)]
     if unix_listener:
-        out.update(receiving_rules(channel))
+        out.update(passing_rules(channel))
     return out
 
 
@@ -161,7 +167,7 @@ def listens_on_unix(fd: int) -> bool:
 
 def program(channel: bool = True, unix_listener: bool = True) -> list[Insn]:
     """`channel`: the process has its channel to the master on fd 3; `unix_listener`: its
-    web server connects over a unix socket (receiving_rules)."""
+    web server connects over a unix socket (passing_rules)."""
     prog: list[Insn] = [
         (LD_W_ABS, 0, 0, OFF_ARCH),
         (JEQ_K, 1, 0, AUDIT_ARCH_X86_64),

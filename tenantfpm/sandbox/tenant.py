@@ -62,6 +62,7 @@ class TenantSandbox:
             new_root=self.new_root, tenant_root=tenant.site.root, user=tenant.site.user,
             uid=tenant.uid, gid=tenant.gid, group=tenant.group_name, tmp_source=self.tmp,
             ini_source=runtime.ini_source(tenant), hide_processes=iso.hide_processes,
+            queries_one_at_a_time=tenant.listen.is_unix,
             binds=[(b.source, b.target or b.source, b.readonly) for b in iso.binds]
             + runtime.binds(tenant))
         return Sandbox(hostname=iso.hostname or tenant.name, root=spec,

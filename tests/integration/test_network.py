@@ -113,10 +113,11 @@ def test_isolated_gets_a_veth_and_no_host_loopback(env, users, listener):
     assert env.status("j")["sandbox"]["address"] == "10.213.0.6"
 
 
-def test_recvmsg_is_kept_behind_tcp_and_refused_behind_a_unix_socket(env, users):
-    """The receiving rules (sandbox/seccomp.py) are for tenants whose web server
-    connects over a unix socket, which could carry a descriptor on to it; a tenant behind
-    TCP keeps recvmsg, and with it glibc's netlink queries."""
+def test_descriptor_passing_is_kept_behind_tcp_and_refused_behind_a_unix_socket(env, users):
+    """The passing rules (sandbox/seccomp.py) are for tenants whose web server connects
+    over a unix socket, which could carry a descriptor to it; a tenant behind TCP keeps
+    sendmsg and recvmsg, and with them glibc's netlink queries. The other's resolver asks
+    one query at a time (sendmmsg is refused with the rest)."""
     from tenantfpm import fastcgi
     from tests.integration.test_web_servers import free_port
 
@@ -125,7 +126,13 @@ def test_recvmsg_is_kept_behind_tcp_and_refused_behind_a_unix_socket(env, users)
     env.add(env.site("tc", users[0], f'[listen]\naddress = "127.0.0.1:{port}"\n'
                                      'allowed_clients = ["127.0.0.1"]\n' + static))
     env.add(env.site("un", users[1], static))
-    probe = "<?php echo json_encode(@net_get_interfaces() !== false);"
+    probe = """<?php
+        socket_create_pair(AF_UNIX, SOCK_STREAM, 0, $pair);
+        echo json_encode([
+            @net_get_interfaces() !== false,
+            @socket_sendmsg($pair[0], ["iov" => ["x"]], 0) !== false,
+            str_contains(file_get_contents("/etc/resolv.conf"), "options single-request"),
+        ]);"""
     answers = {}
     for name, address in (("tc", f"127.0.0.1:{port}"), ("un", env.socket("un"))):
         root = env.base / "srv" / name
@@ -134,4 +141,5 @@ def test_recvmsg_is_kept_behind_tcp_and_refused_behind_a_unix_socket(env, users)
         r = fastcgi.request(address, fastcgi.cgi_params(str(root), "/nl.php"), timeout=30)
         assert body_ok(r), (name, r.stdout[:300])
         answers[name] = json.loads(r.body)
-    assert answers == {"tc": True, "un": False}
+    # netlink, sendmsg, one query at a time
+    assert answers == {"tc": [True, True, False], "un": [False, False, True]}
