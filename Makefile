@@ -18,7 +18,7 @@ BENCH_PKGS := nginx wrk php8.2-cli php8.2-mysql mariadb-server wordpress php
 SAPI_BIN := tenantfpm/libexec/tenantfpm-php tenantfpm/libexec/tenantfpm-php.so
 SAPI_SRC := $(wildcard sapi/*.c sapi/*.h) sapi/Makefile
 
-.PHONY: setup system-deps sapi test-deps run test lint clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke deb deb-test
+.PHONY: setup system-deps sapi test-deps run test lint wire clean vm-deps vm-test vagrant-test bench-deps bench bench-smoke deb deb-test
 
 # apt-get install what is missing of $(1) (said as $(2)); policy-rc.d keeps packages such as
 # nginx and php8.2-fpm from starting services: the tests and benchmarks start their own.
@@ -77,6 +77,7 @@ run: setup
 # in front of a tenant (nginx comes with the benchmark tools)
 TEST_PKGS := clang libclang-rt-14-dev apache2
 SAPI_ASAN := $(abspath sapi/build/tenantfpm-php-asan)
+WIRE_PROBE := $(abspath sapi/build/wire-probe)
 
 test-deps: system-deps
 	$(call apt_install,$(TEST_PKGS),the test tools)
@@ -84,13 +85,17 @@ test-deps: system-deps
 # the SAPI under AddressSanitizer + UBSan (tests/test_sapi.py runs it too) and its fuzzer
 test: setup bench-deps test-deps
 	$(BIN)/ruff check tenantfpm tests bench
-	$(MAKE) --no-print-directory -C sapi asan fuzz
-	TENANTFPM_PHP_ASAN=$(SAPI_ASAN) $(BIN)/pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory -C sapi asan probe fuzz
+	TENANTFPM_PHP_ASAN=$(SAPI_ASAN) TENANTFPM_WIRE_PROBE=$(WIRE_PROBE) $(BIN)/pytest -q $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory -C sapi fuzz-run
 	$(MAKE) --no-print-directory bench-smoke
 
 lint: setup
 	$(BIN)/ruff check tenantfpm tests bench
+
+# sapi/wire.h from the one definition of each master-worker format (tenantfpm/wire/)
+wire: setup
+	$(BIN)/python -m tenantfpm.wire.cheader > sapi/wire.h
 
 # The integration suite inside a throwaway VM on Debian's kernel (cgroup v2), booted by
 # virtme-ng over a read-only view of this machine; see docs/development.md.

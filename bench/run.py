@@ -35,8 +35,9 @@ from report import write_report
 from stack import WSGI_USER, Stack, rss_kb, tree_pss_kb
 from wrk import summary
 
-from tenantfpm import fastcgi, procfs
+from tenantfpm import procfs
 from tenantfpm.cgroups import favor
+from tenantfpm.wire import fastcgi
 
 SIDES = ("fpm", "tenantfpm")
 ADD_CONCURRENCY = 8  # tenants added (and removed) at once in the manager scenario

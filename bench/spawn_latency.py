@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 
-from tenantfpm import cgroups, fastcgi, runtimes
+from tenantfpm import cgroups, runtimes
 from tenantfpm.config.loader import load_site
 from tenantfpm.config.model import GlobalConfig
 from tenantfpm.config.tenant import resolve
@@ -32,6 +32,7 @@ from tenantfpm.listen import close_listener, open_listener, path_inode
 from tenantfpm.sandbox import namespaces
 from tenantfpm.sandbox.spawn import Plan, spawn
 from tenantfpm.sandbox.tenant import TenantSandbox
+from tenantfpm.wire import fastcgi
 
 
 def main() -> None:

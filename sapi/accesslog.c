@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #define LINE_MAX_BYTES 8192
-static const char *KNOWN = "CdeflmMnopPqQrRstTu%";
+static const char *KNOWN = WIRE_ACCESS_CODES;
 static const char *fmt;
-static const char *header_names[ACCESS_MAX_HEADERS];
-static size_t header_lens[ACCESS_MAX_HEADERS];
+static const char *header_names[WIRE_ACCESS_MAX_HEADERS];
+static size_t header_lens[WIRE_ACCESS_MAX_HEADERS];
 static int n_headers;
 
 int access_compile(const char *format, char *err, size_t errlen)
@@ -41,8 +41,8 @@ int access_compile(const char *format, char *err, size_t errlen)
             goto bad;
         p++;
         if (*p == 'o' && mod) {
-            if (n_headers == ACCESS_MAX_HEADERS) {
-                snprintf(err, errlen, "access.format: more than %d %%{...}o", ACCESS_MAX_HEADERS);
+            if (n_headers == WIRE_ACCESS_MAX_HEADERS) {
+                snprintf(err, errlen, "access.format: more than %d %%{...}o", WIRE_ACCESS_MAX_HEADERS);
                 return -1;
             }
             header_names[n_headers] = mod;
@@ -57,9 +57,9 @@ bad:
     return 0;
 }
 
-int access_headers(const char *names[ACCESS_MAX_HEADERS])
+int access_headers(const char *names[WIRE_ACCESS_MAX_HEADERS])
 {
-    static char copies[ACCESS_MAX_HEADERS][128];
+    static char copies[WIRE_ACCESS_MAX_HEADERS][128];
     for (int i = 0; i < n_headers; i++) {
         size_t n = header_lens[i] < sizeof copies[i] ? header_lens[i] : sizeof copies[i] - 1;
         memcpy(copies[i], header_names[i], n);
@@ -83,7 +83,9 @@ static void put_raw(struct line *l, const char *s, size_t n)
     l->len += n;
 }
 
-/* a value: control bytes (C0 and DEL) as \xNN, cut where the buffer ends */
+/* a value: control characters (C0, DEL, and C1 in its UTF-8 form, U+0080-U+009F: a
+ * terminal takes U+009B for CSI) as \xNN of their code point, as the python worker's
+ * writer does; cut where the buffer ends */
 static void put(struct line *l, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -91,9 +93,12 @@ static void put(struct line *l, const char *s, size_t n)
         return;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        int control = c < 0x20 || c == 0x7f;
+        int c1 = c == 0xc2 && i + 1 < n && ((unsigned char)s[i + 1] & 0xe0) == 0x80;
+        int control = c < 0x20 || c == 0x7f || c1;
         if ((control ? 4u : 1u) > sizeof l->buf - 1 - l->len)
             break;
+        if (c1)
+            c = (unsigned char)s[++i];
         if (control) {
             l->buf[l->len++] = '\\';
             l->buf[l->len++] = 'x';
@@ -200,7 +205,7 @@ void access_write(int fd, const char *pool, const struct access_entry *e)
             break;
         }
         case 'n': puts_(&l, pool); break;
-        case 'o': puts_(&l, header < ACCESS_MAX_HEADERS ? or_dash(e->header_values[header++])
+        case 'o': puts_(&l, header < WIRE_ACCESS_MAX_HEADERS ? or_dash(e->header_values[header++])
                                                          : "-");
             break;
         case 'p': putl(&l, e->pid); break;

@@ -5,7 +5,8 @@
 #include <stddef.h>
 #include <time.h>
 
-#define ACCESS_MAX_HEADERS 8   /* distinct %{Name}o in one format */
+#include "wire.h"  /* the codes, and how many %{Name}o */
+
 
 struct access_entry {
     const char *(*param)(const char *name);  /* a FastCGI param of the request, or NULL */
@@ -15,13 +16,13 @@ struct access_entry {
     size_t memory;           /* bytes */
     long pid, ppid;
     /* the response headers the format names (%{Name}o), captured before PHP frees them */
-    const char *header_values[ACCESS_MAX_HEADERS];
+    const char *header_values[WIRE_ACCESS_MAX_HEADERS];
 };
 
 /* Check and keep the format: 0, or -1 with a message in `err` (an unknown %-code). */
 int access_compile(const char *format, char *err, size_t errlen);
 /* The header names the format asks for (%{Name}o), in order; their count. */
-int access_headers(const char *names[ACCESS_MAX_HEADERS]);
+int access_headers(const char *names[WIRE_ACCESS_MAX_HEADERS]);
 /* One line, written with a single write() (the fd is O_APPEND, shared by all workers). */
 void access_write(int fd, const char *pool, const struct access_entry *e);
 

@@ -10,22 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FCGI_VERSION_1 1
-#define FCGI_HEADER_LEN 8
-#define FCGI_MAX_CONTENT 65535
-
-enum fcgi_type {
-    FCGI_BEGIN_REQUEST = 1, FCGI_ABORT_REQUEST = 2, FCGI_END_REQUEST = 3, FCGI_PARAMS = 4,
-    FCGI_STDIN = 5, FCGI_STDOUT = 6, FCGI_STDERR = 7, FCGI_DATA = 8,
-    FCGI_GET_VALUES = 9, FCGI_GET_VALUES_RESULT = 10, FCGI_UNKNOWN_TYPE = 11
-};
-#define FCGI_RESPONDER 1
-#define FCGI_KEEP_CONN 1
-#define FCGI_REQUEST_COMPLETE 0
-#define FCGI_UNKNOWN_ROLE 3
-
-#define FCGI_PARAMS_MAX (1 << 20)   /* all params of one request together */
-#define FCGI_MAX_PARAMS 4096       /* name/value pairs of one request */
+#include "wire.h"  /* the protocol's numbers and our bounds: FCGI_* */
 
 struct fcgi_header {
     uint8_t type;

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned char buf[MAX_ORDER];
-static char arena[MAX_ORDER * 2];
+static unsigned char buf[ORDER_MAX_SIZE];
+static char arena[ORDER_MAX_SIZE * 2];
 static struct order o;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -40,7 +40,7 @@ static void (*import_environment)(zval *array);
 void tfpm_host_pid_hello(int fd)
 {
     char msg[64];
-    int n = snprintf(msg, sizeof msg, "hello %ld", (long)getpid());
+    int n = snprintf(msg, sizeof msg, WIRE_HELLO, (long)getpid());
     if (n <= 0 || send(fd, msg, (size_t)n, MSG_NOSIGNAL) != n)
         _exit(71);
     chan = fd;
@@ -59,7 +59,7 @@ void tfpm_host_pid_await(void)
         long host = 0;
         if (n > 0) {
             msg[n] = 0;
-            if (sscanf(msg, "pid %ld", &host) == 1 && host > 0) {
+            if (sscanf(msg, WIRE_PID, &host) == 1 && host > 0) {
                 char v[24];
                 snprintf(v, sizeof v, "%ld", host);
                 setenv(TFPM_HOST_PID_ENV, v, 1);

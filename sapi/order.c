@@ -38,9 +38,9 @@ int order_parse(const unsigned char *buf, size_t n, char *arena, struct order *o
             return -1;
         const unsigned char *v = buf + at;
         at += len;
-        if (tag == 'B') {  /* the seccomp program: raw struct sock_filter entries */
+        if (tag == ORDER_SECCOMP) {  /* the seccomp program: raw struct sock_filter entries */
             if (len == 0 || len % sizeof(struct sock_filter)
-                || len / sizeof(struct sock_filter) > MAX_FILTER)
+                || len / sizeof(struct sock_filter) > ORDER_MAX_FILTER)
                 return -1;
             o->seccomp = v;
             o->seccomp_len = len;
@@ -54,38 +54,42 @@ int order_parse(const unsigned char *buf, size_t n, char *arena, struct order *o
         arena += len + 1;
         long num = 0;
         switch (tag) {
-        case 'a':
-            if (o->argc == MAX_ARGS)
+        case ORDER_ARGV:
+            if (o->argc == ORDER_MAX_ARGS)
                 return -1;
             o->argv[o->argc++] = s;
             break;
-        case 'e':
-            if (o->envc == MAX_ENV || !strchr(s, '='))
+        case ORDER_ENV:
+            if (o->envc == ORDER_MAX_ENV || !strchr(s, '='))
                 return -1;
             o->envp[o->envc++] = s;
             break;
-        case 'c': o->cwd = s; break;
-        case 'h': o->hostname = s; break;
-        case 'R': if (s[0] != '/') return -1; o->new_root = s; break;
-        case 'n': o->netns = s; break;
-        case 'u': if (number(s, &o->uid) || o->uid < 0) return -1; break;
-        case 'g': if (number(s, &o->gid) || o->gid < 0) return -1; break;
-        case 'r':
+        case ORDER_CWD: o->cwd = s; break;
+        case ORDER_HOSTNAME: o->hostname = s; break;
+        case ORDER_NEW_ROOT: if (s[0] != '/') return -1; o->new_root = s; break;
+        case ORDER_NETNS: o->netns = s; break;
+        case ORDER_UID: if (number(s, &o->uid) || o->uid < 0) return -1; break;
+        case ORDER_GID: if (number(s, &o->gid) || o->gid < 0) return -1; break;
+        case ORDER_NOFILE:
             if (sscanf(s, "%lu %lu", &o->nofile_soft, &o->nofile_hard) != 2)
                 return -1;
             o->has_nofile = 1;
             break;
-        case 'k': if (number(s, &num)) return -1; o->core_dumps = num != 0; break;
-        case 'P': if (number(s, &num) || num < 0) return -1; o->policy = (int)num; break;
-        case 'm': if (number(s, &num)) return -1; o->caught = num != 0; break;
-        case 'p': if (number(s, &num) || num < 0 || num > 8) return -1; o->npass = (int)num; break;
-        case 'G':
-            if (o->ncgroups == MAX_CGROUPS)
+        case ORDER_CORE_DUMPS: if (number(s, &num)) return -1; o->core_dumps = num != 0; break;
+        case ORDER_POLICY: if (number(s, &num) || num < 0) return -1; o->policy = (int)num; break;
+        case ORDER_CAUGHT: if (number(s, &num)) return -1; o->caught = num != 0; break;
+        case ORDER_PASS_FDS:
+            if (number(s, &num) || num < 0 || num > ORDER_MAX_PASS_FDS)
+                return -1;
+            o->npass = (int)num;
+            break;
+        case ORDER_CGROUP:
+            if (o->ncgroups == ORDER_MAX_CGROUPS)
                 return -1;
             o->cgroups[o->ncgroups++] = s;
             break;
-        case 'S':
-            if (o->nsteps == MAX_STEPS)
+        case ORDER_STEP:
+            if (o->nsteps == ORDER_MAX_STEPS)
                 return -1;
             st = &o->steps[o->nsteps++];
             st->op = s;
@@ -95,14 +99,14 @@ int order_parse(const unsigned char *buf, size_t n, char *arena, struct order *o
             if (!st)
                 return -1;
             switch (tag) {
-            case 't': st->target = s; break;
-            case 's': st->source = s; break;
-            case 'y': st->fstype = s; break;
-            case 'd': st->data = s; break;
-            case 'C': st->content = s; break;
-            case 'K': st->kind = s; break;
-            case 'N': st->nofollow = 1; break;
-            case 'f':
+            case ORDER_STEP_TARGET: st->target = s; break;
+            case ORDER_STEP_SOURCE: st->source = s; break;
+            case ORDER_STEP_FSTYPE: st->fstype = s; break;
+            case ORDER_STEP_DATA: st->data = s; break;
+            case ORDER_STEP_CONTENT: st->content = s; break;
+            case ORDER_STEP_KIND: st->kind = s; break;
+            case ORDER_STEP_NOFOLLOW: st->nofollow = 1; break;
+            case ORDER_STEP_FLAGS:
                 if (number(s, &num) || num < 0)
                     return -1;
                 st->flags = (unsigned long)num;

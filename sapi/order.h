@@ -1,16 +1,12 @@
 /* The order a warm PHP gets (tenantfpm/sandbox/warm.py encodes it): records of a tag
- * byte, a little-endian u32 length and the value; warm.py's docstring lists the tags. */
+ * byte, a little-endian u32 length and the value; tenantfpm/wire/order.py defines the
+ * tags and bounds (ORDER_* in wire.h). */
 #ifndef TFPM_ORDER_H
 #define TFPM_ORDER_H
 
 #include <stddef.h>
 
-#define MAX_ORDER (1 << 16)
-#define MAX_ARGS 512
-#define MAX_ENV 512
-#define MAX_CGROUPS 8
-#define MAX_STEPS 512
-#define MAX_FILTER 4096  /* seccomp instructions */
+#include "wire.h"
 
 struct step {
     const char *op, *target, *source, *fstype, *data, *content, *kind;
@@ -19,18 +15,18 @@ struct step {
 };
 
 struct order {
-    char *argv[MAX_ARGS + 1];
+    char *argv[ORDER_MAX_ARGS + 1];
     int argc;
-    char *envp[MAX_ENV + 1];
+    char *envp[ORDER_MAX_ENV + 1];
     int envc;
     const char *cwd, *hostname, *netns, *new_root;
     long uid, gid;
     int has_nofile;
     unsigned long nofile_soft, nofile_hard;
     int core_dumps, policy, caught, npass;
-    const char *cgroups[MAX_CGROUPS];
+    const char *cgroups[ORDER_MAX_CGROUPS];
     int ncgroups;
-    struct step steps[MAX_STEPS];
+    struct step steps[ORDER_MAX_STEPS];
     int nsteps;
     const unsigned char *seccomp;
     size_t seccomp_len;

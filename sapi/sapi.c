@@ -486,8 +486,8 @@ static void board_request(struct sb_slot *b, struct req *q, const char *method)
 /* The response headers access.format names, copied before PHP frees them. */
 static void capture_headers(struct access_entry *e)
 {
-    static char values[ACCESS_MAX_HEADERS][256];
-    const char *names[ACCESS_MAX_HEADERS];
+    static char values[WIRE_ACCESS_MAX_HEADERS][256];
+    const char *names[WIRE_ACCESS_MAX_HEADERS];
     int n = access_headers(names);
     for (int i = 0; i < n; i++) {
         size_t nl = strlen(names[i]);

@@ -11,7 +11,7 @@ struct sb_slot *sb_attach(int fd)
     if (p == MAP_FAILED)
         return NULL;
     struct sb_slot *s = p;
-    sb_begin(s);  /* "nothing yet", as scoreboard.py's Slot() says it */
+    sb_begin(s);  /* "nothing yet", as wire/scoreboard.py's Slot() says it */
     s->n.state = SB_STARTING;
     s->n.content_length = -1;
     s->n.last_duration = s->n.last_cpu = s->n.last_cpu_percent = -1.0;

@@ -14,7 +14,7 @@
 #define TFPM_EXPORT __attribute__((visibility("default")))
 
 #define TFPM_SAPI_NAME "fpm-fcgi"  /* opcache's list and apps' PHP_SAPI checks: as FPM */
-#define CONTROL_FD 3               /* the zygote's channel to the master */
+#define CONTROL_FD WIRE_CHANNEL_FD  /* the zygote's channel to the master */
 
 /* Settings the master gave the zygote (argv), the same for all its workers. */
 struct tfpm_settings {
@@ -55,7 +55,7 @@ void tfpm_rehearse(void);
 /* hostpid.c: the worker's hello on its channel to the master; the wait for the answer
  * (TENANTFPM_WORKER_PID), done once where the environment is first read; the hooks that
  * do it (after PHP's startup) */
-#define TFPM_HOST_PID_ENV "TENANTFPM_WORKER_PID"
+#define TFPM_HOST_PID_ENV WIRE_HOST_PID_ENV
 void tfpm_host_pid_hello(int fd);
 void tfpm_host_pid_await(void);
 void tfpm_host_pid_hook(void);

@@ -51,7 +51,7 @@
 
 #include "main/build-defs.h"  /* PHP_EXTENSION_DIR: where PHP resolves `extension=gd.so` */
 
-#define ORDER_FD 3
+#define ORDER_FD WIRE_CHANNEL_FD
 #define MAX_FDS (4 + 8)  /* errpipe, listen, stdout, stderr, the pass fds */
 _Static_assert(MAX_FDS <= TFPM_MAX_FDS, "tfpm_receive() holds TFPM_MAX_FDS");
 #define MAX_PRELOAD 128
@@ -326,7 +326,7 @@ static void confine(const struct order *o, int *fds, int nfds)
         fail("setuid", "dumpable");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         fail("no_new_privs", NULL);
-    static struct sock_filter filter[MAX_FILTER];
+    static struct sock_filter filter[ORDER_MAX_FILTER];
     if (!o->seccomp) {
         errno = EINVAL;
         fail("seccomp", "no filter in the order");
@@ -388,10 +388,10 @@ int tfpm_warm_main(int argc, char **argv)
         if (strcmp(argv[i], "-P") == 0)
             names[n++] = argv[i + 1];
     preload(names, n);
-    if (send(ORDER_FD, "ready", 5, MSG_NOSIGNAL) != 5)
+    if (send(ORDER_FD, WIRE_READY, sizeof WIRE_READY - 1, MSG_NOSIGNAL) != sizeof WIRE_READY - 1)
         return 0;
-    static unsigned char buf[MAX_ORDER];
-    static char arena[MAX_ORDER * 2];
+    static unsigned char buf[ORDER_MAX_SIZE];
+    static char arena[ORDER_MAX_SIZE * 2];
     static struct order o;
     int fds[MAX_FDS], nfds = 0;
     ssize_t got;

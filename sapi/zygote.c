@@ -60,7 +60,7 @@ _Static_assert(MAX_FDS <= TFPM_MAX_FDS, "tfpm_receive() holds TFPM_MAX_FDS");
 
 static int say(const char *fmt, long a, long b)
 {
-    char msg[64];
+    char msg[WIRE_MAX_MESSAGE];
     int n = snprintf(msg, sizeof msg, fmt, a, b);
     if (n <= 0 || (size_t)n >= sizeof msg)
         return -1;
@@ -95,7 +95,7 @@ static int spare_taken(void)
     if (spare.took < 0)
         return 0;
     ssize_t n = read(spare.took, &c, 1);
-    if (n == 1 && c == 't') {
+    if (n == 1 && c == WIRE_SPARE_TOOK[0]) {
         spare_forget();
         spares_lost = 0;
         return 1;
@@ -206,7 +206,7 @@ static void become_worker(unsigned long max_requests, int *fds, int nfds)
 /* Whether `text` and its `nfds` descriptors are an order from our master (else ignored). */
 static int parse_order(const char *text, int nfds, unsigned long *max_requests)
 {
-    return sscanf(text, "fork %lu", max_requests) == 1 && nfds >= 3;
+    return sscanf(text, WIRE_FORK, max_requests) == 1 && nfds >= WIRE_FORK_FDS;
 }
 
 /* In a fresh child: what the tenant's code must not hold. */
@@ -232,7 +232,7 @@ static void spare_wait(int took, pid_t zygote)
     while (got < 0 && errno == EINTR);
     if (got <= 0 || !parse_order(text, nfds, &max_requests))
         _exit(0);
-    if (write(took, "t", 1) != 1)
+    if (write(took, WIRE_SPARE_TOOK, 1) != 1)
         _exit(0);  /* the zygote is gone: so is the master's order, with our end */
     close(took);
     prctl(PR_SET_PDEATHSIG, 0);  /* a worker now, as one forked at its order */
@@ -302,14 +302,14 @@ static void reap(int *children)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         if (pid == spare.pid) {
             if (spare_taken()) {  /* a worker already: its end is reported */
-                say("exit %ld %ld", pid, status);
+                say(WIRE_EXIT, pid, status);
                 continue;
             }
             spare_lost();  /* ended before its order: forked again later */
             continue;
         }
         (*children)--;
-        say("exit %ld %ld", pid, status);
+        say(WIRE_EXIT, pid, status);
     }
 }
 
@@ -382,7 +382,7 @@ int tfpm_main(int argc, char **argv)
     sigaddset(&chld, SIGQUIT);
     sigprocmask(SIG_BLOCK, &chld, NULL);
     int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sigfd < 0 || say("ready", 0, 0))
+    if (sigfd < 0 || say(WIRE_READY, 0, 0))
         return 1;
     int children = 0, open_channel = 1;
     long next_spare = now_ms() + spare_delay_ms;

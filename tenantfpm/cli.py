@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import click
 
-from tenantfpm import fastcgi, nginx
+from tenantfpm import nginx
 from tenantfpm.client import Client, NotFoundError
 from tenantfpm.config.loader import HostSystem, load_global, load_site
 from tenantfpm.config.model import GlobalConfig
@@ -28,6 +28,7 @@ from tenantfpm.logs import LINE, escape, not_kept, parse_timestamp
 from tenantfpm.logview import FileLog, RemoteLog
 from tenantfpm.registry import Registry, validate_for_add
 from tenantfpm.units import format_size, parse_duration
+from tenantfpm.wire import fastcgi
 
 if TYPE_CHECKING:
     from rich.console import Console

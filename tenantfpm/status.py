@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tenantfpm import inspect, runtimes
-from tenantfpm.pyworker.scoreboard import READING, RUNNING, STATE_NAMES, Slot
+from tenantfpm.wire.scoreboard import READING, RUNNING, STATE_NAMES, Slot
 
 if TYPE_CHECKING:
     from tenantfpm.master.pool import Pool

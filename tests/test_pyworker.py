@@ -24,8 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tenantfpm import fastcgi
-from tenantfpm.fastcgi import (
+from tenantfpm.master.trace import traceback_frames
+from tenantfpm.pyworker import accesslog
+from tenantfpm.pyworker.responder import Closed, Connection, Limits
+from tenantfpm.pyworker.wsgi import Input, Settings, environ, run_app
+from tenantfpm.wire import fastcgi
+from tenantfpm.wire.fastcgi import (
     ABORT_REQUEST,
     BEGIN_REQUEST,
     CANT_MPX_CONN,
@@ -43,11 +47,7 @@ from tenantfpm.fastcgi import (
     encode_request,
     encode_stream,
 )
-from tenantfpm.pyworker import accesslog
-from tenantfpm.pyworker.responder import Closed, Connection, Limits
-from tenantfpm.pyworker.scoreboard import RUNNING, Board, Slot
-from tenantfpm.pyworker.trace import traceback_frames
-from tenantfpm.pyworker.wsgi import Input, Settings, environ, run_app
+from tenantfpm.wire.scoreboard import RUNNING, Board, Slot
 
 FAST = Limits(max_params=4096, header_timeout=0.5, body_timeout=0.5, send_timeout=0.5)
 

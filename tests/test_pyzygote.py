@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm import fastcgi
 from tenantfpm.master.zygote import channel, receive
-from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.python import BOOT, PACKAGE_DIR
+from tenantfpm.wire import fastcgi
+from tenantfpm.wire.scoreboard import Board
 from tests.procs import children_of
 from tests.spares import (
     killed_spare_is_never_reported_and_is_replaced,

@@ -7,7 +7,7 @@ from tenantfpm import pm, runtimes
 from tenantfpm.config.model import PHP_ENGINE_BINARY, GlobalConfig, Site
 from tenantfpm.config.rules import parse_listen
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.pyworker.scoreboard import Board, Slot
+from tenantfpm.wire.scoreboard import Board, Slot
 
 
 def tenant(tmp_path, **runtime) -> Tenant:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm import fastcgi, procfs
+from tenantfpm import procfs
 from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY
 from tenantfpm.master.zygote import channel, receive
 from tenantfpm.runtimes.php import scan_dir
+from tenantfpm.wire import fastcgi
 from tests.procs import children_of, minor_faults
 from tests.spares import (
     killed_spare_is_never_reported_and_is_replaced,

@@ -9,7 +9,8 @@ import struct
 from pathlib import Path
 
 from tenantfpm.sandbox import linux, rootfs, seccomp, warm
-from tenantfpm.sandbox.spawn import WORKER_PID_ENV, Plan, Sandbox
+from tenantfpm.sandbox.spawn import Plan, Sandbox
+from tenantfpm.wire.fds import HOST_PID_ENV
 
 
 def records(message: bytes) -> list[tuple[str, bytes]]:
@@ -56,7 +57,7 @@ def test_the_order_is_the_plan_from_the_cgroups_on():
               if tag in "chRugkPmprnB" and tag != "B"}
     assert [v.decode() for t, v in got if t == "a"] == plan.argv
     assert sorted(v.decode() for t, v in got if t == "e") == [
-        "HOME=/srv/a", f"{WORKER_PID_ENV}=4242", "USER=a"]
+        "HOME=/srv/a", f"{HOST_PID_ENV}=4242", "USER=a"]
     assert single == {"c": "/srv/a", "h": "a.example", "R": "/run/t/a/root", "u": "1001",
                       "g": "1002", "k": "0", "P": str(os.SCHED_BATCH), "m": "1", "p": "2",
                       "r": "1024 4096", "n": "/run/t/a/netns"}
@@ -100,9 +101,9 @@ def test_open_files_override_the_inherited_limit_and_no_limit_is_kept():
 
 def test_a_plan_beyond_the_warm_process_bounds_gets_no_order():
     plan = _plan()
-    many = plan.sandbox.steps + [rootfs.Step("mkdir", f"/x{i}") for i in range(warm.MAX_STEPS)]
+    many = plan.sandbox.steps + [rootfs.Step("mkdir", f"/x{i}") for i in range(warm.MAX["STEPS"])]
     big = Plan(**{**plan.__dict__, "sandbox": Sandbox(
         hostname="a", root=plan.sandbox.root, steps=many)})
     assert warm.order(big, True, 1, None) is None
-    huge_env = _plan(env={"X": "y" * warm.MAX_ORDER})
+    huge_env = _plan(env={"X": "y" * warm.MAX["SIZE"]})
     assert warm.order(huge_env, True, 1, None) is None

@@ -12,7 +12,8 @@ import pytest
 
 from tenantfpm import fdguard
 from tenantfpm.master.worker import Worker
-from tenantfpm.master.zygote import MAX_MESSAGES, Message, channel, gone, parse, receive
+from tenantfpm.master.zygote import MAX_MESSAGES, channel, gone, receive
+from tenantfpm.wire.zygote import Message, parse
 
 
 def test_parse_accepts_only_the_three_messages():

@@ -15,7 +15,7 @@ from typing import Protocol
 from tenantfpm.config import python_ini
 from tenantfpm.config.model import PHP_ENGINE_BINARY, Site
 from tenantfpm.errors import Problem
-from tenantfpm.pyworker import accesslog
+from tenantfpm.wire import accessformat
 
 INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -158,7 +158,7 @@ def runtime_problems(site: Site, system: System) -> list[Problem]:
                                             f"{rt.app!r}"))
         if site.log.access:
             try:
-                accesslog.compile_format(site.log.access_format)
+                accessformat.parse(site.log.access_format)
             except ValueError as e:
                 p.append(Problem("log.access_format", str(e)))
         try:

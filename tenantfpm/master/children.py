@@ -14,8 +14,8 @@ import time
 
 from tenantfpm import pm, runtimes, verdicts
 from tenantfpm.master.worker import Worker, describe_exit
-from tenantfpm.pyworker import scoreboard
 from tenantfpm.sandbox.spawn import Plan, spawn
+from tenantfpm.wire import scoreboard
 
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
 # A spawn brings the pool's next look this soon, not at once: the master goes back to

@@ -14,9 +14,9 @@ import signal
 from typing import TYPE_CHECKING
 
 from tenantfpm import inspect, verdicts
+from tenantfpm.master.trace import traceback_frames
 from tenantfpm.master.worker import Worker
-from tenantfpm.pyworker import TRACE_SIGNAL
-from tenantfpm.pyworker.trace import traceback_frames
+from tenantfpm.wire.fds import TRACE_SIGNAL
 
 if TYPE_CHECKING:
     from tenantfpm.master.pool import Pool

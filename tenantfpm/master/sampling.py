@@ -11,7 +11,7 @@ import time
 
 from tenantfpm import procfs, verdicts
 from tenantfpm.master.worker import Worker
-from tenantfpm.pyworker import scoreboard
+from tenantfpm.wire import scoreboard
 
 QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving connection
 QUEUE_TICK = 1.0  # ... and for the periodic tick

@@ -15,8 +15,9 @@ import struct
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from tenantfpm import fastcgi, fdguard, fpm_status
+from tenantfpm import fdguard, fpm_status
 from tenantfpm.config.rules import parse_listen
+from tenantfpm.wire import fastcgi
 
 if TYPE_CHECKING:
     from tenantfpm.master.arbiter import Master

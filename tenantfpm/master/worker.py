@@ -8,7 +8,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
-from tenantfpm.pyworker.scoreboard import Reader, Slot
+from tenantfpm.wire.scoreboard import Reader, Slot
 
 
 @dataclass

@@ -31,7 +31,6 @@ import array
 import contextlib
 import itertools
 import os
-import re
 import select
 import signal
 import socket
@@ -44,6 +43,8 @@ from typing import TYPE_CHECKING
 from tenantfpm import fdguard, runtimes
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.sandbox.spawn import Plan, spawn
+from tenantfpm.wire import zygote as wire
+from tenantfpm.wire.zygote import Message, parse
 
 if TYPE_CHECKING:
     from tenantfpm.master.pool import Pool
@@ -52,34 +53,7 @@ HELLO_TIMEOUT = 10.0  # seconds a fork order may go unanswered
 HELLO_LOOK = 0.001  # after its hello a worker marks its scoreboard idle within about this
 READY_TIMEOUT = 30.0  # seconds a zygote may take to start PHP
 MAX_MESSAGES = 64  # read per wakeup: a chatty zygote cannot hold the master's loop
-PID_MAX = 1 << 22  # the kernel's limit (pid_max <= 4194304)
 _CREDS = struct.Struct("iII")
-_HELLO = re.compile(rb"hello (\d{1,7})")
-_EXIT = re.compile(rb"exit (\d{1,7}) (\d{1,6})")
-
-
-@dataclass(frozen=True)
-class Message:
-    kind: str  # ready, hello, exit; junk: anything else (counted, never acted on)
-    pid: int = 0  # in the tenant's PID namespace
-    status: int = 0
-    sender: int | None = None  # the sender's pid in the master's namespace (kernel's word)
-
-
-def parse(data: bytes, sender: int | None) -> Message | None:
-    """One message from a zygote or a new worker; None for anything else."""
-    if data == b"ready":
-        return Message("ready", sender=sender)
-    m = _HELLO.fullmatch(data)
-    if m:
-        pid = int(m.group(1))
-        return Message("hello", pid, sender=sender) if 0 < pid < PID_MAX else None
-    m = _EXIT.fullmatch(data)
-    if m:
-        pid, status = int(m.group(1)), int(m.group(2))
-        if 0 < pid < PID_MAX and status <= 0xFFFF:
-            return Message("exit", pid=pid, status=status, sender=sender)
-    return None
 
 
 @dataclass
@@ -103,7 +77,7 @@ class Zygote:
 
     def order(self, max_requests: int, fds: list[int]) -> None:
         """Ask for one worker; OSError when the zygote does not take orders."""
-        self.ctl.sendmsg([f"fork {max_requests}".encode()],
+        self.ctl.sendmsg([(wire.FORK % max_requests).encode()],
                          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
 
     def receive(self) -> list[Message]:
@@ -125,8 +99,8 @@ def receive(sock: socket.socket, limit: int = MAX_MESSAGES) -> tuple[list[Messag
     closed = False
     for _ in range(limit):
         try:
-            data, anc, _flags, _ = sock.recvmsg(
-                128, fdguard.CONTROL_SPACE, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            data, anc, _flags, _ = sock.recvmsg(wire.MAX_MESSAGE, fdguard.CONTROL_SPACE,
+                                                socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:
@@ -319,7 +293,7 @@ class Forker:
         placeholder = w.pid
         if hello is not None and adopt(z, w, hello):
             with contextlib.suppress(OSError):
-                chan.send(f"pid {w.pid}".encode())
+                chan.send((wire.PID % w.pid).encode())
             chan.close()
             pool.workers.pop(placeholder, None)
             pool.workers[w.pid] = w

@@ -1,6 +1,7 @@
 """PHP-FPM's access.format (fpm_log.c), rendered by the python worker for each request.
 
-The format is parsed once per worker; rendering is a join over the parts, so
+The format is parsed once per worker (by wire.accessformat, the one definition both
+writers follow); rendering is a join over the parts, so
 a request pays only for the fields the format names. The values are any web client's
 (a User-Agent, a Basic auth user name): their control characters are written as \\xNN,
 so one request is one line and no terminal escape reaches whoever reads the log. The
@@ -14,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-TOKEN = re.compile(r"%(?:\{([^}]*)\})?([%CdeflmMnopPqQrRstTu])")
-KNOWN = "%CdeflmMnopPqQrRstTu"
+from tenantfpm.wire import accessformat
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -90,21 +91,10 @@ Part = str | tuple[Callable[[str, Entry], str], str]
 
 
 def compile_format(fmt: str) -> list[Part]:
-    """The format as literal strings and (field, modifier) pairs; ValueError if it has
-    a %-code FPM does not know (checked by `tenantfpm check` too)."""
-    parts: list[Part] = []
-    pos = 0
-    for m in [*TOKEN.finditer(fmt), None]:
-        literal = fmt[pos:m.start() if m else len(fmt)]
-        if "%" in literal:
-            bad = literal[literal.index("%"):literal.index("%") + 2]
-            raise ValueError(f"unknown access_format code {bad!r}; known: "
-                             + " ".join("%" + c for c in KNOWN))
-        parts.append(literal)
-        if m:
-            parts.append((FIELDS[m.group(2)], m.group(1) or ""))
-            pos = m.end()
-    return [p for p in parts if p != ""]
+    """The format as literal strings and (field, modifier) pairs; ValueError as
+    wire.accessformat.parse."""
+    return [p if isinstance(p, str) else (FIELDS[p[0]], p[1])
+            for p in accessformat.parse(fmt)]
 
 
 def _escape(value: str) -> str:

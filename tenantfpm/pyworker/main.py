@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from tenantfpm.pyworker import ACCESS_FD, BOARD_FD, TRACE_FD, TRACE_SIGNAL, accesslog
+from tenantfpm.pyworker import accesslog
 from tenantfpm.pyworker.responder import Closed, Connection, Request, receive_buffer
-from tenantfpm.pyworker.scoreboard import EXITING, IDLE, READING, RUNNING, Board, Slot
 from tenantfpm.pyworker.wsgi import ExecutionTimeout, Settings, run_app
+from tenantfpm.wire.fds import ACCESS_FD, BOARD_FD, HOST_PID_ENV, TRACE_FD, TRACE_SIGNAL
+from tenantfpm.wire.scoreboard import EXITING, IDLE, READING, RUNNING, Board, Slot
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -62,7 +63,7 @@ class Worker:
         self.idle = False
         self.stopping = False
         self.in_app = False
-        self.pid = int(os.environ.get("TENANTFPM_WORKER_PID") or os.getpid())
+        self.pid = int(os.environ.get(HOST_PID_ENV) or os.getpid())
         self.access = accesslog.compile_format(cfg.access_format) if cfg.access_format else None
         self.settings = Settings(body_limit=cfg.body_limit, display_errors=cfg.display_errors)
         self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)

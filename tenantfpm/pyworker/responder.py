@@ -22,7 +22,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from tenantfpm.fastcgi import (
+from tenantfpm.wire.fastcgi import (
     ABORT_REQUEST,
     BEGIN_REQUEST,
     CANT_MPX_CONN,
@@ -31,6 +31,7 @@ from tenantfpm.fastcgi import (
     GET_VALUES_RESULT,
     KEEP_CONN,
     PARAMS,
+    PARAMS_MAX_BYTES,
     REQUEST_COMPLETE,
     RESPONDER,
     STDIN,
@@ -57,7 +58,7 @@ _DONTWAIT = socket.MSG_DONTWAIT
 
 @dataclass(frozen=True)
 class Limits:
-    max_params: int = 1 << 20  # bytes of name-value pairs in one request
+    max_params: int = PARAMS_MAX_BYTES  # bytes of name-value pairs in one request
     header_timeout: float = 30.0  # from waiting for a request to its last PARAMS record
     body_timeout: float = 60.0  # longest silence while the body streams in
     send_timeout: float = 60.0  # longest wait for the web server to take our output

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
-from tenantfpm.fastcgi import STDOUT, encode_stream
 from tenantfpm.pyworker.responder import Aborted, Closed, Connection, Request
+from tenantfpm.wire.fastcgi import STDOUT, encode_stream
 
 FLUSH = 65536  # output bytes buffered before they go out (a hello world is one send)
 STATUS = re.compile(r"^\d{3} .")

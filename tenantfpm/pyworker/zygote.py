@@ -41,10 +41,11 @@ import time
 import traceback
 from typing import Any
 
-from tenantfpm.pyworker import ACCESS_FD, BOARD_FD, TRACE_FD
 from tenantfpm.pyworker.main import Config, Worker, load, open_errors
+from tenantfpm.wire import zygote as wire
+from tenantfpm.wire.fds import ACCESS_FD, BOARD_FD, CHANNEL_FD, HOST_PID_ENV, TRACE_FD
 
-CONTROL_FD = 3
+CONTROL_FD = CHANNEL_FD
 MAX_FDS = 6  # hello channel, stdout, stderr, scoreboard, trace pipe, access.log
 HELLO_WAIT = 5.0
 SPARES_LOST_MAX = 3  # in a row; then none: a spare that cannot live costs no fork a look
@@ -62,7 +63,8 @@ def _receive(fd: int = CONTROL_FD) -> tuple[bytes, list[int]] | None:
     fds = array.array("i")
     ctl = socket.socket(fileno=fd)  # not a copy: descriptors come in on fd 3 only
     try:
-        msg, anc, _flags, _ = ctl.recvmsg(128, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
+        msg, anc, _flags, _ = ctl.recvmsg(wire.MAX_MESSAGE,
+                                          socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
                                           socket.MSG_CMSG_CLOEXEC)
     except InterruptedError:
         return b"", []
@@ -82,11 +84,11 @@ def _hello(chan: int) -> None:
     """Introduce this worker on its own channel; learn its host pid for the logs."""
     sock = socket.socket(fileno=chan)
     try:
-        sock.send(f"hello {os.getpid()}".encode())
+        sock.send((wire.HELLO % os.getpid()).encode())
         if select.select([sock], [], [], HELLO_WAIT)[0]:
-            reply = sock.recv(64).decode(errors="replace").split()
-            if len(reply) == 2 and reply[0] == "pid" and reply[1].isdigit():
-                os.environ["TENANTFPM_WORKER_PID"] = reply[1]
+            host = wire.host_pid(sock.recv(wire.MAX_MESSAGE))
+            if host is not None:
+                os.environ[HOST_PID_ENV] = str(host)
     except OSError:
         os._exit(71)
     finally:
@@ -95,9 +97,9 @@ def _hello(chan: int) -> None:
 
 def _order(msg: bytes, fds: list[int]) -> int | None:
     """An order's max_requests, or None (its fds closed) for anything else."""
-    parts = msg.split()
-    if len(parts) == 2 and parts[0] == b"fork" and parts[1].isdigit() and len(fds) >= 5:
-        return int(parts[1])
+    max_requests = wire.fork_order(msg, len(fds), needs=5)  # and the board and trace pipe
+    if max_requests is not None:
+        return max_requests
     for fd in fds:
         os.close(fd)
     return None  # not an order from our master
@@ -291,7 +293,7 @@ def main() -> None:
         signal.signal(sig, on_stop)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the pipe
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    _say("ready")
+    _say(wire.READY)
     children = 0
     channel_open = True
     last_order = time.monotonic()
@@ -329,12 +331,12 @@ def main() -> None:
                 break
             if pid == spare.pid:
                 if spare.taken():  # a worker already: its end is reported
-                    _say(f"exit {pid} {status}")
+                    _say(wire.EXIT % (pid, status))
                 else:  # ended before its order: forked again later, unreported
                     spare.lost()
                 continue
             children -= 1
-            _say(f"exit {pid} {status}")
+            _say(wire.EXIT % (pid, status))
         if spare.took is not None and spare.took in ready and spare.taken():
             children += 1
             last_order, spare.refused = time.monotonic(), False

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.inspect import PhpState, Unavailable
-from tenantfpm.pyworker.scoreboard import Reader
 from tenantfpm.sandbox.spawn import WarmStart
+from tenantfpm.wire.scoreboard import Reader
 
 F_SETPIPE_SZ = 1031
 ACCESS_PIPE_SIZE = 1 << 20

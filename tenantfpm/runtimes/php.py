@@ -22,8 +22,6 @@ import os
 from tenantfpm import inspect, pm
 from tenantfpm.config.model import PHP_ENGINE_BINARY, PHP_SAPI_BINARY, PHP_VERSION
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.pyworker import LIB_DIR
-from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.base import Channels, Runtime, worker_env
 from tenantfpm.runtimes.php_cgi import (
     ini_path,
@@ -34,6 +32,8 @@ from tenantfpm.runtimes.php_cgi import (
 )
 from tenantfpm.sandbox.rootfs import INI_TARGET
 from tenantfpm.sandbox.spawn import WarmStart
+from tenantfpm.wire.fds import LIB_DIR
+from tenantfpm.wire.scoreboard import Board
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
 SAPI_INSIDE = os.path.join(LIB_DIR, "tenantfpm", "libexec", "tenantfpm-php")

@@ -18,9 +18,9 @@ import os
 from tenantfpm import pm
 from tenantfpm.config.python_ini import settings
 from tenantfpm.config.tenant import Tenant
-from tenantfpm.pyworker import LIB_DIR
-from tenantfpm.pyworker.scoreboard import Board
 from tenantfpm.runtimes.base import Channels, Runtime, nginx_location, worker_env
+from tenantfpm.wire.fds import LIB_DIR
+from tenantfpm.wire.scoreboard import Board
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../tenantfpm
 BOOT = ("import sys; sys.path.insert(0, {lib!r}); "

@@ -33,6 +33,8 @@ import os
 import socket
 import struct
 
+from tenantfpm.wire import fds
+
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
 SECCOMP_RET_ALLOW = 0x7FFF0000
@@ -72,7 +74,7 @@ PRCTL, PR_SET_DUMPABLE = 157, 4
 CLOSE, IOCTL, DUP2, SENDMSG, RECVMSG, FCNTL = 3, 16, 33, 46, 47, 72
 DUP3, RECVMMSG, SENDMMSG, CLOSE_RANGE = 292, 299, 307, 436
 F_SETFD, FIOCLEX = 2, 0x5451
-CHANNEL_FD = 3  # the first descriptor a plan passes: a zygote's channel to the master
+CHANNEL_FD = fds.CHANNEL_FD  # the first descriptor a plan passes: a zygote's channel
 
 Insn = tuple[int, int, int, int]
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tenantfpm.sandbox import namespaces, privileges, rootfs, seccomp
+from tenantfpm.wire.fds import HOST_PID_ENV
 
 _ALL_SIGNALS = set(signal.Signals)
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
-WORKER_PID_ENV = "TENANTFPM_WORKER_PID"
 # [pm] scheduling_policy: Linux's names, as chrt and systemd's CPUSchedulingPolicy= use them
 SCHEDULING_POLICIES = {"batch": os.SCHED_BATCH, "other": os.SCHED_OTHER}
 
@@ -109,7 +109,7 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
         os.closerange(first_free, errpipe_w)
         os.closerange(errpipe_w + 1, _MAX_FD)
         # the host's pid, for logs and correlation; getmypid() says 1 in a PID namespace
-        env = {**plan.env, WORKER_PID_ENV: os.readlink("/proc/self")}
+        env = {**plan.env, HOST_PID_ENV: os.readlink("/proc/self")}
         step = "cgroup"
         for path in plan.cgroup_procs:
             with open(path, "w") as f:

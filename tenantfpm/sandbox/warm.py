@@ -3,35 +3,24 @@
 A warm process (sapi/warm.c; kept by the spawn server, spawner.py) is a PHP zygote
 exec'd before its tenant is known: the master's child, root, PID 1 of a PID namespace of
 its own, with the extensions of the distribution's conf.d loaded. Its order carries what
-sandbox/spawn.py's _child() does for the plan, descriptors to chdir, encoded here (pure, so
-the tests read it): records of a tag byte, a little-endian u32 length and the value. The
-C side parses the whole order, bounds-checked, before it acts on any of it.
-
-  a argv element      e "KEY=value"         c cwd            h hostname
-  R the new root (an empty host directory the tmpfs root is mounted on)
-  u uid               g gid                 r "soft hard" RLIMIT_NOFILE (absent: kept)
-  k core dumps 0|1    P scheduling policy   G a cgroup.procs file to join
-  n the network namespace's handle         m output caught 0|1   p pass fds count
-  B the seccomp filter (struct sock_filter entries)
-  S a step's op, then its fields: t target, s source, y fstype, f flags, d data,
-    C content, N nofollow, K kind
+sandbox/spawn.py's _child() does for the plan, descriptors to chdir, encoded here (pure,
+so the tests read it) in wire/order.py's records. The C side parses the whole order,
+bounds-checked, before it acts on any of it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import struct
 from collections.abc import Iterator
 
 from tenantfpm.sandbox import rootfs, seccomp
-from tenantfpm.sandbox.spawn import SCHEDULING_POLICIES, WORKER_PID_ENV, Plan
+from tenantfpm.sandbox.spawn import SCHEDULING_POLICIES, Plan
+from tenantfpm.wire import order as wire
+from tenantfpm.wire.fds import HOST_PID_ENV
 
 _EXTENSION = re.compile(r"""^\s*(zend_extension|extension)\s*=\s*["']?([^"';\s]+)""")
-MAX_ORDER = 1 << 16  # sapi/warm.c's bounds: a larger plan is cloned as usual
-MAX_STEPS = 512
-MAX_ENV = 512
-MAX_ARGS = 512
+MAX = wire.BOUNDS
 
 
 def extensions(scan_dir: str | None) -> list[str]:
@@ -58,28 +47,26 @@ def extensions(scan_dir: str | None) -> list[str]:
     return zend + plain
 
 
-def _record(tag: str, value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return tag.encode() + struct.pack("<I", len(raw)) + raw
+_record = wire.record
 
 
 def _steps(steps: list[rootfs.Step]) -> Iterator[bytes]:
     for s in steps:
-        yield _record("S", s.op)
-        yield _record("t", s.target)
+        yield _record("STEP", s.op)
+        yield _record("STEP_TARGET", s.target)
         if s.source is not None:
-            yield _record("s", s.source)
+            yield _record("STEP_SOURCE", s.source)
         if s.fstype is not None:
-            yield _record("y", s.fstype)
+            yield _record("STEP_FSTYPE", s.fstype)
         if s.data is not None:
-            yield _record("d", s.data)
+            yield _record("STEP_DATA", s.data)
         if s.content:
-            yield _record("C", s.content)
+            yield _record("STEP_CONTENT", s.content)
         flags = rootfs.bind_flags(s) if s.op == "bind" else s.flags
-        yield _record("f", str(flags))
+        yield _record("STEP_FLAGS", str(flags))
         if s.nofollow:
-            yield _record("N", "1")
-            yield _record("K", s.kind)
+            yield _record("STEP_NOFOLLOW", "1")
+            yield _record("STEP_KIND", s.kind)
 
 
 def order(plan: Plan, caught: bool, host_pid: int,
@@ -89,26 +76,30 @@ def order(plan: Plan, caught: bool, host_pid: int,
     none."""
     box = plan.sandbox
     assert box is not None
-    if len(box.steps) > MAX_STEPS or len(plan.env) >= MAX_ENV or len(plan.argv) > MAX_ARGS:
+    if (len(box.steps) > MAX["STEPS"] or len(plan.env) >= MAX["ENV"]
+            or len(plan.argv) > MAX["ARGS"] or len(plan.cgroup_procs) > MAX["CGROUPS"]
+            or len(plan.pass_fds) > MAX["PASS_FDS"]):
         return None
-    env = {**plan.env, WORKER_PID_ENV: str(host_pid)}
+    env = {**plan.env, HOST_PID_ENV: str(host_pid)}
     if plan.open_files:
         nofile = (plan.open_files, plan.open_files)
-    parts = [_record("a", a) for a in plan.argv]
-    parts += [_record("e", f"{k}={v}") for k, v in env.items()]
-    parts += [_record("c", plan.cwd), _record("h", box.hostname),
-              _record("R", box.root.new_root),
-              _record("u", str(plan.uid)), _record("g", str(plan.gid)),
-              _record("k", "1" if plan.core_dumps else "0"),
-              _record("P", str(int(SCHEDULING_POLICIES[plan.scheduling_policy]))),
-              _record("m", "1" if caught else "0"), _record("p", str(len(plan.pass_fds))),
-              _record("B", seccomp.packed(channel=bool(plan.pass_fds),
-                                          unix_listener=seccomp.listens_on_unix(plan.listen_fd)))]
+    parts = [_record("ARGV", a) for a in plan.argv]
+    parts += [_record("ENV", f"{k}={v}") for k, v in env.items()]
+    parts += [_record("CWD", plan.cwd), _record("HOSTNAME", box.hostname),
+              _record("NEW_ROOT", box.root.new_root),
+              _record("UID", str(plan.uid)), _record("GID", str(plan.gid)),
+              _record("CORE_DUMPS", "1" if plan.core_dumps else "0"),
+              _record("POLICY", str(int(SCHEDULING_POLICIES[plan.scheduling_policy]))),
+              _record("CAUGHT", "1" if caught else "0"),
+              _record("PASS_FDS", str(len(plan.pass_fds))),
+              _record("SECCOMP", seccomp.packed(
+                  channel=bool(plan.pass_fds),
+                  unix_listener=seccomp.listens_on_unix(plan.listen_fd)))]
     if nofile is not None:
-        parts.append(_record("r", f"{nofile[0]} {nofile[1]}"))
+        parts.append(_record("NOFILE", f"{nofile[0]} {nofile[1]}"))
     if box.netns:
-        parts.append(_record("n", box.netns))
-    parts += [_record("G", path) for path in plan.cgroup_procs]
+        parts.append(_record("NETNS", box.netns))
+    parts += [_record("CGROUP", path) for path in plan.cgroup_procs]
     parts += list(_steps(box.steps))
     message = b"".join(parts)
-    return message if len(message) <= MAX_ORDER else None
+    return message if len(message) <= MAX["SIZE"] else None

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm import fastcgi
 from tenantfpm.client import Client
 from tenantfpm.errors import TenantFPMError
+from tenantfpm.wire import fastcgi
 
 BIN = str(Path(sys.executable).with_name("tenantfpm"))
 # every wait is this many times longer: `make vm-test` runs under full emulation

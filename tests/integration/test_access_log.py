@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tenantfpm import fastcgi
 from tenantfpm.master.stdio import CHUNK
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import body_ok, running_env
 
 FORMAT = '%R - %u %t \\"%m %r%Q%q\\" %s %{HTTP_USER_AGENT}e'

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm import fastcgi
 from tenantfpm.client import Client
 from tenantfpm.errors import TenantFPMError
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import PHP_HELPERS, SLOW, body_ok, free_port, running_env
 
 ATTACK_APP = '''

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from tenantfpm import fastcgi
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import SLOW, running_env
 from tests.integration.test_timeouts import SITE
 
 # static, one worker; slow.log at 1 s, killed at 3 s
 TIMEOUTS = SITE[SITE.index("[limits]"):]
 
-STATE_AT, START_AT = 8, 32  # pyworker/scoreboard.py's layout: the state byte, request_start
+STATE_AT, START_AT = 8, 32  # wire/scoreboard.py's layout: the state byte, request_start
 FORGERIES = {
     "future": (START_AT, struct.pack("=d", 9e7)),
     "idle": (STATE_AT, struct.pack("=B", 1)),  # IDLE while it runs

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tenantfpm import fastcgi
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import SLOW, running_env, terminate
 
 UNKNOWN = {"accepted conn", "requests", "request duration", "request method", "request uri",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm import fastcgi
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import SLOW, body_ok, free_port, running_env
 
 LISTENERS = r'''

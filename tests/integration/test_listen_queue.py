@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tenantfpm import fastcgi
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import body_ok, free_port
 
 

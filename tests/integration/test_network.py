@@ -118,7 +118,7 @@ def test_descriptor_passing_is_kept_behind_tcp_and_refused_behind_a_unix_socket(
     over a unix socket, which could carry a descriptor to it; a tenant behind TCP keeps
     sendmsg and recvmsg, and with them glibc's netlink queries. The other's resolver asks
     one query at a time (sendmmsg is refused with the rest)."""
-    from tenantfpm import fastcgi
+    from tenantfpm.wire import fastcgi
     from tests.integration.test_web_servers import free_port
 
     port = free_port()

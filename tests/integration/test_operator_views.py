@@ -14,8 +14,7 @@ import urllib.request
 
 import pytest
 
-from tenantfpm import fastcgi
-from tenantfpm.pyworker import scoreboard
+from tenantfpm.wire import fastcgi, scoreboard
 from tests.integration.conftest import SLOW, as_user, body_ok, free_port, running_env
 from tests.integration.test_fpm_status import scrape
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tenantfpm import fastcgi
 from tenantfpm.errors import TenantFPMError
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import SLOW, running_env
 
 APP = '''

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tenantfpm import fastcgi
+from tenantfpm.wire import fastcgi
 from tests.integration.conftest import SLOW, body_ok
 from tests.procs import children_of
 

@@ -1,7 +1,8 @@
 """FastCGI codec (records, name-value pairs) and a blocking client.
 
 Hand-written because no maintained library covers both sides; the client is what
-`tenantfpm request` and the tests speak to a tenant's socket.
+`tenantfpm request` and the tests speak to a tenant's socket. The protocol's numbers and
+our responders' bounds are the C responder's too (sapi/wire.h: FCGI_*).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ KEEP_CONN = 1
 REQUEST_COMPLETE, CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE = range(4)
 HEADER = struct.Struct("!BBHHBx")
 MAX_CONTENT = 65535
+PARAMS_MAX_BYTES = 1 << 20  # name-value pairs of one request, together
+PARAMS_MAX_PAIRS = 4096  # how many (the C responder's bound)
 
 
 class ProtocolError(Exception):

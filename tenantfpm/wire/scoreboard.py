@@ -1,12 +1,13 @@
-"""A python worker's slot, shared with the master: exact figures instead of /proc guesses.
+"""A worker's slot, shared with the master: exact figures instead of /proc guesses.
 
-php-cgi keeps its counters to itself, so for PHP the master infers a worker's
-state from /proc. The python worker is ours, so it publishes its state,
-counters and current request here, as PHP-FPM's children do in FPM's
-scoreboard. The slot is a memfd the master creates and maps; the worker gets
-it as an inherited fd. One writer (the worker), one reader (the master): a
-sequence number, odd while a write is under way, lets the reader detect a torn
-read and retry (a seqlock); no locks, no syscalls on the worker's hot path.
+Our workers (the python worker, and the PHP SAPI's: sapi/scoreboard.c, whose struct
+sapi/wire.h generates from NUMBERS and TEXTS below) publish their state, counters and
+current request here, as PHP-FPM's children do in FPM's scoreboard; php-cgi keeps its
+counters to itself, so for it the master infers a worker's state from /proc. The slot
+is a memfd the master creates; the worker gets it as an inherited fd and maps it. One
+writer (the worker), one reader (the master): a sequence number, odd while a write is
+under way, lets the reader detect a torn read and retry (a seqlock); no locks, no
+syscalls on the worker's hot path.
 
 The page is the tenant's to write, so the master treats it as hostile: the
 memfd is sealed against resizing, the master never maps it (it preads: a page
@@ -29,9 +30,26 @@ STARTING, IDLE, READING, RUNNING, EXITING = range(5)
 STATE_NAMES = {STARTING: "Starting", IDLE: "Idle", READING: "Reading headers",
                RUNNING: "Running", EXITING: "Finishing"}
 
+# the page: a sequence number, then NUMBERS (they change at every step of a request),
+# then TEXTS (when a request starts), packed: no padding but what NUMBERS names
+NUMBERS = (  # Slot's field (or "pad"), struct code, what it holds
+    ("state", "B", "a state above"),
+    ("pad", "7x", ""),
+    ("requests", "Q", "completed requests"),
+    ("accepted", "Q", "connections accepted"),
+    ("request_start", "d", "CLOCK_MONOTONIC seconds when the current/last request began"),
+    ("content_length", "q", "-1: none"),
+    ("last_duration", "d", "seconds; -1: no request finished yet"),
+    ("last_cpu", "d", "CPU seconds of the last request; -1: none"),
+    ("last_cpu_percent", "d", "-1: none"),
+    ("last_memory", "Q", "peak memory of the last request, bytes"),
+    ("last_status", "H", "its HTTP status"),
+)
+TEXTS = (("method", 64), ("uri", 1024), ("script", 1024), ("fatal", 512))  # NUL-padded
+
 _SEQ = struct.Struct("=Q")
-_NUMBERS = struct.Struct("=BxxxxxxxQQdqdddQH")  # change at every step of a request
-_TEXTS = struct.Struct("=64s1024s1024s512s")  # change when a request starts
+_NUMBERS = struct.Struct("=" + "".join(code for _, code, _ in NUMBERS))
+_TEXTS = struct.Struct("=" + "".join(f"{n}s" for _, n in TEXTS))
 _TEXTS_AT = _SEQ.size + _NUMBERS.size
 SIZE = mmap.PAGESIZE * ((_TEXTS_AT + _TEXTS.size) // mmap.PAGESIZE + 1)
 
@@ -41,7 +59,8 @@ def _text(b: bytes) -> str:
 
 
 def _bytes(s: str, n: int) -> bytes:
-    return s.encode("utf-8", "surrogateescape")[:n]
+    """What fits with a NUL after it, as the C writer keeps it (sb_text)."""
+    return s.encode("utf-8", "surrogateescape")[:n - 1]
 
 
 @dataclass

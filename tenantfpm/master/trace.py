@@ -1,7 +1,7 @@
 """The slow log's view of a python worker's stack, as faulthandler dumps it on TRACE_SIGNAL.
 
-Next to the worker because it knows the worker's shape: the request runs under
-run_app() in pyworker/wsgi.py, and what is above that frame is the app's.
+The master's reading of what the worker prints: the request runs under run_app() in
+pyworker/wsgi.py, and what is above that frame is the app's.
 """
 
 from __future__ import annotations
