@@ -265,10 +265,16 @@ int fcgi_read_request(struct fcgi_request *r)
             return -1;
         switch (h.type) {
         case FCGI_BEGIN_REQUEST:
-            if (h.id == 0 || r->id != 0 || h.content_len < 8)
+            if (h.id == 0 || h.id == r->id || h.content_len < 8)
                 return -1;
+            if (r->id != 0) {  /* one request at a time, as the spec asks to say */
+                if (end_request(r->fd, h.id, 0, FCGI_CANT_MPX_CONN))
+                    return -1;
+                break;
+            }
             if ((content[0] << 8 | content[1]) != FCGI_RESPONDER) {
-                if (end_request(r->fd, h.id, 0, FCGI_UNKNOWN_ROLE))
+                if (end_request(r->fd, h.id, 0, FCGI_UNKNOWN_ROLE)
+                    || !(content[2] & FCGI_KEEP_CONN))
                     return -1;
                 break;
             }
@@ -297,9 +303,14 @@ int fcgi_read_request(struct fcgi_request *r)
             if (h.id != 0 || answer_get_values(r, content, h.content_len))
                 return -1;
             break;
-        case FCGI_ABORT_REQUEST:
-            if (r->id && h.id == r->id)
-                return -1;
+        case FCGI_ABORT_REQUEST:  /* before it ran: it ends complete, the connection goes
+                                   * on if it is kept */
+            if (r->id && h.id == r->id) {
+                int keep = r->keep_conn;
+                if (end_request(r->fd, h.id, 0, FCGI_REQUEST_COMPLETE) || !keep)
+                    return -1;
+                fcgi_request_reset(r);
+            }
             break;
         case FCGI_STDIN:
         case FCGI_DATA:

@@ -111,6 +111,7 @@ enum fcgi_type {
 #define FCGI_RESPONDER 1
 #define FCGI_KEEP_CONN 1
 #define FCGI_REQUEST_COMPLETE 0
+#define FCGI_CANT_MPX_CONN 1
 #define FCGI_UNKNOWN_ROLE 3
 #define FCGI_PARAMS_MAX 1048576  /* all params of one request */
 #define FCGI_MAX_PARAMS 4096  /* name/value pairs of one request */

@@ -178,7 +178,9 @@ class Connection:
                 if len(content) != 8:
                     raise Closed("protocol error: BEGIN_REQUEST body is not 8 bytes")
                 role, flags = _BEGIN.unpack(content)
-                if rid is not None and r != rid:
+                if r == rid:
+                    raise Closed(f"protocol error: request {r} begun twice")
+                if rid is not None:
                     self._refuse(r, CANT_MPX_CONN)
                     continue
                 if role != RESPONDER:

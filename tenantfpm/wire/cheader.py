@@ -79,7 +79,7 @@ def header() -> str:
             "STDERR", "DATA", "GET_VALUES", "GET_VALUES_RESULT", "UNKNOWN_TYPE")),
         "};",
         *(_define(f"FCGI_{n}", getattr(fastcgi, n)) for n in (
-            "RESPONDER", "KEEP_CONN", "REQUEST_COMPLETE", "UNKNOWN_ROLE")),
+            "RESPONDER", "KEEP_CONN", "REQUEST_COMPLETE", "CANT_MPX_CONN", "UNKNOWN_ROLE")),
         _define("FCGI_PARAMS_MAX", fastcgi.PARAMS_MAX_BYTES, "all params of one request"),
         _define("FCGI_MAX_PARAMS", fastcgi.PARAMS_MAX_PAIRS, "name/value pairs of one request"),
         "", "#endif", ""]
