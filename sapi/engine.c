@@ -17,6 +17,8 @@
  * nothing of ours) and the process takes the zygote's name, as ps and top show it.
  */
 #include "tfpm.h"
+#include "warm.h"
+#include "zygote.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -31,7 +33,7 @@ typedef int (*start_fn)(main_fn, int, char **, void (*)(void), void (*)(void),
 static int zygote_main(int argc, char **argv, char **envp)
 {
     (void)envp;
-    return tfpm_main(argc, argv);
+    return tfpm_entry(argc, argv, tfpm_main);
 }
 
 TFPM_EXPORT int __libc_start_main(main_fn program_main, int argc, char **argv,

@@ -18,6 +18,8 @@
  * fresh worker waited for the master after its first request, a median 0 but 2.6 ms at
  * p90 and 9.3 ms at most, idle while requests queued (docs/performance.md).
  */
+#include "hostpid.h"
+
 #include "tfpm.h"
 
 #include <dlfcn.h>
@@ -62,7 +64,7 @@ void tfpm_host_pid_await(void)
             if (sscanf(msg, WIRE_PID, &host) == 1 && host > 0) {
                 char v[24];
                 snprintf(v, sizeof v, "%ld", host);
-                setenv(TFPM_HOST_PID_ENV, v, 1);
+                setenv(WIRE_HOST_PID_ENV, v, 1);
             }
         }
     }

@@ -1,8 +1,9 @@
 /* The zygote as a program of its own, linked against Debian's libphp8.2-embed (the
  * `libphp` engine; engine.c carries the same zygote into the php-cgi binary instead). */
-#include "tfpm.h"
+#include "warm.h"
+#include "zygote.h"
 
 int main(int argc, char **argv)
 {
-    return tfpm_main(argc, argv);
+    return tfpm_entry(argc, argv, tfpm_main);
 }

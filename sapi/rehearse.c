@@ -16,6 +16,8 @@
  * session.auto_start (it would write a session) or an output_handler (a function the
  * script defines: the start would warn that it does not exist).
  */
+#include "rehearse.h"
+
 #include "tfpm.h"
 
 #include <strings.h>

@@ -4,7 +4,7 @@
  * request's params are the web server's (FastCGI PARAMS), checked by the codec for length
  * and copied NUL-terminated before PHP sees them.
  */
-#include "tfpm.h"
+#include "sapi.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -26,6 +26,10 @@
 #include <main/http_status_codes.h>
 #include <ext/standard/head.h>
 #include <Zend/zend_ini.h>
+
+#include "hostpid.h"
+#include "request.h"
+#include "tfpm.h"
 
 struct tfpm_settings tfpm;
 
@@ -129,7 +133,7 @@ static char *read_cookies(void)
 
 static char *tfpm_getenv(const char *name, size_t len)
 {
-    if (len == sizeof TFPM_HOST_PID_ENV - 1 && !memcmp(name, TFPM_HOST_PID_ENV, len))
+    if (len == sizeof WIRE_HOST_PID_ENV - 1 && !memcmp(name, WIRE_HOST_PID_ENV, len))
         tfpm_host_pid_await();  /* not a param: libc's getenv() reads it next */
     for (int i = 0; cur && i < cur->n; i++)
         if (strlen(cur->names[i]) == len && !memcmp(cur->names[i], name, len))
@@ -457,30 +461,55 @@ static int extension_allowed(const char *path)
     return 0;
 }
 
-static double cpu_seconds(void)
+/* What PHP is told of the request before its startup, and the web server's ini values. */
+static void set_request_info(struct req *q, const char *method)
 {
-    struct rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-           (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+    SG(server_context) = q;
+    SG(request_info).request_method = method;
+    SG(request_info).query_string = (char *)param("QUERY_STRING");
+    SG(request_info).request_uri = (char *)param("SCRIPT_NAME");
+    SG(request_info).content_type = param("CONTENT_TYPE");
+    const char *cl = param("CONTENT_LENGTH");
+    SG(request_info).content_length = cl && *cl ? atoll(cl) : 0;
+    if (SG(request_info).content_length < 0)
+        SG(request_info).content_length = 0;
+    SG(request_info).path_translated = q->script;
+    SG(request_info).auth_user = SG(request_info).auth_password = NULL;
+    SG(request_info).auth_digest = NULL;
+    SG(sapi_headers).http_response_code = 200;
+    const char *ini = param("PHP_VALUE");
+    if (ini)
+        apply_ini_param(ini, ZEND_INI_USER);
+    ini = param("PHP_ADMIN_VALUE");
+    if (ini)
+        apply_ini_param(ini, ZEND_INI_SYSTEM);
 }
 
-static void board_request(struct sb_slot *b, struct req *q, const char *method)
+/* The script, or FPM's answers when there is none or it may not run. */
+static void run_script(struct req *q)
 {
-    if (!b)
-        return;
-    sb_begin(b);
-    b->n.state = SB_RUNNING;
-    b->n.request_start = sb_now();
-    const char *cl = param("CONTENT_LENGTH");
-    b->n.content_length = cl && *cl ? atoll(cl) : 0;
-    if (b->n.content_length < 0)
-        b->n.content_length = 0;
-    const char *uri = param("REQUEST_URI");
-    sb_text(b->method, sizeof b->method, method, method ? strlen(method) : 0);
-    sb_text(b->uri, sizeof b->uri, uri, uri ? strlen(uri) : 0);
-    sb_text(b->script, sizeof b->script, q->script, q->script ? strlen(q->script) : 0);
-    sb_end(b);
+    if (!q->script) {
+        const char *sf = param("SCRIPT_FILENAME");
+        zend_try {
+            SG(sapi_headers).http_response_code = 404;
+            PUTS("File not found.\n");
+        } zend_end_try();
+        char line[1200];
+        int n = snprintf(line, sizeof line, "Primary script unknown%s%.1024s\n",
+                         sf ? ": " : "", sf ? sf : "");
+        fcgi_write(&q->out, FCGI_STDERR, line, n > 0 ? (size_t)n : 0);
+    } else if (!extension_allowed(q->script)) {
+        zend_try {
+            SG(sapi_headers).http_response_code = 403;
+            PUTS("Access denied.\n");
+        } zend_end_try();
+    } else {
+        zend_file_handle fh;
+        zend_stream_init_filename(&fh, q->script);
+        fh.primary_script = 1;
+        php_execute_script(&fh);
+        zend_destroy_file_handle(&fh);
+    }
 }
 
 /* The response headers access.format names, copied before PHP frees them. */
@@ -511,69 +540,30 @@ static void capture_headers(struct access_entry *e)
 int tfpm_serve(struct fcgi_request *r, struct sb_slot *board)
 {
     struct req q = {.r = r};
+    struct request_clock clock;
     int status = 500;
-    double cpu0 = cpu_seconds(), t0 = sb_now();
-    time_t started = time(NULL);
     size_t peak = 0;
     fcgi_out_init(&q.out, r->fd, r->id);
     if (copy_params(&q)) {
+        request_begin(board, &clock, NULL, NULL, NULL, NULL);
         respond_end(&q, 1);
         goto out;
     }
     cur = &q;
     q.script = resolve_script(&q);
     const char *method = param("REQUEST_METHOD");
-    board_request(board, &q, method);
+    request_begin(board, &clock, method, param("REQUEST_URI"), q.script,
+                  param("CONTENT_LENGTH"));
 
-    SG(server_context) = &q;
-    SG(request_info).request_method = method;
-    SG(request_info).query_string = (char *)param("QUERY_STRING");
-    SG(request_info).request_uri = (char *)param("SCRIPT_NAME");
-    SG(request_info).content_type = param("CONTENT_TYPE");
-    const char *cl = param("CONTENT_LENGTH");
-    SG(request_info).content_length = cl && *cl ? atoll(cl) : 0;
-    if (SG(request_info).content_length < 0)
-        SG(request_info).content_length = 0;
-    SG(request_info).path_translated = q.script;
-    SG(request_info).auth_user = SG(request_info).auth_password = NULL;
-    SG(request_info).auth_digest = NULL;
-    SG(sapi_headers).http_response_code = 200;
-    const char *auth = param("HTTP_AUTHORIZATION");
-    const char *ini = param("PHP_VALUE");
-    if (ini)
-        apply_ini_param(ini, ZEND_INI_USER);
-    ini = param("PHP_ADMIN_VALUE");
-    if (ini)
-        apply_ini_param(ini, ZEND_INI_SYSTEM);
-
+    set_request_info(&q, method);
     if (php_request_startup() == FAILURE) {
         respond_end(&q, 1);
         goto out;
     }
+    const char *auth = param("HTTP_AUTHORIZATION");
     if (auth)
         php_handle_auth_data(auth);
-    if (!q.script) {
-        const char *sf = param("SCRIPT_FILENAME");
-        zend_try {
-            SG(sapi_headers).http_response_code = 404;
-            PUTS("File not found.\n");
-        } zend_end_try();
-        char line[1200];
-        int n = snprintf(line, sizeof line, "Primary script unknown%s%.1024s\n",
-                         sf ? ": " : "", sf ? sf : "");
-        fcgi_write(&q.out, FCGI_STDERR, line, n > 0 ? (size_t)n : 0);
-    } else if (!extension_allowed(q.script)) {
-        zend_try {
-            SG(sapi_headers).http_response_code = 403;
-            PUTS("Access denied.\n");
-        } zend_end_try();
-    } else {
-        zend_file_handle fh;
-        zend_stream_init_filename(&fh, q.script);
-        fh.primary_script = 1;
-        php_execute_script(&fh);
-        zend_destroy_file_handle(&fh);
-    }
+    run_script(&q);
     status = SG(sapi_headers).http_response_code;
     peak = zend_memory_peak_usage(1);
     struct access_entry entry = {.param = param};
@@ -582,30 +572,9 @@ int tfpm_serve(struct fcgi_request *r, struct sb_slot *board)
     php_request_shutdown(NULL);
     if (!q.finished)
         respond_end(&q, 0);
-    if (tfpm.access_fd >= 0) {
-        tfpm_host_pid_await();  /* the response is out; the line names the host pid */
-        entry.status = status;
-        entry.started = started;
-        entry.duration = sb_now() - t0;
-        entry.cpu = cpu_seconds() - cpu0;
-        entry.memory = peak;
-        const char *host_pid = getenv(TFPM_HOST_PID_ENV);
-        entry.pid = host_pid ? atol(host_pid) : (long)getpid();
-        entry.ppid = tfpm.master_pid;
-        access_write(tfpm.access_fd, tfpm.pool, &entry);
-    }
+    request_log(&entry, &clock, status, peak);
 out:
-    if (board) {
-        double took = sb_now() - t0, cpu = cpu_seconds() - cpu0;
-        sb_begin(board);
-        board->n.requests++;
-        board->n.last_duration = took;
-        board->n.last_cpu = cpu;
-        board->n.last_cpu_percent = took > 0 ? 100.0 * cpu / took : 0.0;
-        board->n.last_memory = peak;
-        board->n.last_status = (uint16_t)(status > 0 && status < 1000 ? status : 0);
-        sb_end(board);
-    }
+    request_end(board, &clock, status, peak);
     SG(server_context) = NULL;
     cur = NULL;
     free(q.script);

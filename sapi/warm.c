@@ -24,8 +24,12 @@
  * reported on the error pipe as "step: reason", the text the master shows for a failed
  * exec, and the process ends.
  */
-#include "tfpm.h"
+#include "warm.h"
+
+#include "channel.h"
 #include "order.h"
+#include "tfpm.h"
+#include "zygote.h"
 
 #include <dlfcn.h>
 #include <errno.h>

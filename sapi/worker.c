@@ -4,13 +4,20 @@
  * while a request runs, so the request finishes untouched (PHP-FPM's children let it cut
  * a sleep() short); it is taken between requests, where the worker exits.
  */
-#include "tfpm.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "fcgi.h"
+#include "hostpid.h"
+#include "request.h"
+#include "sapi.h"
+#include "scoreboard.h"
+#include "tfpm.h"
 
 static volatile sig_atomic_t stopping;
 
@@ -30,16 +37,8 @@ static int sigpending_stop(const sigset_t *stops)
            (sigismember(stops, SIGTERM) && stopping);
 }
 
-static void set_state(struct sb_slot *b, int state)
-{
-    if (!b)
-        return;
-    sb_begin(b);
-    b->n.state = (uint8_t)state;
-    sb_end(b);
-}
-
-void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
+/* Serve connections from fd 0 until max_requests, a stop signal or an error. */
+static void __attribute__((noreturn)) serve(struct sb_slot *board, unsigned long max_requests)
 {
     struct sigaction sa = {.sa_handler = on_stop};  /* no SA_RESTART: accept() returns */
     sigemptyset(&sa.sa_mask);
@@ -55,7 +54,7 @@ void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
     struct fcgi_request r = {.fd = -1};
     unsigned long served = 0;
     while (!stopping && (!max_requests || served < max_requests)) {
-        set_state(board, SB_IDLE);
+        request_state(board, SB_IDLE);
         int c = accept4(0, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
@@ -63,15 +62,11 @@ void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
             break;  /* the socket is gone or unusable: let the master replace us */
         }
         sigprocmask(SIG_BLOCK, &stops, NULL);
-        if (board) {
-            sb_begin(board);
-            board->n.accepted++;
-            sb_end(board);
-        }
+        request_accepted(board);
         r.fd = c;
         fcgi_conn_start(&r);
         do {
-            set_state(board, SB_READING);
+            request_state(board, SB_READING);
             fcgi_request_reset(&r);
             r.fd = c;
             r.read_timeout_ms = tfpm.head_timeout_ms;
@@ -92,7 +87,25 @@ void tfpm_worker(struct sb_slot *board, unsigned long max_requests)
         close(c);
         sigprocmask(SIG_UNBLOCK, &stops, NULL);  /* a pending stop is taken here */
     }
-    set_state(board, SB_EXITING);
+    request_state(board, SB_EXITING);
     fcgi_request_free(&r);
     _exit(0);
+}
+
+void tfpm_become_worker(unsigned long max_requests, int *fds, int nfds)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (dup2(fds[1], STDOUT_FILENO) < 0 || dup2(fds[2], STDERR_FILENO) < 0)
+        _exit(70);
+    close(fds[1]);
+    close(fds[2]);
+    tfpm_host_pid_hello(fds[0]);  /* the answer is read lazily: hostpid.c */
+    struct sb_slot *board = nfds > 3 ? sb_attach(fds[3]) : NULL;
+    tfpm.access_fd = nfds > 4 ? fds[4] : -1;
+    if (nfds > 3)
+        close(fds[3]);
+    serve(board, max_requests);
 }
