@@ -9,7 +9,7 @@ APT_PKGS := php8.2-cgi php8.2-fpm php8.2-dev php8.2-opcache libphp8.2-embed libc
 PYTEST_ARGS ?=
 
 VM_PKGS  := linux-image-amd64 qemu-system-x86 busybox-static
-VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_attacks.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py tests/integration/test_warm.py tests/integration/test_descriptors.py tests/integration/test_access_log.py tests/integration/test_forged_scoreboard.py tests/integration/test_operator_views.py tests/integration/test_host_bounds.py tests/integration/test_web_server_freeze.py
+VM_TESTS ?= tests/integration/test_escapes.py tests/integration/test_attacks.py tests/integration/test_sandbox.py tests/integration/test_cgroups_live.py tests/integration/test_warm.py tests/integration/test_descriptors.py tests/integration/test_access_log.py tests/integration/test_forged_scoreboard.py tests/integration/test_operator_views.py tests/integration/test_host_bounds.py tests/integration/test_web_server_freeze.py tests/test_resolver.py
 
 # WordPress (Debian's package) on MariaDB for the WordPress scenario; `php` (the metapackage,
 # satisfied by php8.2-fpm) keeps apt from choosing Apache's mod_php for wordpress

@@ -1,6 +1,8 @@
 """The warm PHP (sandbox/spawner.py, sapi/warm.c): a zygote exec'd before its tenant is
 known, handed the tenant's plan when one starts. It must leave the tenant exactly where a
 cold start does: same identity, namespaces, cgroups, limits, filter, view and environment.
+The plan has two executors (Python's sandbox/spawn.py for a cold start, C's warm.c for a
+warm one); the first test here holds them to the same result, as the kernel reports it.
 
 The first sandboxed PHP start of a master is always cold (the spawn server learns the kind
 of warm process to keep from it); a later one is warm once the warm process is ready.
@@ -78,12 +80,17 @@ def confinement(pid: int) -> dict:
     """What the kernel says of a process's confinement, pid-independent."""
     status = dict(line.split(":\t", 1) for line in
                   Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
-    keys = ("Uid", "Gid", "Groups", "NoNewPrivs", "Seccomp", "CapInh", "CapPrm", "CapEff",
-            "CapBnd", "CapAmb")
+    keys = ("Uid", "Gid", "Groups", "NoNewPrivs", "Seccomp", "Seccomp_filters", "CapInh",
+            "CapPrm", "CapEff", "CapBnd", "CapAmb")
     limits = [ln for ln in Path(f"/proc/{pid}/limits").read_text().splitlines()
               if ln.startswith(("Max open files", "Max core file size"))]
-    mounts = sorted(" ".join(ln.split()[4:6]) for ln in
-                    Path(f"/proc/{pid}/mountinfo").read_text().splitlines())
+    mounts = []
+    for ln in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields, fs = ln.split(" - ", 1)
+        fstype, _source, options = fs.split()
+        # where, its mount flags, the filesystem and its own options (a tmpfs's size)
+        mounts.append(" ".join([*fields.split()[4:6], fstype, options]))
+    mounts.sort()
     return {"status": {k: status[k].strip() for k in keys}, "limits": limits,
             "policy": os.sched_getscheduler(pid), "owner": os.stat(f"/proc/{pid}").st_uid,
             "mounts": mounts}
