@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from pathlib import Path
 
 TARGETS = {
@@ -93,6 +96,21 @@ def _grouped_section(res: dict) -> list[str]:
 
 
 def write_report(res: dict, out: Path) -> None:
+    (out / "RESULTS.md").write_text("\n".join(report_lines(res)))
+    _plot(res, out / "comparison.png")
+
+
+_VERDICT = re.compile(r"\b(met|\*\*missed\*\*)\b")
+
+
+def target_lines(res: dict) -> list[str]:
+    """Each target's line of the report, with its figure and verdict: the section of
+    docs/performance.md that says where each target stands (tests/test_docs.py keeps it
+    the same as bench/results.json's)."""
+    return [line.lstrip("- ") for line in report_lines(res) if _VERDICT.search(line)]
+
+
+def report_lines(res: dict) -> list[str]:
     m, cfg = res["machine"], res["config"]
     lines = [
         "# tenantfpm vs PHP-FPM",
@@ -189,7 +207,7 @@ def write_report(res: dict, out: Path) -> None:
               _add_line(mg),
               f"- {TARGETS['rss']}: measured with {n_many} tenants, "
               + ("" if n_many >= 10_000 else "not 10,000: the run had fewer; ")
-              + f"{_ok(mg[many] / 1024 <= 150)} at {n_many}."]
+              + f"{mg[many] // 1024} MB, {_ok(mg[many] / 1024 <= 150)} at {n_many}."]
     idle_k = f"idle_master_cpu_percent_{n_many}_tenants"
     cold_k = f"cold_request_ms_{n_many}_tenants"
     if idle_k in mg:
@@ -215,8 +233,7 @@ def write_report(res: dict, out: Path) -> None:
     lines += _wsgi(res)
     lines += _wordpress(res)
     lines += ["![throughput and latency](comparison.png)", ""]
-    (out / "RESULTS.md").write_text("\n".join(lines))
-    _plot(res, out / "comparison.png")
+    return lines
 
 
 def _wsgi(res: dict) -> list[str]:
@@ -314,3 +331,7 @@ def _plot(res: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # the target lines of a results.json, as docs/performance.md has them
+    print("\n".join(target_lines(json.loads(Path(sys.argv[1]).read_text()))))
