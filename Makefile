@@ -85,6 +85,7 @@ test-deps: system-deps
 # the SAPI under AddressSanitizer + UBSan (tests/test_sapi.py runs it too) and its fuzzer
 test: setup bench-deps test-deps
 	$(BIN)/ruff check tenantfpm tests bench
+	$(BIN)/mypy
 	$(MAKE) --no-print-directory -C sapi asan probe fuzz
 	TENANTFPM_PHP_ASAN=$(SAPI_ASAN) TENANTFPM_WIRE_PROBE=$(WIRE_PROBE) $(BIN)/pytest -q $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory -C sapi fuzz-run
@@ -92,6 +93,7 @@ test: setup bench-deps test-deps
 
 lint: setup
 	$(BIN)/ruff check tenantfpm tests bench
+	$(BIN)/mypy
 
 # sapi/wire.h from the one definition of each master-worker format (tenantfpm/wire/)
 wire: setup

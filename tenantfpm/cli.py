@@ -27,6 +27,7 @@ from tenantfpm.errors import ConfigError, MasterNotRunning, TenantFPMError
 from tenantfpm.logs import LINE, escape, not_kept, parse_timestamp
 from tenantfpm.logview import FileLog, RemoteLog
 from tenantfpm.registry import Registry, validate_for_add
+from tenantfpm.status_fields import TOP
 from tenantfpm.units import format_size, parse_duration
 from tenantfpm.wire import fastcgi
 
@@ -43,12 +44,15 @@ class _Console:
         self._options = options
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _real(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
 
 
 # into a pipe or a file (grep, scripts, a cron mail) tables must not be cut at 80 columns;
@@ -554,26 +558,21 @@ def top(ctx: Ctx, interval: float, once: bool) -> None:
     client = ctx.client
 
     def table() -> Table:
-        t = _table("TENANT", "STATE", "ACT", "IDLE", "PROCS", "QUEUE", "MAXED", "SLOW",
-                   "KILL", "RESTART", "OOM", "MEMORY",
+        columns = [f.column or f.key for f in TOP]
+        t = _table("TENANT", "STATE", *columns[:2], "PROCS", *columns[2:], "MEMORY",
                    title=f"tenantfpm {time.strftime('%H:%M:%S')}  (MAXED: max_children "
                          "reached, KILL: terminated)")
         for d in client.call("GET", "/v1/status"):
-            t.add_row(d["name"], d["state"],
-                      str(d.get("active_processes", "-")), str(d.get("idle_processes", "-")),
+            values = ["-" if d.get(f.key) is None else str(d[f.key]) for f in TOP]
+            t.add_row(d["name"], d["state"], *values[:2],
                       f"{d.get('total_processes', '-')}/{d.get('max_children', '-')}",
-                      str(d.get("listen_queue") if d.get("listen_queue") is not None else "-"),
-                      str(d.get("max_children_reached", "-")),
-                      _text(d.get("slow_requests")), _text(d.get("terminated_requests")),
-                      str(d.get("worker_restarts", "-")),
-                      str(d["oom_kills"]) if d.get("oom_kills") is not None else "-",
-                      _memory(d))
+                      *values[2:], _memory(d))
         return t
 
     if once:
         out.print(table())
         return
-    with Live(table(), console=out, refresh_per_second=4) as live:
+    with Live(table(), console=out._real(), refresh_per_second=4) as live:
         while True:
             time.sleep(interval)
             live.update(table())

@@ -14,20 +14,7 @@ import time
 from typing import Any
 
 from tenantfpm.logs import escape
-
-POOL_FIELDS = [  # (FPM's name, status key)
-    ("pool", "name"), ("process manager", "pm"), ("start time", "start_time"),
-    ("start since", "start_since"), ("accepted conn", "accepted_conn"),
-    ("listen queue", "listen_queue"), ("max listen queue", "max_listen_queue"),
-    ("listen queue len", "listen_queue_len"), ("idle processes", "idle_processes"),
-    ("active processes", "active_processes"), ("total processes", "total_processes"),
-    ("max active processes", "max_active_processes"),
-    ("max children reached", "max_children_reached"), ("slow requests", "slow_requests"),
-]
-PROC_FIELDS = ["pid", "state", "start time", "start since", "requests", "request duration",
-               "request method", "request uri", "content length", "user", "script",
-               "last request cpu", "last request memory"]
-
+from tenantfpm.status_fields import FPM_PAGE
 
 PLAIN_LABEL = {"request uri": "request URI"}  # fpm_status.c spells it so in plain text only
 
@@ -46,7 +33,7 @@ def _process(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def fields(doc: dict[str, Any], full: bool) -> dict[str, Any]:
-    out = {fpm: doc.get(key) for fpm, key in POOL_FIELDS}
+    out: dict[str, Any] = {f.fpm or f.key: doc.get(f.key) for f in FPM_PAGE}
     if full:
         out["processes"] = [_process(p) for p in doc.get("processes", [])]
     return out

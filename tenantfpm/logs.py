@@ -117,12 +117,13 @@ class LogFile:
         self.append_bytes(text.encode(errors="replace"))
 
     def append_bytes(self, data: bytes) -> None:
-        if self._awake() is not None:
+        fd = self._awake()
+        if fd is not None:
             self.size += len(data)
             # a full disk loses log lines; it must not stop the master, nor (as an open
             # failure does) the tenant's next start
             with contextlib.suppress(OSError):
-                os.write(self._fd, data)
+                os.write(fd, data)
 
     def close(self) -> None:
         if self._fd is not None and self.path != "stderr":
@@ -155,7 +156,7 @@ class TenantLog:
             self._slow = LogFile(os.path.join(self.dir, "slow.log"))
         lines = [f"\n[{timestamp()}]  [pool {self.name}] pid {pid}",
                  f"script_filename = {escape(script or 'unknown')}"]
-        lines += ([escape(f) for f in frames] if frames or not why_not
+        lines += ([escape(f) for f in frames or []] if frames or not why_not
                   else [f"(no backtrace: {escape(why_not)})"])
         self._slow.append("\n".join(lines) + "\n")
 

@@ -20,48 +20,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from tenantfpm.status_fields import METRICS
+
 Status = dict[str, Any]
-
-# status key -> (metric name, kind, help); names follow hipages/php-fpm_exporter
-PHPFPM: list[tuple[str, str, str, str]] = [
-    ("accepted_conn", "phpfpm_accepted_connections", "counter",
-     "The number of requests accepted by the pool."),
-    ("listen_queue", "phpfpm_listen_queue", "gauge",
-     "The number of requests in the queue of pending connections."),
-    ("max_listen_queue", "phpfpm_max_listen_queue", "gauge",
-     "The maximum number of requests in the queue of pending connections since FPM has started."),
-    ("listen_queue_len", "phpfpm_listen_queue_length", "gauge",
-     "The size of the socket queue of pending connections."),
-    ("idle_processes", "phpfpm_idle_processes", "gauge", "The number of idle processes."),
-    ("active_processes", "phpfpm_active_processes", "gauge", "The number of active processes."),
-    ("total_processes", "phpfpm_total_processes", "gauge",
-     "The number of idle + active processes."),
-    ("max_active_processes", "phpfpm_max_active_processes", "gauge",
-     "The maximum number of active processes since FPM has started."),
-    ("max_children_reached", "phpfpm_max_children_reached", "counter",
-     "The number of times, the process limit has been reached."),
-    ("slow_requests", "phpfpm_slow_requests", "counter",
-     "The number of requests that exceeded your 'request_slowlog_timeout' value."),
-    ("start_since", "phpfpm_start_since", "counter",
-     "The number of seconds since FPM has started."),
-]
-TENANT: list[tuple[str, str, str, str]] = [
-    ("memory_current", "tenantfpm_memory_bytes", "gauge",
-     "Memory charged to the tenant's cgroup."),
-    ("memory_limit", "tenantfpm_memory_limit_bytes", "gauge",
-     "The tenant's cgroup memory limit."),
-    ("oom_kills", "tenantfpm_oom_kills", "counter",
-     "Processes of the tenant killed by the OOM killer."),
-    ("cgroup_cpu_seconds", "tenantfpm_cpu_seconds", "counter",
-     "CPU time used by the tenant's cgroup."),
-    ("worker_restarts", "tenantfpm_worker_restarts", "counter",
-     "Workers replaced after an unexpected exit or a recycling."),
-    ("terminated_requests", "tenantfpm_terminated_requests", "counter",
-     "Requests killed at request_terminate_timeout."),
-    ("workers_rss", "tenantfpm_workers_rss_bytes", "gauge",
-     "Resident memory of the tenant's workers, summed."),
-]
-
 
 class PoolCollector(Collector):
     def __init__(self, statuses: Callable[[], list[Status]], exporter_names: bool) -> None:
@@ -75,7 +36,8 @@ class PoolCollector(Collector):
         for d in docs:
             up.add_metric([d["name"]], 1.0 if d.get("state") == "running" else 0.0)
         yield up
-        for key, name, kind, text in PHPFPM + TENANT:
+        for f in METRICS:
+            key, name, kind, text = f.key, f.metric or "", f.kind, f.help
             exact = self.exporter_names and kind == "counter" and name.startswith("phpfpm_")
             if exact:  # named as the exporter's; prometheus_client's text format gives a
                 # counter's TYPE line `_total` whatever its samples say, so: untyped

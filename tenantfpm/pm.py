@@ -123,6 +123,24 @@ def initial_workers(pm: PM) -> int:
     return 0
 
 
+def wakes_on_connection(pm: PM) -> bool:
+    """Whether a connection waiting on the socket starts workers (ondemand: the master
+    watches the socket; FPM's fpm_pctl_on_socket_accept), rather than the timer alone."""
+    return pm.mode == "ondemand"
+
+
+def dormant(pm: PM, running: bool, has_processes: bool, watching_socket: bool) -> bool:
+    """Whether a pool needs no timer: an ondemand pool with nothing running waits for its
+    socket, so 10,000 idle tenants cost the master nothing between their requests."""
+    return wakes_on_connection(pm) and running and not has_processes and watching_socket
+
+
+def zygote_idle_timeout(pm: PM) -> float:
+    """Seconds a zygote with no worker lives on before it goes (the next request starts
+    PHP again); 0: it stays. Only ondemand pools let theirs go: the others keep workers."""
+    return pm.zygote_idle_timeout if pm.mode == "ondemand" else 0.0
+
+
 def respawn_on_exit(pm: PM) -> bool:
     """Whether an unexpected exit (crash, max_requests) is replaced at once (FPM: not ondemand)."""
     return pm.mode != "ondemand"

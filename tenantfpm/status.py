@@ -38,7 +38,7 @@ def process_status(pool: Pool, now: float) -> list[dict[str, Any]]:
             "start_since": int(time.time() - w.wall_started),
             "requests": slot.requests if slot else None,
             "max_requests": w.max_requests or None,
-            **(_python_request(slot, now) if slot else _php_request(pool, w, state, now)),
+            **(from_scoreboard(slot, now) if slot else from_memory(pool, w, state, now)),
             "rss": w.rss,
             "cpu_seconds": w.cpu_seconds,
             "generation": w.generation,
@@ -46,7 +46,7 @@ def process_status(pool: Pool, now: float) -> list[dict[str, Any]]:
     return out
 
 
-def _php_request(pool: Pool, w: Worker, state: str, now: float) -> dict[str, Any]:
+def from_memory(pool: Pool, w: Worker, state: str, now: float) -> dict[str, Any]:
     """What php-cgi's memory says of the running request; nothing of the last one."""
     duration = (round((now - w.busy_since) * 1000) if w.busy_since is not None
                 and not w.idle else None)
@@ -64,7 +64,7 @@ def _php_request(pool: Pool, w: Worker, state: str, now: float) -> dict[str, Any
             "last_request_cpu": None, "last_request_memory": None}
 
 
-def _python_request(slot: Slot, now: float) -> dict[str, Any]:
+def from_scoreboard(slot: Slot, now: float) -> dict[str, Any]:
     """The current request while one runs, else the last one, as PHP-FPM shows them."""
     running = slot.state in (READING, RUNNING)
     if running:

@@ -70,6 +70,17 @@ def next_retry_delay(delay: float) -> float:
     return min(delay * 2, RETRY_MAX)
 
 
+def overdue(kill_at: float | None, now: float) -> bool:
+    """A worker told to stop that has not by its process_control_timeout is killed."""
+    return kill_at is not None and now >= kill_at
+
+
+def over_memory(limit: int | None, rss: int | None, idle: bool, retiring: bool) -> bool:
+    """`pm.max_worker_memory`: an idle worker over it is recycled (between requests, never
+    in one; an unknown size is no reason)."""
+    return bool(limit) and idle and not retiring and rss is not None and rss > (limit or 0)
+
+
 def crash_storm(crashes: list[float], now: float, threshold: int,
                 interval: float) -> bool:
     """FPM's emergency_restart_threshold/interval: record a SIGSEGV/SIGBUS death at `now`

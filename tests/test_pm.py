@@ -108,3 +108,17 @@ def test_a_spare_only_where_a_fork_answers_a_waiting_request():
     assert pm.spare_delay_ms(PM(mode="static")) is None
     assert pm.spare_delay_ms(PM(mode="static", max_requests=500)) is None
     assert pm.spare_delay_ms(PM(mode="ondemand")) == pm.spare_delay_ms(PM()) > 0
+
+
+def test_only_ondemand_waits_on_its_socket_and_rests_with_nothing_running():
+    ondemand, dynamic = PM(mode="ondemand", zygote_idle_timeout=30), PM(mode="dynamic")
+    assert pm.wakes_on_connection(ondemand) and not pm.wakes_on_connection(dynamic)
+    assert pm.dormant(ondemand, running=True, has_processes=False, watching_socket=True)
+    # a worker or zygote left, not running (starting, failed), or the socket not watched:
+    # the timer still has something to look at
+    assert not pm.dormant(ondemand, True, True, True)
+    assert not pm.dormant(ondemand, False, False, True)
+    assert not pm.dormant(ondemand, True, False, False)
+    assert not pm.dormant(dynamic, True, False, True)
+    assert pm.zygote_idle_timeout(ondemand) == 30
+    assert pm.zygote_idle_timeout(PM(mode="static", zygote_idle_timeout=30)) == 0.0

@@ -72,3 +72,20 @@ def test_a_request_is_timed_from_what_the_master_saw_not_a_forged_start():
     assert timed_start(990.0, 990.0, 900.0, now) == (990.0, False)  # before the one timed
     # a new request since the last look (its start after the one timed, not in the future)
     assert timed_start(990.0, 990.0, 999.5, now) == (999.5, True)
+
+
+def test_a_worker_past_its_stop_deadline_is_killed():
+    assert not verdicts.overdue(None, 100.0)
+    assert not verdicts.overdue(100.5, 100.0)
+    assert verdicts.overdue(100.0, 100.0)
+
+
+def test_an_idle_worker_over_max_worker_memory_is_recycled_and_no_other():
+    mb = 1 << 20
+    assert verdicts.over_memory(64 * mb, 65 * mb, idle=True, retiring=False)
+    assert not verdicts.over_memory(64 * mb, 65 * mb, idle=False, retiring=False)  # in a request
+    assert not verdicts.over_memory(64 * mb, 65 * mb, idle=True, retiring=True)  # going already
+    assert not verdicts.over_memory(64 * mb, None, idle=True, retiring=False)  # size unknown
+    assert not verdicts.over_memory(64 * mb, 64 * mb, idle=True, retiring=False)
+    assert not verdicts.over_memory(None, 65 * mb, idle=True, retiring=False)  # no limit
+    assert not verdicts.over_memory(0, 65 * mb, idle=True, retiring=False)

@@ -39,14 +39,14 @@ def own_unit_cgroup(proc_cgroup: str, version: int) -> str | None:
     found = {paths.get(k) for k in wanted}
     if len(found) != 1:
         return None
-    path = found.pop()
-    if version == 2 and path is not None and path.endswith("/" + LEAF):
-        path = path[: -len(LEAF) - 1]  # a master that already moved (a restart in place)
-    if path is None or not path.startswith("/") or not path.endswith(".service"):
+    unit = found.pop()
+    if version == 2 and unit is not None and unit.endswith("/" + LEAF):
+        unit = unit[: -len(LEAF) - 1]  # a master that already moved (a restart in place)
+    if unit is None or not unit.startswith("/") or not unit.endswith(".service"):
         return None
-    if any(p in ("", ".", "..") for p in path[1:].split("/")):
+    if any(p in ("", ".", "..") for p in unit[1:].split("/")):
         return None
-    return path
+    return unit
 
 
 def delegated_unit(version: int) -> str | None:

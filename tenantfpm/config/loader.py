@@ -263,7 +263,7 @@ def find_profile(name: str, profiles_dir: str) -> Path | None:
 
 
 def available_profiles(profiles_dir: str) -> list[str]:
-    names = set()
+    names: set[str] = set()
     for d in (Path(profiles_dir), SHIPPED_PROFILES):
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.toml"))
@@ -306,7 +306,8 @@ def load_site(path: str | Path, profiles_dir: str, system: Any = None,
         by_file: dict[str, list[Problem]] = {}
         for p in problems:
             in_site = not profile_path or _in_dict(data, p.key) or not _in_dict(merged, p.key)
-            target, src = (path, text) if in_site else (profile_path, profile_text)
+            target, src = (path, text) if in_site or not profile_path else (profile_path,
+                                                                             profile_text)
             if p.line is None:
                 p.line = find_line(src, p.key)
             by_file.setdefault(target, []).append(p)

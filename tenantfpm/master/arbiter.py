@@ -51,6 +51,9 @@ class Master:
         self.cgroups: cgroups.Driver | None = None
         self.registry = Registry(conf)
         self.pools: dict[str, Pool] = {}
+        # the master's own children (zygotes, exec'd workers) by pid: a reaped child finds
+        # its pool without a look at every pool (zygotes' workers are theirs to reap)
+        self.child_pools: dict[int, Pool] = {}
         # what the running tenants hold alone: kept as pools come, go and change, so
         # neither an add nor a start walks every tenant
         self.claims = Claims()
@@ -129,6 +132,10 @@ class Master:
             self.claims.discard(old)
         if new is not None and self.pools.get(pool.name) is pool:
             self.claims.add(new)
+
+    def own_child(self, pid: int, pool: Pool) -> None:
+        """`pool` started `pid`, a child of the master's: its exit goes to that pool."""
+        self.child_pools[pid] = pool
 
     def link_index(self, pool: Pool) -> int:
         """The lowest /30 of isolated_subnet no other pool holds."""
@@ -346,11 +353,11 @@ class Master:
                 return
             if pid == 0:
                 return
-            # looked up per child, never from a map built earlier in this loop:
-            # on_exit() may spawn a replacement that dies and is reaped right here
-            pool = next((p for p in self.pools.values()
-                         if pid in p.workers or p.forker.owns(pid)), None)
-            if pool is not None:
+            # each child is registered as it starts (own_child), so a replacement that
+            # on_exit() spawns, and that dies at once, is found in the next pass of this loop
+            pool = self.child_pools.pop(pid, None)
+            if pool is not None and self.pools.get(pool.name) is pool and (
+                    pid in pool.workers or pool.forker.owns(pid)):
                 pool.on_exit(pid, status)
 
     def _notify(self, message: str) -> None:

@@ -11,11 +11,16 @@ import os
 import random
 import signal
 import time
+from typing import TYPE_CHECKING, cast
 
 from tenantfpm import pm, runtimes, verdicts
+from tenantfpm.master.pool_parts import PoolParts
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.sandbox.spawn import Plan, spawn
 from tenantfpm.wire import scoreboard
+
+if TYPE_CHECKING:
+    from tenantfpm.master.pool import Pool
 
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
 # A spawn brings the pool's next look this soon, not at once: the master goes back to
@@ -25,7 +30,7 @@ CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)
 SPAWN_LOOK = 0.01
 
 
-class Children:
+class Children(PoolParts):
     __slots__ = ()  # a mixin of Pool, which has the slots
 
     def spawn(self, n: int, look: bool = True) -> None:
@@ -75,6 +80,7 @@ class Children:
                        errpipe=child.errpipe, last_activity=now, wall_started=time.time(),
                        exe=argv[0], board=ch.board, trace=ch.trace, access=ch.access)
             self.workers[w.pid] = w
+            self.host.own_child(w.pid, cast("Pool", self))
             self.output.watch(w)
             self.log.event("notice", f"child {w.pid} started")
 

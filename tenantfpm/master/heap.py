@@ -56,7 +56,7 @@ def release_transport_cycles() -> None:
     before the heap was frozen and 115.5 with this (docs/performance.md). This is
     3.12's fix done from outside: drop the method once the connection is gone, when
     the transport reads no more."""
-    cls: Any = asyncio.selector_events._SelectorSocketTransport
+    cls: Any = asyncio.selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
     if sys.version_info >= (3, 12) or getattr(cls, "_tenantfpm_releases", False):
         return
     lost = cls._call_connection_lost

@@ -29,6 +29,7 @@ from tenantfpm.master.sampling import Sampling
 from tenantfpm.master.stdio import Output
 from tenantfpm.master.worker import Worker
 from tenantfpm.master.zygote import HELLO_LOOK, Forker
+from tenantfpm.pm import Decision, WorkerView
 from tenantfpm.sandbox.spawn import Sandbox
 from tenantfpm.sandbox.tenant import TenantSandbox
 
@@ -55,6 +56,7 @@ class Host(Protocol):
     def workers_weight(self) -> int: ...
     def note_busy(self, pool: Pool, busy: int) -> None: ...
     def link_index(self, pool: Pool) -> int: ...
+    def own_child(self, pid: int, pool: Pool) -> None: ...
     def listen_queue(self, pool: Pool, max_age: float) -> Queue | None: ...
     def log(self, level: str, message: str) -> None: ...
     def protect(self, extra: list[Tenant] | None = None) -> str | None: ...
@@ -65,16 +67,7 @@ class Pool(ProcessControl, Children, Sampling):
     """One tenant: its socket, its workers and zygotes, its timer. Process control,
     the children and the sampling of them are in their own modules (mixins)."""
 
-    # slots, not a __dict__: 40 attributes make a 1.6 kB dict each, 16 MB for 10,000 tenants
-    __slots__ = ("_changed", "_tenant", "_tick_handle", "accepted_gone", "box", "cgroup",
-                 "closed", "crashes", "error", "forker", "generation", "host", "isolated",
-                 "listen_queue", "listen_queue_len", "log", "max_active",
-                 "max_children_reached", "max_listen_queue", "next_retry", "next_tick",
-                 "ondemand_armed", "ondemand_handle", "oom", "oom_base", "output", "pm_state",
-                 "queue_seen", "retry_delay", "sampled_at", "slow_requests", "sock",
-                 "sock_inode", "sock_key",
-                 "start_failures", "start_time", "state", "terminated_requests",
-                 "worker_restarts", "workers")
+    __slots__ = ()  # PoolParts holds them
 
     def __init__(self, host: Host, tenant: Tenant) -> None:
         self.host = host
@@ -194,8 +187,8 @@ class Pool(ProcessControl, Children, Sampling):
     def _dormant(self) -> bool:
         """An ondemand pool with nothing running waits for its socket, not for a timer:
         10,000 idle tenants cost the master nothing between their requests."""
-        return (self.pm.mode == "ondemand" and self.state == "running" and not self.workers
-                and not self.forker.zygotes and self.ondemand_armed)
+        return pm.dormant(self.pm, self.state == "running",
+                          bool(self.workers or self.forker.zygotes), self.ondemand_armed)
 
     def _run_tick(self) -> None:
         self._tick_handle = None
@@ -226,16 +219,15 @@ class Pool(ProcessControl, Children, Sampling):
         self.forker.tick(now)
         self._watch_oom(now)
         for w in list(self.workers.values()):
-            if w.kill_at is not None and now >= w.kill_at:
+            if verdicts.overdue(w.kill_at, now):
                 self.log.event("warning", f"child {w.pid} did not exit after "
                                           f"process_control_timeout, killing it")
                 w.signal(signal.SIGKILL)
                 w.kill_at = None
             requests.check(self, w, now)
-            limit = self.pm.max_worker_memory
-            if (limit and w.retiring is None and w.idle and w.rss is not None
-                    and w.rss > limit):
-                self.log.event("notice", f"child {w.pid} uses {w.rss >> 20}M, over "
+            if verdicts.over_memory(self.pm.max_worker_memory, w.rss, w.idle,
+                                    w.retiring is not None):
+                self.log.event("notice", f"child {w.pid} uses {(w.rss or 0) >> 20}M, over "
                                          f"pm.max_worker_memory: recycling it")
                 self.retire(w, "memory")
         if self.state not in ("running", "starting", "reloading"):
@@ -243,7 +235,7 @@ class Pool(ProcessControl, Children, Sampling):
         self._apply(pm.tick(self.pm, self._views(), self.pm_state, now,
                             pending=self.listen_queue or 0, capacity=self.host.capacity()))
         self.next_tick = now + pm.tick_interval(self.pm, self.pm_state)
-        if self.state == "starting":  # an add waits until a worker serves
+        if self.state in ("starting", "reloading"):  # an add or a reload waits on its looks
             about_to_serve = any(w.ns_pid is not None and not w.seen_idle
                                  and now - w.started < HELLO_WINDOW
                                  for w in self.workers.values())
@@ -256,11 +248,11 @@ class Pool(ProcessControl, Children, Sampling):
         """The worker's current request (and `depth` stack frames), read from outside it."""
         return runtimes.of(self.tenant).inspect(w.pid, w.exe, depth)
 
-    def _views(self) -> list[pm.WorkerView]:
-        return [pm.WorkerView(w.pid, w.idle, w.starting, w.last_activity)
+    def _views(self) -> list[WorkerView]:
+        return [WorkerView(w.pid, w.idle, w.starting, w.last_activity)
                 for w in self.workers.values() if w.retiring is None]
 
-    def _apply(self, d: pm.Decision) -> None:
+    def _apply(self, d: Decision) -> None:
         if d.max_children_reached:
             self.max_children_reached += 1
         if d.message:

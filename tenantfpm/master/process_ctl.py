@@ -13,16 +13,22 @@ import contextlib
 import math
 import signal
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from tenantfpm import cgroups, pm, runtimes, verdicts
 from tenantfpm.config.tenant import Tenant
 from tenantfpm.listen import close_listener, open_listener, path_inode
 from tenantfpm.listenq import key_of
+from tenantfpm.master.pool_parts import PoolParts
+
+if TYPE_CHECKING:
+    from tenantfpm.master.pool import Pool
 
 STOP_MARGIN = 5.0  # seconds past process_control_timeout that stop() waits for reaping
 
 
-class ProcessControl:
+class ProcessControl(PoolParts):
     __slots__ = ()  # a mixin of Pool, which has the slots
 
     def start(self, probe: bool = False) -> None:
@@ -64,7 +70,7 @@ class ProcessControl:
                                  f"{site.pm.max_children}, listening on {self.tenant.listen}")
         self.generation += 1
         n = pm.initial_workers(site.pm)
-        if site.pm.mode == "ondemand":
+        if pm.wakes_on_connection(site.pm):
             self._arm_ondemand()
             if probe:
                 n = 1
@@ -104,7 +110,8 @@ class ProcessControl:
                                       f"filesystem view; {where}: {', '.join(limits)}")
             return
         # a link's /30 is looked for only by a tenant that has one (an O(N) look)
-        link = self.host.link_index(self) if site.isolation.network == "isolated" else -1
+        isolated = site.isolation.network == "isolated"
+        link = self.host.link_index(cast("Pool", self)) if isolated else -1
         self.box.prepare(tenant, link, self.host.isolated_subnet)
         self.isolated = True
         iso = site.isolation
@@ -144,18 +151,25 @@ class ProcessControl:
         for w in list(self.workers.values()):
             self.retire(w, "failed")
 
-    async def wait_settled(self, timeout: float) -> bool:
-        """Until the pool serves (running) or gave up (failed); False on timeout."""
+    async def until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait for the pool's events (a state change, an exit, a worker that started
+        serving or went idle or busy: its own looks, fast while it starts or reloads) until
+        `done()`; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self.state not in ("running", "failed", "stopped"):
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             try:
                 await asyncio.wait_for(self.changed.wait(), left)
             except TimeoutError:
-                return False
+                return done()
         return True
+
+    async def wait_settled(self, timeout: float) -> bool:
+        """Until the pool serves (running) or gave up (failed); False on timeout."""
+        return await self.until(lambda: self.state in ("running", "failed", "stopped"),
+                                timeout)
 
     async def reload(self, tenant: Tenant) -> bool:
         """New generation first, then the old one retires; the socket never closes.
@@ -197,17 +211,15 @@ class ProcessControl:
         self.forker.new_generation()
         self.pm_state = pm.PoolState()
         n = pm.initial_workers(tenant.site.pm)
-        if tenant.site.pm.mode == "ondemand":
+        if pm.wakes_on_connection(tenant.site.pm):
             self._arm_ondemand()
         else:
             self._disarm_ondemand()
         self.spawn(n)
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and any(
-            w.generation == self.generation and w.starting for w in self.workers.values()
-        ):
-            await asyncio.sleep(0.02)
-            self.sample()
+        self.wake()
+        gen = self.generation
+        await self.until(lambda: self.state != "reloading" or not any(
+            w.generation == gen and w.starting for w in self.workers.values()), 10.0)
         if self.state != "reloading":
             self.forker.reloaded(False)
             return False  # failed while starting: _fail() already took over
@@ -229,11 +241,8 @@ class ProcessControl:
         # a connection from the shared socket (accept() prefers a queued connection to a
         # pending signal): return once those are gone, so that the next request after the
         # reload meets the new configuration (a busy one finishes its request, then goes)
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and any(
-                w.generation <= old_gen and w.idle for w in self.workers.values()):
-            await asyncio.sleep(0.01)
-            self.sample()
+        await self.until(lambda: not any(w.generation <= old_gen and w.idle
+                                         for w in self.workers.values()), 2.0)
         self.forker.reloaded(True)
         if self.state == "reloading":
             self._set_state("running")

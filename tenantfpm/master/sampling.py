@@ -8,21 +8,27 @@ A mixin of master/pool.py's Pool: `self` is the pool.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, cast
 
 from tenantfpm import procfs, verdicts
+from tenantfpm.master.pool_parts import PoolParts
 from tenantfpm.master.worker import Worker
 from tenantfpm.wire import scoreboard
+
+if TYPE_CHECKING:
+    from tenantfpm.master.pool import Pool
 
 QUEUE_FRESH = 0.01  # seconds a listen-queue reading may be old for an arriving connection
 QUEUE_TICK = 1.0  # ... and for the periodic tick
 
 
-class Sampling:
+class Sampling(PoolParts):
     __slots__ = ()  # a mixin of Pool, which has the slots
 
     def sample(self, fresh: bool = False) -> None:
         """Look at every worker through /proc: idle in accept() or busy, RSS, CPU."""
         now = time.monotonic()
+        seen = [(w.seen_idle, w.idle) for w in self.workers.values()]
         for w in self.workers.values():
             if w.pid <= 0:  # forked, but its hello (and so its host pid) not yet in
                 continue
@@ -52,15 +58,17 @@ class Sampling:
                 w.idle = False
                 w.last_activity = now
             w.activity = s.activity
+        if seen != [(w.seen_idle, w.idle) for w in self.workers.values()]:
+            self._wake_waiters()  # a worker started serving, or went idle or busy
         active = sum(1 for w in self.workers.values() if w.seen_idle and not w.idle)
         peak, recent = self._board_peaks(now, since=self.sampled_at)
         self.max_active = max(self.max_active, active, peak)
         # what all tenants weigh (cpu_share.py): the requests since the last look, too
-        self.host.note_busy(self, max(active, recent))
+        self.host.note_busy(cast("Pool", self), max(active, recent))
         self.sampled_at = now
         # the kernel's word on this pool's socket alone; a connection that just arrived
         # (ondemand) needs a fresh one, the once-a-second tick does not
-        q = self.host.listen_queue(self, QUEUE_FRESH if fresh else QUEUE_TICK)
+        q = self.host.listen_queue(cast("Pool", self), QUEUE_FRESH if fresh else QUEUE_TICK)
         if q is not None:
             self.listen_queue = q.pending
             self.listen_queue_len = q.backlog

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tenantfpm import fdguard, runtimes
+from tenantfpm import fdguard, pm, runtimes
 from tenantfpm.master.worker import Worker, describe_exit
 from tenantfpm.sandbox.spawn import Plan, spawn
 from tenantfpm.wire import zygote as wire
@@ -219,6 +219,7 @@ class Forker:
                       last_activity=now, wall_started=time.time(), exe=argv[0])
         z = Zygote(proc, ours, pool.generation, ns_inode=ns_inode(child.pid))
         self.zygotes[child.pid] = z
+        pool.host.own_child(child.pid, pool)
         self.current = z
         pool.output.watch(proc)
         pool.host.loop.add_reader(ours.fileno(), self._on_messages, z)
@@ -419,7 +420,7 @@ class Forker:
 
     def tick(self, now: float) -> None:
         pool = self.pool
-        idle_timeout = pool.pm.zygote_idle_timeout if pool.pm.mode == "ondemand" else 0.0
+        idle_timeout = pm.zygote_idle_timeout(pool.pm)
         for z in list(self.zygotes.values()):
             if z.by_ns or z.pending or not z.ready:
                 z.idle_since = None

@@ -148,8 +148,9 @@ def _child(plan: Plan, out_w: int | None, err_w: int | None, errpipe_w: int) -> 
         os.execve(plan.argv[0], plan.argv, env)
     except BaseException as e:
         reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        if getattr(e, "filename", None):
-            reason += f": {e.filename}"
+        filename = getattr(e, "filename", None)
+        if filename:
+            reason += f": {filename}"
         try:
             os.write(errpipe_w, f"{step}: {reason}".encode()[:512])
         finally:
