@@ -218,6 +218,52 @@ def check(ctx: Ctx, sites: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@cli.command(name="import")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="where the site files go (default: ./imported)")
+@click.option("--check", "check_only", is_flag=True, help="report only; write nothing")
+@click.option("--root", "roots", multiple=True, metavar="POOL=PATH",
+              help="a pool's tenant root (its files), where php-fpm's config names none")
+@click.option("--create-users", is_flag=True,
+              help="make the tenant users the report asks for (useradd --system)")
+@pass_ctx
+def import_(ctx: Ctx, path: str, out_dir: str | None, check_only: bool,
+            roots: tuple[str, ...], create_users: bool) -> None:
+    """php-fpm's configuration (php-fpm.conf with its includes, a pool.d directory or one
+    pool file) as one site.toml per pool, with every directive's fate: mapped as is,
+    changed and why, not carried over and why. Registers nothing: review the files, stop
+    php-fpm (the tenants take over its socket paths), then `tenantfpm add` each."""
+    from tenantfpm import fpm_importer
+    from tenantfpm.config.fpm_import import FpmConfigError
+
+    given: dict[str, str] = {}
+    for r in roots:
+        pool, sep, where = r.partition("=")
+        if not sep or not where.startswith("/"):
+            raise click.UsageError(f"--root {r}: POOL=/absolute/path")
+        given[pool] = where
+    try:
+        outcome = fpm_importer.run(ctx.conf, path, None if check_only else
+                                   (out_dir or "imported"), given, create_users)
+    except FpmConfigError as e:
+        err.print(f"import: {e}", markup=False)
+        sys.exit(1)
+    t = _table("POOL", "WHERE", "DIRECTIVE", "VALUE", "FATE", "TENANTFPM", "WHY", folds="WHY")
+    for row in outcome.imported.rows:
+        t.add_row(row.pool or "(global)", os.path.basename(row.where), row.directive,
+                  row.value, row.verdict, row.to, row.why)
+    out.print(t)
+    for user in outcome.created:
+        out.print(f"created user {user}")
+    for file in outcome.written:
+        out.print(f"wrote {file}")
+    for name, problem in outcome.problems.items():
+        err.print(f"tenant {name} does not pass `tenantfpm check` yet:\n{problem}", markup=False)
+    if outcome.problems:
+        sys.exit(1)
+
+
 @cli.command()
 @click.argument("name")
 @pass_ctx
