@@ -182,7 +182,6 @@ POOL = {
     "request_slowlog_trace_depth": "limits.slowlog_trace_depth",
     "rlimit_files": "limits.open_files",
     "access.format": "log.access_format",
-    "catch_workers_output": "log.catch_workers_output",
 }
 INTEGER = {"pm.max_children", "pm.start_servers", "pm.min_spare_servers",
            "pm.max_spare_servers", "pm.max_spawn_rate", "pm.max_requests",
@@ -199,7 +198,8 @@ POOL_DROPPED = {
     "ping.response": "not answered on the pool's socket yet",
     "access.suppress_path": "not built yet",
     "request_terminate_timeout_track_finished": "not built yet",
-    "decorate_workers_output": "workers' output goes to error.log as FPM decorates it",
+    "decorate_workers_output": "workers' output goes to error.log decorated, as FPM's "
+                               "default (yes) has it",
     "clear_env": "a tenant's workers get only its `env` (and USER, HOME), as clear_env = yes",
     "security.limit_extensions": "the SAPI runs .php and .phar only, as FPM's default",
     "listen.acl_users": "give access with listen.owner and listen.group",
@@ -303,7 +303,7 @@ def _pool(pool: str, directives: list[Directive], out: Imported, users: Users,
         if arr:
             kind, key = arr.groups()
             if kind == "env":
-                _put(site, f"env.{key}", value)
+                site.setdefault("env", {})[key] = value
                 if "$" in value:
                     row(d, CHANGED, f"env.{key}", "php-fpm expands $VARIABLES from its own "
                                                   "environment; tenantfpm passes the text")
