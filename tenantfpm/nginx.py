@@ -52,7 +52,7 @@ def server_block(tenant: Tenant, listen: str = "80") -> str:
           ["    # the tenant's file names no domains: set its domains = [...] or edit here"]),
         f"    root {site.root};",
         "    index index.php index.html index.htm;",
-        f"    client_max_body_size {body_limit(site.ini)};",
+        f"    client_max_body_size {body_limit(site.php_ini())};",
         "",
         *("    " + line if line else "" for line in
           runtimes.of(tenant).nginx_locations(tenant).splitlines()),

@@ -356,3 +356,8 @@ def test_a_preloaded_host_system_asks_only_for_names_not_enumerated(counted_look
     assert counted_lookups == ["no-such-user-tfpm"]
     assert HostSystem().user_named_as(4242424) is None  # one add asks
     assert counted_lookups[-1] == "4242424"
+
+
+def test_ini_defaults_keys_are_checked_as_ini_keys(write_site, fake_system):
+    e = error_of(write_site, fake_system, '[ini_defaults]\n"bad key" = 1')
+    assert "ini_defaults.bad key" in str(e) and "not a valid php.ini directive name" in str(e)

@@ -63,14 +63,18 @@ def test_a_dynamic_pools_values_go_to_their_keys(tmp_path):
                           "min_spare_servers": 1, "max_spare_servers": 3, "max_requests": 200}
     assert site["limits"] == {"request_terminate_timeout": "120s",
                               "request_slowlog_timeout": "5s"}
-    assert site["ini"]["memory_limit"] == "192M" and site["ini"]["display_errors"] is False
+    assert site["ini"] == {"memory_limit": "192M", "log_errors": True,  # locked
+                           "disable_functions": "exec,passthru,shell_exec"}
+    assert site["ini_defaults"] == {"upload_max_filesize": "32M", "post_max_size": "33M",
+                                    "display_errors": False,
+                                    "date.timezone": "Europe/Amsterdam"}  # a script's to change
     assert site["env"] == {"SHOP_ENV": "production", "PATH": "/usr/local/bin:/usr/bin:/bin"}
     assert site["log"]["access"] is True and site["log"]["catch_workers_output"] is True
     assert site["log"]["access_format"].startswith('%R - %u %t "%m %r%Q%q"')
     assert site["root"] == "/srv/x" and site["chdir"] == "/srv/x"
     fate = {r.directive: r for r in out.rows}
-    assert fate["php_value[upload_max_filesize]"].verdict == fi.CHANGED  # locked for now
-    assert fate["php_admin_value[memory_limit]"].verdict == fi.AS_IS
+    assert fate["php_value[upload_max_filesize]"].to == "ini_defaults.upload_max_filesize"
+    assert fate["php_admin_value[memory_limit]"].to == "ini.memory_limit"
     assert fate["slowlog"].verdict == fi.CHANGED and "log directory" in fate["slowlog"].why
     assert fate["group"].verdict == fi.AS_IS and site["group"] == "alice"
 

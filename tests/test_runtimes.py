@@ -2,6 +2,7 @@
 
 import os
 import stat
+from pathlib import Path
 
 from tenantfpm import pm, runtimes
 from tenantfpm.config.model import PHP_ENGINE_BINARY, GlobalConfig, Site
@@ -91,3 +92,22 @@ def test_every_runtime_gives_user_and_home_as_fpm_does(tmp_path):
     php = tenant(tmp_path)
     _, env = runtimes.of(php).zygote_command(php)
     assert (env["USER"], env["HOME"]) == ("alice", "/srv/shop")
+
+
+def test_ini_defaults_are_in_php_ini_unlocked_and_ini_wins_a_shared_key(tmp_path):
+    """FPM's two levels: php_value (a default a script may change) and php_admin_value
+    (locked): `ini_defaults` goes into the tenant's php.ini only, `ini` is locked too."""
+    site = Site.model_validate({"name": "shop", "user": "alice", "root": "/srv/shop",
+                                "ini_defaults": {"date.timezone": "UTC",
+                                                 "memory_limit": "32M"},
+                                "ini": {"memory_limit": "64M"}})
+    t = Tenant(site=site, listen=parse_listen("/run/t/shop.sock"), log_dir=str(tmp_path),
+               run_dir=str(tmp_path / "run"), uid=os.getuid(), gid=os.getgid())
+    argv, _ = runtimes.of(t).zygote_command(t)
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-a"] == ["memory_limit"]
+    assert site.php_ini() == {"date.timezone": "UTC", "memory_limit": "64M"}
+    from tenantfpm.runtimes.php_cgi import write_ini
+
+    text = Path(write_ini(t, None)).read_text()
+    assert "date.timezone = UTC\n" in text and "memory_limit = 64M\n" in text
+    assert "memory_limit = 32M" not in text

@@ -311,13 +311,10 @@ def _pool(pool: str, directives: list[Directive], out: Imported, users: Users,
                     row(d, AS_IS, f"env.{key}")
                 continue
             # a flag is php-fpm's boolean: "1" for on/yes/true/1, else "0" (fpm_conf.c)
-            site.setdefault("ini", {})[key] = (value.lower() in ("on", "yes", "true", "1")
-                                               if kind.endswith("_flag") else value)
-            if kind.startswith("php_admin"):
-                row(d, AS_IS, f"ini.{key}")
-            else:
-                row(d, CHANGED, f"ini.{key}", "locked as php_admin_value is: ini_set() and "
-                                              "PHP_VALUE cannot change it in this version")
+            ini = value.lower() in ("on", "yes", "true", "1") if kind.endswith("_flag") else value
+            table = "ini" if kind.startswith("php_admin") else "ini_defaults"
+            site.setdefault(table, {})[key] = ini
+            row(d, AS_IS, f"{table}.{key}")
             continue
         if d.key == "user":
             owner = values["listen.owner"].value if "listen.owner" in values else None

@@ -191,8 +191,14 @@ class Site(Strict):
     limits: Limits = _shared(Limits)
     isolation: Isolation = _shared(Isolation)
     ini: dict[str, IniValue] = {}
+    ini_defaults: dict[str, IniValue] = {}
     env: dict[str, str] = {}
     log: Log = _shared(Log)
+
+    def php_ini(self) -> dict[str, IniValue]:
+        """What the tenant's PHP starts with: `ini_defaults` (a script may change them),
+        then `ini` (locked), which wins where both name a key."""
+        return {**self.ini_defaults, **self.ini}
 
 
 class Paths(Strict):

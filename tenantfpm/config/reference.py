@@ -123,9 +123,13 @@ DOCS: dict[str, tuple[str, str, str]] = {
     "isolation.binds.target": ("", "Where the tenant sees it; the same path when empty.",
                                '"/media"'),
     "isolation.binds.readonly": ("", "Read-only.", "false"),
-    "ini": ("`php_admin_value[...]`", "php.ini settings, locked: neither `ini_set()` nor "
-            "`PHP_VALUE` changes them. python tenants: a few keys with the same meaning.",
-            '{ memory_limit = "256M", display_errors = false }'),
+    "ini": ("`php_admin_value[...]`, `php_admin_flag[...]`", "php.ini settings, locked: "
+            "neither `ini_set()` nor `PHP_VALUE` changes them. python tenants: a few keys "
+            "with the same meaning.", '{ memory_limit = "256M", display_errors = false }'),
+    "ini_defaults": ("`php_value[...]`, `php_flag[...]`", "php.ini settings a script may "
+                     "change (`ini_set()`, the web server's `PHP_VALUE`): defaults, where "
+                     "`ini`'s are locked; a key in both is `ini`'s.",
+                     '{ upload_max_filesize = "32M", display_errors = false }'),
     "env": ("`env[...]`", "Environment of the workers.", '{ APP_ENV = "production" }'),
     "log.dir": ("", "The tenant's log directory; `<log_dir>/<name>` when empty.",
                 '"/var/log/tenantfpm/shop"'),

@@ -162,18 +162,21 @@ def runtime_problems(site: Site, system: System) -> list[Problem]:
             except ValueError as e:
                 p.append(Problem("log.access_format", str(e)))
         try:
-            python_ini.settings(site.ini)
+            python_ini.settings(site.php_ini())
         except ValueError as e:
             key, _, why = str(e).partition(": ")
-            p.append(Problem(f"ini.{key}", why) if key in site.ini else Problem("ini", str(e)))
+            table = "ini" if key in site.ini else "ini_defaults"
+            p.append(Problem(f"{table}.{key}", why) if key in site.php_ini()
+                     else Problem("ini", str(e)))
     elif rt.app:
         p.append(Problem("runtime.app", "only the python runtime takes an app"))
     p += engine_problems(site, system)
-    for key, value in site.ini.items():
-        if not INI_KEY.match(key):
-            p.append(Problem(f"ini.{key}", "not a valid php.ini directive name"))
-        if isinstance(value, str) and ("\n" in value or "\0" in value):
-            p.append(Problem(f"ini.{key}", "value may not contain a newline or NUL"))
+    for table, values in (("ini", site.ini), ("ini_defaults", site.ini_defaults)):
+        for key, value in values.items():
+            if not INI_KEY.match(key):
+                p.append(Problem(f"{table}.{key}", "not a valid php.ini directive name"))
+            if isinstance(value, str) and ("\n" in value or "\0" in value):
+                p.append(Problem(f"{table}.{key}", "value may not contain a newline or NUL"))
     for key, value in site.env.items():
         if not ENV_KEY.match(key):
             p.append(Problem(f"env.{key}", "not a valid environment variable name"))

@@ -71,7 +71,7 @@ def write_ini(tenant: Tenant, base: str | None, sessions: str | None = None) -> 
         parts.append(f'session.save_path = "{sessions}"\nsession.gc_probability = 1\n')
     elif tenant.site.isolation.enabled:  # the distribution's session dir is not in the sandbox
         parts.append("session.save_path = /tmp\n")
-    for k, v in tenant.site.ini.items():
+    for k, v in tenant.site.php_ini().items():
         parts.append(f"{k} = {ini_value(v)}\n")
     # root's and the tenant's alone: `[ini]` holds secrets (mysqli.default_pw, a session
     # store's password, licence keys); the directories let a tenant's workers through to

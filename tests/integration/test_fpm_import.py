@@ -30,8 +30,12 @@ POOLS = Path(__file__).parent.parent / "fpm_pools"
 KEYS = ["memory_limit", "disable_functions", "log_errors", "upload_max_filesize",
         "post_max_size", "display_errors", "date.timezone", "max_execution_time",
         "session.gc_maxlifetime", "open_basedir", "include_path"]
-PROBE = ("<?php echo json_encode(['ini' => array_map('ini_get', " + json.dumps(KEYS)
-         + "), 'env' => getenv('SHOP_ENV'), 'sapi' => PHP_SAPI]);")
+# and whether a script may change a php_value's key (date.timezone in shop.conf) and a
+# php_admin_value's (memory_limit in shop.conf): FPM's two levels
+PROBE = ("<?php $ini = array_map('ini_get', " + json.dumps(KEYS) + ");"
+         " echo json_encode(['ini' => $ini, 'env' => getenv('SHOP_ENV'), 'sapi' => PHP_SAPI,"
+         " 'set_user' => ini_set('date.timezone', 'UTC') !== false,"
+         " 'set_admin' => ini_set('memory_limit', '100M') !== false]);")
 
 pytestmark = pytest.mark.skipif(not os.path.exists(FPM), reason="php8.2-fpm is not installed")
 
@@ -114,6 +118,8 @@ def test_an_imported_pool_serves_with_the_configuration_php_fpm_gave_it(env, use
                str(env.base / "run" / ("legacy.sock" if name == "legacy" else f"{name}.sock")))
     fpm = through_fpm(fpm_main(env, name, pool_file), address, root)
     assert fpm["sapi"] == "fpm-fcgi"
+    if name == "shop":  # the two levels, as php-fpm has them
+        assert fpm["set_user"] and not fpm["set_admin"]
     files = imported_tenant(env, pool_file)
     tenant = "legacy_site" if name == "legacy" else name
     env.add(files[tenant])
