@@ -56,7 +56,7 @@
 #include "main/build-defs.h"  /* PHP_EXTENSION_DIR: where PHP resolves `extension=gd.so` */
 
 #define ORDER_FD WIRE_CHANNEL_FD
-#define MAX_FDS (4 + 8)  /* errpipe, listen, stdout, stderr, the pass fds */
+#define MAX_FDS (4 + ORDER_MAX_PASS_FDS)  /* errpipe, listen, stdout, stderr, the pass fds */
 _Static_assert(MAX_FDS <= TFPM_MAX_FDS, "tfpm_receive() holds TFPM_MAX_FDS");
 #define MAX_PRELOAD 128
 

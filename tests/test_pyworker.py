@@ -63,6 +63,20 @@ def hello(environ, start_response):
     return [b"hello ", environ["PATH_INFO"].encode("latin-1"), b" ", body[:16]]
 
 
+def read_all(sock: socket.socket) -> list[Record]:
+    """Every record until the other side closes (or goes quiet past the socket's timeout)."""
+    reader, out = RecordReader(), []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not data:
+            break
+        out += reader.feed(data)
+    return out
+
+
 class Served:
     """A responder thread serving `app` on one end of a socketpair, as the worker would."""
 
@@ -93,16 +107,7 @@ class Served:
             server.close()
 
     def records(self) -> list[Record]:
-        reader, out = RecordReader(), []
-        while True:
-            try:
-                data = self.client.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not data:
-                break
-            out += reader.feed(data)
-        return out
+        return read_all(self.client)
 
     def finish(self) -> list[Record]:
         recs = self.records()

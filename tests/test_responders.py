@@ -23,12 +23,11 @@ from tenantfpm.wire.fastcgi import (
     STDIN,
     STDOUT,
     Record,
-    RecordReader,
     decode_pairs,
     encode_pairs,
     encode_stream,
 )
-from tests.test_pyworker import Served, hello
+from tests.test_pyworker import Served, hello, read_all
 from tests.test_sapi import start_zygote
 
 
@@ -82,19 +81,6 @@ def protocol(records: list[Record]) -> list[tuple]:
         else:
             out.append((r.type, r.request_id, r.content))
     return [x for x in out if not (x[0] == STDERR and not x[2])]
-
-
-def read_all(sock: socket.socket) -> list[Record]:
-    reader, out = RecordReader(), []
-    while True:
-        try:
-            data = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not data:
-            break
-        out += reader.feed(data)
-    return out
 
 
 @pytest.fixture(scope="module")

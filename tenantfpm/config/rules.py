@@ -161,13 +161,13 @@ def runtime_problems(site: Site, system: System) -> list[Problem]:
                 accessformat.parse(site.log.access_format)
             except ValueError as e:
                 p.append(Problem("log.access_format", str(e)))
+        ini = site.php_ini()
         try:
-            python_ini.settings(site.php_ini())
+            python_ini.settings(ini)
         except ValueError as e:
             key, _, why = str(e).partition(": ")
             table = "ini" if key in site.ini else "ini_defaults"
-            p.append(Problem(f"{table}.{key}", why) if key in site.php_ini()
-                     else Problem("ini", str(e)))
+            p.append(Problem(f"{table}.{key}", why) if key in ini else Problem("ini", str(e)))
     elif rt.app:
         p.append(Problem("runtime.app", "only the python runtime takes an app"))
     p += engine_problems(site, system)

@@ -30,10 +30,11 @@ BOOT = ("import sys; sys.path.insert(0, {lib!r}); "
 def command(tenant: Tenant, max_requests: int | None) -> tuple[list[str], dict[str, str]]:
     """A worker serving on its own (`max_requests`), or the zygote that forks them (None)."""
     site = tenant.site
+    ini = site.php_ini()
     lib = LIB_DIR if site.isolation.enabled else os.path.dirname(PACKAGE_DIR)
     config = {"app": site.runtime.app, "pool": tenant.name,
               "access_format": site.log.access_format if site.log.access else "",
-              "master_pid": os.getpid(), **settings(site.php_ini())}
+              "master_pid": os.getpid(), **settings(ini)}
     if max_requests is None:
         config["lazy_app"] = site.runtime.lazy_app
         config["spare_delay_ms"] = pm.spare_delay_ms(site.pm)
@@ -45,8 +46,8 @@ def command(tenant: Tenant, max_requests: int | None) -> tuple[list[str], dict[s
             json.dumps(config)]
     env = worker_env(tenant)
     env.setdefault("PYTHONUNBUFFERED", "1")  # print() reaches error.log when it happens
-    if "date.timezone" in site.php_ini():
-        env["TZ"] = str(site.php_ini()["date.timezone"])
+    if "date.timezone" in ini:
+        env["TZ"] = str(ini["date.timezone"])
     return argv, env
 
 
